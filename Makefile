@@ -1,0 +1,46 @@
+# The two commands: `make demo` and `make test` (both set themselves up).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME := $(CURDIR)
+export PYTHONWARNINGS := ignore::UserWarning
+
+.PHONY: demo test ui install instance materialize lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+instance: install
+	mkdir -p data/dagster
+	$(BIN)/dagster instance concurrency set gpu 1 >/dev/null
+
+## demo: synthetic world, observe the sources, materialize every asset, list the tables
+demo: instance
+	$(BIN)/lakehouse demo-data
+	$(MAKE) --no-print-directory materialize
+	$(BIN)/lakehouse tables
+
+## materialize: observe sources, then materialize every asset over all log days
+materialize: instance
+	$(BIN)/dagster job execute -m lakehouse.definitions -j observe_sources
+	$(BIN)/dagster job execute -m lakehouse.definitions -j observe_logs
+	$(BIN)/dagster asset materialize -m lakehouse.definitions --select '*' \
+		--partition-range "$$($(BIN)/lakehouse log-range)"
+
+test: install
+	$(BIN)/python -m pytest lakehouse_tests
+
+ui: instance
+	$(BIN)/dagster dev -m lakehouse.definitions -h 127.0.0.1
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf data/lake data/sources data/dagster

@@ -1,0 +1,1 @@
+"""lakehouse: a Dagster asset-graph data lakehouse for ML training data."""

@@ -1,0 +1,44 @@
+"""Which lake tables exist, in which layer, at which version: the lake's table of contents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lakehouse.resources.lake import LakeResource
+
+LAYERS = {
+    "raw_objects": "raw",
+    "raw_photos": "raw",
+    "raw_users": "raw",
+    "raw_photo_labels": "raw",
+    "raw_events": "raw",
+    "quarantine": "raw",
+}
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    name: str
+    layer: str
+    uri: str
+    version: int
+    rows: int
+
+
+def layer_of(name: str) -> str:
+    """Layer of a table; tables starting with `_` are the lake's own bookkeeping."""
+    return "system" if name.startswith("_") else LAYERS.get(name, "unknown")
+
+
+def table_entries(lake: LakeResource) -> list[TableEntry]:
+    """Every Delta table under the lake root, in layer order."""
+    entries = []
+    for name in lake.table_names():
+        table = lake.open(name)
+        if table is None:
+            continue
+        entries.append(
+            TableEntry(name, layer_of(name), lake.table_uri(name), table.version(), table.count())
+        )
+    order = ["raw", "curated", "features", "models", "unknown", "system"]
+    return sorted(entries, key=lambda e: (order.index(e.layer) if e.layer in order else 9, e.name))

@@ -1,0 +1,96 @@
+"""The `lakehouse` command: the synthetic world and a look at the lake."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lakehouse import settings
+from lakehouse.settings import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lakehouse", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo-data", help="write the synthetic source world")
+    demo.add_argument("--photos", type=int, default=400)
+    demo.add_argument("--users", type=int, default=40)
+    demo.add_argument("--days", type=int, default=30)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--out", type=Path, help=f"sources directory (default ${settings.SOURCES_VAR})"
+    )
+    demo.set_defaults(run=run_demo_data)
+
+    tables = commands.add_parser("tables", help="list every lake table")
+    tables.set_defaults(run=run_tables)
+
+    days = commands.add_parser(
+        "log-range", help="print FIRST...LAST of the daily log files (for --partition-range)"
+    )
+    days.set_defaults(run=run_log_range)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"lakehouse: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_demo_data(args: argparse.Namespace) -> int:
+    from lakehouse.synthetic import generate_world
+
+    out = args.out or Path(settings.sources_uri())
+    if settings.is_s3(str(out)):
+        raise ConfigError(f"{settings.SOURCES_VAR}={out}: demo-data writes a local directory")
+    db_url = (
+        settings.metadata_db_url() if args.out is None else f"sqlite:///{out.resolve()}/metadata.db"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    summary = generate_world(
+        out, db_url, photos=args.photos, users=args.users, days=args.days, seed=args.seed
+    )
+    print(f"synthetic world written to {out}: {summary}")
+    return 0
+
+
+def run_tables(args: argparse.Namespace) -> int:
+    from lakehouse.catalog import table_entries
+    from lakehouse.resources import LakeResource
+
+    entries = table_entries(LakeResource(root=settings.lake_uri()))
+    if not entries:
+        print(f"no tables under {settings.lake_uri()}")
+        return 0
+    width = max(len(e.name) for e in entries)
+    print(f"{'table':<{width}}  {'layer':<8}  {'version':>7}  {'rows':>9}  uri")
+    for e in entries:
+        print(f"{e.name:<{width}}  {e.layer:<8}  {e.version:>7}  {e.rows:>9}  {e.uri}")
+    return 0
+
+
+def run_log_range(args: argparse.Namespace) -> int:
+    from lakehouse.partitions import log_days
+    from lakehouse.resources import ObjectStoreResource
+    from lakehouse.sources.assets import LOG_KEY
+
+    valid = set(log_days.get_partition_keys())
+    days = sorted(
+        match.group(1)
+        for info in ObjectStoreResource(uri=settings.sources_uri()).list("logs/")
+        if (match := LOG_KEY.match(info.key)) and match.group(1) in valid
+    )
+    if not days:
+        raise ConfigError(
+            f"{settings.SOURCES_VAR}={settings.sources_uri()!r}: no logs/YYYY-MM-DD.jsonl "
+            f"on or after {settings.LOGS_START_VAR}={settings.logs_start()}"
+        )
+    print(f"{days[0]}...{days[-1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The single Definitions object: every asset, check, job and resource of the lakehouse."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from lakehouse.raw import assets as raw_assets
+from lakehouse.raw import checks as raw_checks
+from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
+from lakehouse.settings import (
+    LAKE_VAR,
+    METADATA_DB_VAR,
+    SOURCES_VAR,
+    lake_uri,
+    metadata_db_url,
+    sources_uri,
+)
+from lakehouse.sources import assets as source_assets
+
+
+def setting(var: str, default: str) -> str | dg.EnvVar:
+    """An EnvVar when the variable is set (its value, maybe a secret, stays out of the UI)."""
+    return dg.EnvVar(var) if os.environ.get(var) else default
+
+
+observe_sources = dg.define_asset_job(
+    "observe_sources",
+    selection=dg.AssetSelection.keys("photo_objects", "metadata_db"),
+    description="Observe the photo store and the metadata database: content versions.",
+)
+observe_logs = dg.define_asset_job(
+    "observe_logs",
+    selection=dg.AssetSelection.keys("activity_logs"),
+    description="Observe the daily activity-log files: one content version per day.",
+)
+
+defs = dg.Definitions(
+    assets=[
+        *dg.load_assets_from_modules([source_assets, raw_assets]),
+    ],
+    asset_checks=dg.load_asset_checks_from_modules([raw_checks]),
+    jobs=[observe_sources, observe_logs],
+    schedules=[
+        dg.ScheduleDefinition(job=observe_sources, cron_schedule="*/15 * * * *"),
+        dg.ScheduleDefinition(job=observe_logs, cron_schedule="*/15 * * * *"),
+    ],
+    resources={
+        "lake": LakeResource(root=setting(LAKE_VAR, lake_uri())),
+        "sources": ObjectStoreResource(uri=setting(SOURCES_VAR, sources_uri())),
+        "metadata_db": MetadataDbResource(url=setting(METADATA_DB_VAR, metadata_db_url())),
+    },
+)

@@ -1,0 +1,365 @@
+"""Bronze: faithful copies of the sources as Delta tables, bad input in quarantine.
+
+Every asset here does row-level incremental work (only new content is read or
+parsed), commits nothing when nothing changed, and reports a DataVersion
+computed from its output content.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
+
+import dagster as dg
+import polars as pl
+
+from lakehouse.partitions import log_days
+from lakehouse.raw.logs import parse_log_day
+from lakehouse.raw.metadata import validate_labels, validate_photos, validate_users
+from lakehouse.raw.objects import (
+    OBJECT_KEY,
+    RAW_OBJECTS_SCHEMA,
+    probe_object,
+    registry_changes,
+)
+from lakehouse.raw.quarantine import (
+    QUARANTINE_SCHEMA,
+    QUARANTINE_TABLE,
+    rejection,
+    rejections_frame,
+    sync_quarantine,
+)
+from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
+from lakehouse.resources.lake import commit_info_for
+from lakehouse.sources.assets import LOG_PREFIX, PHOTO_PREFIX, log_key
+from lakehouse.sources.hashing import hashing_threads, object_hashes
+from lakehouse.versioning import digest_strings, frame_digest
+
+RAW = dict(
+    group_name="raw",
+    kinds={"delta", "python"},
+    owners=["team:data-platform"],
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+OBJECTS_SOURCE = "photo_objects"
+LOGS_SOURCE = "activity_logs"
+LEDGER_TABLE = "_ingested_files"
+DAYS_PER_COMMIT = 8
+LEDGER_SCHEMA: dict[str, pl.DataType] = {
+    "asset": pl.String(),
+    "key": pl.String(),
+    "sha256": pl.String(),
+    "lines": pl.Int64(),
+    "accepted": pl.Int64(),
+    "rejected": pl.Int64(),
+}
+
+
+def table_metadata(lake: LakeResource, name: str, rows: int, computed: int) -> dict:
+    """What every materialization tells the UI: where the table is, its version, its size."""
+    return {
+        "uri": dg.MetadataValue.path(lake.table_uri(name)),
+        "delta_version": lake.version(name),
+        "dagster/row_count": rows,
+        "rows_computed": computed,
+    }
+
+
+def active_quarantine(lake: LakeResource, source: str) -> pl.DataFrame:
+    rows = lake.read(QUARANTINE_TABLE, filters=[("source", "=", source)])
+    if rows is None:
+        return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    return rows.filter(pl.col("resolved_at").is_null())
+
+
+def read_or_empty(lake: LakeResource, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    rows = lake.read(name)
+    return pl.DataFrame(schema=schema) if rows is None else rows
+
+
+@dg.asset(
+    deps=["photo_objects"],
+    code_version="1",
+    description="One row per photo object version: key, sha256, size, media type, pixel size, "
+    "first/last seen and status (current, replaced, deleted).",
+    **RAW,
+)
+def raw_objects(
+    context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
+) -> dg.MaterializeResult:
+    lake.ensure_writable()
+    info, now = commit_info_for(context), datetime.now(UTC)
+    hashes, _ = object_hashes(sources, lake, PHOTO_PREFIX, info)
+    registry = read_or_empty(lake, "raw_objects", RAW_OBJECTS_SCHEMA)
+    quarantined = active_quarantine(lake, OBJECTS_SOURCE)
+    known_bad = quarantined.join(hashes.select(OBJECT_KEY), on=OBJECT_KEY, how="semi")
+    known_good = hashes.join(
+        registry.select(*OBJECT_KEY, "media_type", "width", "height").unique(OBJECT_KEY),
+        on=OBJECT_KEY,
+    )
+    to_probe = hashes.join(known_good, on=OBJECT_KEY, how="anti").join(
+        known_bad, on=OBJECT_KEY, how="anti"
+    )
+    context.log.info(f"{hashes.height} objects; probing {to_probe.height} new versions")
+    with ThreadPoolExecutor(hashing_threads()) as pool:
+        probes = list(pool.map(lambda key: probe_object(sources.read(key)), to_probe["key"]))
+    probed = to_probe.with_columns(
+        media_type=pl.Series([p.media_type for p in probes], dtype=pl.String),
+        width=pl.Series([p.width for p in probes], dtype=pl.Int64),
+        height=pl.Series([p.height for p in probes], dtype=pl.Int64),
+        reason=pl.Series([p.reason for p in probes], dtype=pl.String),
+    )
+    current = pl.concat(
+        [known_good, probed.filter(pl.col("reason").is_null()).drop("reason")],
+        how="diagonal_relaxed",
+    ).select("key", "sha256", "size", "media_type", "width", "height")
+    changes = registry_changes(registry, current, hashes["key"], now)
+    lake.upsert("raw_objects", changes, key=OBJECT_KEY, commit_info=info)
+    rejected = rejections_frame(
+        OBJECTS_SOURCE,
+        [
+            *known_bad.select("key", "line", "sha256", "reason", "detail").to_dicts(),
+            *(
+                rejection(key, reason, sha256=sha)
+                for key, sha, reason in probed.filter(pl.col("reason").is_not_null())
+                .select("key", "sha256", "reason")
+                .iter_rows()
+            ),
+        ],
+    )
+    counts = sync_quarantine(lake, OBJECTS_SOURCE, rejected, now=now, commit_info=info)
+    context.log.info(f"raw_objects: {changes.height} rows changed; quarantine {counts}")
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(frame_digest(current, OBJECT_KEY, current.columns)),
+        metadata={
+            **table_metadata(lake, "raw_objects", current.height, to_probe.height),
+            "objects_in_source": hashes.height,
+            "quarantined": counts["active"],
+        },
+    )
+
+
+def sync_metadata_table(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    name: str,
+    source: str,
+    accepted: pl.DataFrame,
+    rejected: pl.DataFrame,
+    key: str,
+) -> dg.MaterializeResult:
+    """Snapshot a validated source table into the lake; its rejects into quarantine."""
+    info, now = commit_info_for(context), datetime.now(UTC)
+    changes = lake.sync_snapshot(name, accepted, [key], commit_info=info)
+    counts = sync_quarantine(
+        lake, source, rejections_frame(source, rejected), now=now, commit_info=info
+    )
+    context.log.info(f"{name}: {changes}; quarantine {counts}")
+    computed = changes["inserted"] + changes["updated"]
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(frame_digest(accepted, [key], [key, "row_sha256"])),
+        metadata={
+            **table_metadata(lake, name, accepted.height, computed),
+            "rows_in_source": accepted.height + rejected.height,
+            "quarantined": rejected.height,
+            **{f"rows_{kind}": n for kind, n in changes.items()},
+        },
+    )
+
+
+@dg.asset(
+    deps=["metadata_db"],
+    code_version="1",
+    description="Snapshot of metadata_db.users (valid rows; the rest in quarantine).",
+    **RAW,
+)
+def raw_users(
+    context: dg.AssetExecutionContext, metadata_db: MetadataDbResource, lake: LakeResource
+) -> dg.MaterializeResult:
+    lake.ensure_writable()
+    checked = validate_users(metadata_db.read_table("users"))
+    return sync_metadata_table(
+        context,
+        lake,
+        "raw_users",
+        "metadata_db.users",
+        checked.accepted,
+        checked.rejected,
+        "user_id",
+    )
+
+
+@dg.asset(
+    deps=["metadata_db", "raw_users", "raw_objects"],
+    code_version="1",
+    description="Snapshot of metadata_db.photos: rows with a known author, an accepted "
+    "object and sane coordinates; every other row is quarantined with its reasons.",
+    **RAW,
+)
+def raw_photos(
+    context: dg.AssetExecutionContext, metadata_db: MetadataDbResource, lake: LakeResource
+) -> dg.MaterializeResult:
+    lake.ensure_writable()
+    users = lake.read("raw_users", columns=["user_id"])
+    registry = lake.read("raw_objects", columns=["key", "status"])
+    accepted_objects = (
+        pl.DataFrame(schema={"key": pl.String})
+        if registry is None
+        else registry.filter(pl.col("status") == "current").select("key")
+    )
+    objects = pl.concat(
+        [
+            accepted_objects.with_columns(problem=pl.lit(None, pl.String)),
+            active_quarantine(lake, OBJECTS_SOURCE).select("key", problem="reason"),
+        ]
+    )
+    checked = validate_photos(
+        metadata_db.read_table("photos"),
+        pl.Series("user_id", [], pl.Int64) if users is None else users["user_id"],
+        objects,
+    )
+    return sync_metadata_table(
+        context,
+        lake,
+        "raw_photos",
+        "metadata_db.photos",
+        checked.accepted,
+        checked.rejected,
+        "photo_id",
+    )
+
+
+@dg.asset(
+    deps=["metadata_db", "raw_photos"],
+    code_version="1",
+    description="Snapshot of metadata_db.photo_labels for accepted photos.",
+    **RAW,
+)
+def raw_photo_labels(
+    context: dg.AssetExecutionContext, metadata_db: MetadataDbResource, lake: LakeResource
+) -> dg.MaterializeResult:
+    lake.ensure_writable()
+    photos = lake.read("raw_photos", columns=["photo_id"])
+    checked = validate_labels(
+        metadata_db.read_table("photo_labels"),
+        pl.Series("photo_id", [], pl.Int64) if photos is None else photos["photo_id"],
+    )
+    return sync_metadata_table(
+        context,
+        lake,
+        "raw_photo_labels",
+        "metadata_db.photo_labels",
+        checked.accepted,
+        checked.rejected,
+        "photo_id",
+    )
+
+
+def ingest_log_days(
+    context: dg.AssetExecutionContext,
+    sources: ObjectStoreResource,
+    lake: LakeResource,
+    days: tuple[str, ...],
+    file_sha: dict[str, str],
+    now: datetime,
+) -> int:
+    """Parse some days' files and commit them: events, then quarantine, then the ledger.
+
+    Each commit is atomic and idempotent, so a crash between them is repaired
+    by the next run, which finds the ledger behind and redoes these days.
+    """
+    info = commit_info_for(context)
+    keys = [log_key(day) for day in days]
+    parsed = [
+        parse_log_day(sources.read(key) if file_sha.get(key) else b"", key, date.fromisoformat(day))
+        for day, key in zip(days, keys, strict=True)
+    ]
+    events = pl.concat([p.events for p in parsed])
+    lake.replace_partitions(
+        "raw_events", events, partition_column="day", values=days, commit_info=info
+    )
+    rejected = rejections_frame(LOGS_SOURCE, [row for p in parsed for row in p.rejected])
+    sync_quarantine(lake, LOGS_SOURCE, rejected, now=now, commit_info=info, keys=keys)
+    ledger = pl.DataFrame(
+        [
+            (
+                "raw_events",
+                key,
+                file_sha.get(key, ""),
+                p.events.height + len(p.rejected),
+                p.events.height,
+                len(p.rejected),
+            )
+            for key, p in zip(keys, parsed, strict=True)
+        ],
+        schema=LEDGER_SCHEMA,
+        orient="row",
+    )
+    lake.upsert(LEDGER_TABLE, ledger, key=["asset", "key"], commit_info=info)
+    context.log.info(
+        f"{days[0]}..{days[-1]}: {events.height} events, {rejected.height} lines quarantined"
+    )
+    return events.height
+
+
+@dg.asset(
+    deps=["activity_logs"],
+    partitions_def=log_days,
+    code_version="1",
+    description="Parsed activity-log events, partitioned by day; unparseable lines are "
+    "quarantined with their line number and reason.",
+    **RAW,
+)
+def raw_events(
+    context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
+) -> dg.MaterializeResult:
+    lake.ensure_writable()
+    info, now = commit_info_for(context), datetime.now(UTC)
+    hashes, _ = object_hashes(sources, lake, LOG_PREFIX, info)
+    file_sha = dict(hashes.select("key", "sha256").iter_rows())
+    ledger = lake.read(LEDGER_TABLE, filters=[("asset", "=", "raw_events")])
+    done = {} if ledger is None else dict(ledger.select("key", "sha256").iter_rows())
+    days = context.partition_keys
+    changed = [day for day in days if done.get(log_key(day), "") != file_sha.get(log_key(day), "")]
+    events_written = 0
+    for start in range(0, len(changed), DAYS_PER_COMMIT):
+        batch = tuple(changed[start : start + DAYS_PER_COMMIT])
+        events_written += ingest_log_days(context, sources, lake, batch, file_sha, now)
+    context.log.info(f"raw_events: parsed {len(changed)} of {len(days)} days")
+    version = digest_strings(f"{day}\t{file_sha.get(log_key(day), '')}" for day in days)
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(version),
+        metadata={
+            **table_metadata(lake, "raw_events", lake.row_count("raw_events"), events_written),
+            "days_parsed": len(changed),
+            "days_in_run": len(days),
+        },
+    )
+
+
+@dg.asset(
+    deps=["raw_objects", "raw_users", "raw_photos", "raw_photo_labels", "raw_events"],
+    code_version="1",
+    description="Every rejected input (object, database row, log line) with source, key or "
+    "line, reason and first_seen; `resolved_at` is set once the input is fixed.",
+    **RAW,
+)
+def quarantine(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    rows = read_or_empty(lake, QUARANTINE_TABLE, QUARANTINE_SCHEMA)
+    active = rows.filter(pl.col("resolved_at").is_null())
+    by_reason = (
+        active.group_by("source", "reason").len().sort("source", "reason")
+        if active.height
+        else pl.DataFrame(schema={"source": pl.String, "reason": pl.String, "len": pl.UInt32})
+    )
+    table = "\n".join(
+        ["| source | reason | rows |", "| --- | --- | --- |"]
+        + [f"| {s} | {r} | {n} |" for s, r, n in by_reason.iter_rows()]
+    )
+    context.log.info(f"quarantine: {active.height} active rows")
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(frame_digest(active, ["quarantine_id"], ["quarantine_id"])),
+        metadata={
+            **table_metadata(lake, QUARANTINE_TABLE, rows.height, 0),
+            "active": active.height,
+            "by_reason": dg.MetadataValue.md(table),
+        },
+    )

@@ -1,0 +1,53 @@
+"""Checks that the raw layer accounts for every input: accepted + quarantined = source."""
+
+import dagster as dg
+import polars as pl
+
+from lakehouse.raw.assets import LEDGER_TABLE, OBJECTS_SOURCE, active_quarantine
+from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
+from lakehouse.sources.assets import PHOTO_PREFIX
+
+
+def reconciled(source: int, accepted: int, quarantined: int, what: str) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=source == accepted + quarantined,
+        description=f"{what}: {source} in source = {accepted} accepted + {quarantined} quarantined",
+        metadata={"source": source, "accepted": accepted, "quarantined": quarantined},
+    )
+
+
+@dg.asset_check(asset="raw_objects", description="Objects in = accepted + quarantined.")
+def raw_objects_reconcile(sources: ObjectStoreResource, lake: LakeResource) -> dg.AssetCheckResult:
+    registry = lake.read("raw_objects", columns=["key", "status"])
+    current = 0 if registry is None else registry.filter(pl.col("status") == "current").height
+    return reconciled(
+        len(sources.list(PHOTO_PREFIX)),
+        current,
+        active_quarantine(lake, OBJECTS_SOURCE).height,
+        "photo objects",
+    )
+
+
+@dg.asset_check(asset="raw_photos", description="Photo rows in = accepted + quarantined.")
+def raw_photos_reconcile(
+    metadata_db: MetadataDbResource, lake: LakeResource
+) -> dg.AssetCheckResult:
+    return reconciled(
+        metadata_db.read_table("photos").height,
+        lake.row_count("raw_photos"),
+        active_quarantine(lake, "metadata_db.photos").height,
+        "photo rows",
+    )
+
+
+@dg.asset_check(asset="raw_events", description="Log lines in = events + quarantined lines.")
+def raw_events_reconcile(lake: LakeResource) -> dg.AssetCheckResult:
+    ledger = lake.read(LEDGER_TABLE, filters=[("asset", "=", "raw_events")])
+    if ledger is None:
+        return reconciled(0, lake.row_count("raw_events"), 0, "log lines")
+    return reconciled(
+        int(ledger["lines"].sum()),
+        lake.row_count("raw_events"),
+        active_quarantine(lake, "activity_logs").height,
+        "log lines",
+    )

@@ -1,0 +1,174 @@
+"""Validating rows of the metadata database before they enter the lake.
+
+Each function splits a source table into accepted rows (typed as the lake
+expects) and rejected rows with every reason that applies, so that
+`rows in = accepted + rejected` holds for every table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import polars as pl
+
+from lakehouse.raw.quarantine import REJECTION_COLUMNS, row_detail
+
+UTC_TS = pl.Datetime("us", "UTC")
+USER_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": pl.Int64(),
+    "created_at": UTC_TS,
+    "home_city": pl.String(),
+}
+PHOTO_SCHEMA: dict[str, pl.DataType] = {
+    "photo_id": pl.Int64(),
+    "user_id": pl.Int64(),
+    "object_key": pl.String(),
+    "title": pl.String(),
+    "posted_at": UTC_TS,
+    "latitude": pl.Float64(),
+    "longitude": pl.Float64(),
+    "location_name": pl.String(),
+}
+LABEL_SCHEMA: dict[str, pl.DataType] = {
+    "photo_id": pl.Int64(),
+    "content_label": pl.String(),
+    "style_label": pl.String(),
+    "labeled_at": UTC_TS,
+}
+
+
+@dataclass(frozen=True)
+class Validated:
+    """Accepted rows (with `row_sha256`) and rejected rows in quarantine shape."""
+
+    accepted: pl.DataFrame
+    rejected: pl.DataFrame
+
+
+def validate_users(users: pl.DataFrame) -> Validated:
+    typed = typed_frame(users, USER_SCHEMA)
+    checks = [
+        *required(["user_id", "created_at"]),
+        (duplicated("user_id"), "duplicate user_id"),
+    ]
+    return split_rows(users, typed, checks, USER_SCHEMA, key="user_id")
+
+
+def validate_photos(photos: pl.DataFrame, user_ids: pl.Series, objects: pl.DataFrame) -> Validated:
+    """Photos whose author exists, whose object was accepted, with sane coordinates.
+
+    `objects` has `key` and `problem` (null for an accepted object, else why
+    the object itself was quarantined).
+    """
+    typed = typed_frame(photos, PHOTO_SCHEMA).join(
+        objects.select(pl.col("key").alias("object_key"), pl.col("problem"), present=True),
+        on="object_key",
+        how="left",
+        maintain_order="left",
+    )
+    checks = [
+        *required(["photo_id", "user_id", "object_key", "posted_at"]),
+        (duplicated("photo_id"), "duplicate photo_id"),
+        (~pl.col("user_id").is_in(user_ids.implode()), "unknown user_id (dangling reference)"),
+        (pl.col("present").is_null(), "object missing from the store"),
+        (pl.col("problem").is_not_null(), "object quarantined: " + pl.col("problem")),
+        (~pl.col("latitude").is_between(-90, 90), "latitude out of range [-90, 90]"),
+        (~pl.col("longitude").is_between(-180, 180), "longitude out of range [-180, 180]"),
+    ]
+    return split_rows(photos, typed, checks, PHOTO_SCHEMA, key="photo_id")
+
+
+def validate_labels(labels: pl.DataFrame, photo_ids: pl.Series) -> Validated:
+    typed = typed_frame(labels, LABEL_SCHEMA)
+    checks = [
+        *required(["photo_id", "content_label", "style_label"]),
+        (duplicated("photo_id"), "duplicate label for photo_id"),
+        (~pl.col("photo_id").is_in(photo_ids.implode()), "label for an unknown photo"),
+    ]
+    return split_rows(labels, typed, checks, LABEL_SCHEMA, key="photo_id")
+
+
+def typed_frame(source: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """The contract's columns in the lake's types; values that do not convert become null.
+
+    A missing contract column is an incompatible schema change: it fails
+    before anything is written.
+    """
+    missing = [column for column in schema if column not in source.columns]
+    if missing:
+        raise ValueError(f"source table lacks required column(s) {missing}")
+    return source.select(
+        *(converted(source, column, dtype) for column, dtype in schema.items()),
+        *(pl.col(column).is_null().alias(f"_missing_{column}") for column in schema),
+    )
+
+
+def converted(source: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.Expr:
+    current = source.schema[column]
+    expr = pl.col(column)
+    if dtype == UTC_TS:
+        if current == pl.String:
+            return expr.str.to_datetime(time_zone="UTC", strict=False, time_unit="us")
+        if isinstance(current, pl.Datetime):
+            if current.time_zone is None:
+                return expr.dt.replace_time_zone("UTC").dt.cast_time_unit("us")
+            return expr.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+    if dtype == pl.String:
+        return expr.cast(pl.String).str.replace_all("\x00", "\ufffd")
+    return expr.cast(dtype, strict=False)
+
+
+def required(columns: list[str]) -> list:
+    """Null-checks that tell a missing value from one that would not convert."""
+    return [
+        check
+        for column in columns
+        for check in (
+            (pl.col(f"_missing_{column}"), f"missing {column}"),
+            (pl.col(column).is_null() & ~pl.col(f"_missing_{column}"), f"invalid {column}"),
+        )
+    ]
+
+
+def duplicated(column: str) -> pl.Expr:
+    return pl.col(column).is_not_null() & pl.col(column).is_duplicated()
+
+
+def split_rows(
+    source: pl.DataFrame,
+    typed: pl.DataFrame,
+    checks: list,
+    schema: dict[str, pl.DataType],
+    key: str,
+) -> Validated:
+    reasons = pl.concat_str(
+        [
+            pl.when(condition.fill_null(False)).then(
+                reason if isinstance(reason, pl.Expr) else pl.lit(reason)
+            )
+            for condition, reason in checks
+        ],
+        separator="; ",
+        ignore_nulls=True,
+    )
+    details = [row_detail(row) for row in source.iter_rows(named=True)]
+    flagged = typed.with_columns(
+        reason=pl.when(reasons != "").then(reasons),
+        detail=pl.Series(details, dtype=pl.String),
+    ).with_columns(
+        row_sha256=pl.col("detail").map_elements(sha256_text, return_dtype=pl.String),
+    )
+    accepted = flagged.filter(pl.col("reason").is_null()).select(*schema, "row_sha256")
+    rejected = flagged.filter(pl.col("reason").is_not_null()).select(
+        key=pl.format(f"{key}={{}}", pl.col(key).cast(pl.String).fill_null("null")),
+        line=pl.lit(None, pl.Int64),
+        sha256="row_sha256",
+        reason="reason",
+        detail="detail",
+    )
+    return Validated(accepted, rejected.select(REJECTION_COLUMNS))
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,282 @@
+"""The lake: every Delta table we write lives under one root, local or on S3.
+
+All writes go through here so that every table gets the same guarantees:
+merges on a natural key (idempotent re-runs), commits that carry the Dagster
+run that made them, no commit at all when nothing changed, and optimistic
+concurrency conflicts retried on a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import dagster as dg
+import polars as pl
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from lakehouse.settings import LAKE_VAR, ConfigError, is_s3, s3_storage_options
+
+T = TypeVar("T")
+
+COMMIT_RETRIES = 8
+
+
+class LakeResource(dg.ConfigurableResource):
+    """Root of the Delta tables (`data/lake` locally, `s3://bucket/lake` in production)."""
+
+    root: str
+
+    def table_uri(self, name: str) -> str:
+        if is_s3(self.root):
+            return f"{self.root.rstrip('/')}/{name}"
+        return str(Path(self.root).resolve() / name)
+
+    def storage_options(self) -> dict[str, str] | None:
+        return s3_storage_options() if is_s3(self.root) else None
+
+    def ensure_writable(self) -> None:
+        """Fail early, naming the variable, when the lake root cannot be written."""
+        if is_s3(self.root):
+            return
+        root = Path(self.root)
+        probe = root / f".write-probe-{uuid.uuid4().hex}"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                f"{LAKE_VAR}={self.root!r}: the lake directory cannot be written ({exc.strerror})"
+            ) from exc
+
+    def open(self, name: str, version: int | None = None) -> DeltaTable | None:
+        """The table at `version` (latest by default), or None if it was never written."""
+        try:
+            return DeltaTable(
+                self.table_uri(name), version=version, storage_options=self.storage_options()
+            )
+        except TableNotFoundError:
+            return None
+
+    def version(self, name: str) -> int | None:
+        table = self.open(name)
+        return None if table is None else table.version()
+
+    def row_count(self, name: str) -> int:
+        """Rows in the latest version (0 for a table never written)."""
+        table = self.open(name)
+        return 0 if table is None else table.count()
+
+    def read(
+        self,
+        name: str,
+        columns: Sequence[str] | None = None,
+        filters: list[tuple[str, str, object]] | None = None,
+        version: int | None = None,
+    ) -> pl.DataFrame | None:
+        """Rows of a table as a polars frame (Arrow underneath, no copy), None if absent."""
+        table = self.open(name, version)
+        if table is None:
+            return None
+        arrow = table.to_pyarrow_table(columns=list(columns) if columns else None, filters=filters)
+        return pl.from_arrow(arrow)  # type: ignore[return-value]
+
+    def upsert(
+        self,
+        name: str,
+        rows: pl.DataFrame,
+        key: Sequence[str],
+        *,
+        commit_info: dict[str, str],
+        partition_by: Sequence[str] | None = None,
+    ) -> bool:
+        """Merge `rows` on `key`: matched rows are replaced, new ones inserted.
+
+        Returns whether a commit happened (none for an empty frame), so callers
+        can promise "no change, no new table version".
+        """
+        if rows.is_empty():
+            return False
+        predicate = " AND ".join(f"t.{column} = s.{column}" for column in key)
+
+        def attempt() -> None:
+            table = self.open(name)
+            if table is None:
+                self._create(name, rows, commit_info, partition_by)
+                return
+            (
+                table.merge(
+                    rows.to_arrow(),
+                    predicate=predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    merge_schema=True,
+                    commit_properties=_commit(commit_info),
+                )
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
+
+        _retry_conflicts(attempt)
+        return True
+
+    def sync_snapshot(
+        self,
+        name: str,
+        rows: pl.DataFrame,
+        key: Sequence[str],
+        *,
+        commit_info: dict[str, str],
+        fingerprint: str = "row_sha256",
+    ) -> dict[str, int]:
+        """Make the table hold exactly `rows`, in one atomic merge, touching only changes.
+
+        Rows are compared by their `fingerprint` column: new keys are inserted,
+        changed ones replaced, keys gone from `rows` deleted. Nothing changed
+        means no commit.
+        """
+        current = self.read(name, columns=[*key, fingerprint])
+        if current is None:
+            self.upsert(name, rows, key, commit_info=commit_info)
+            return {"inserted": rows.height, "updated": 0, "deleted": 0}
+        paired = rows.join(current, on=list(key), how="left", suffix="_old")
+        inserted = paired.filter(pl.col(f"{fingerprint}_old").is_null())
+        updated = paired.filter(pl.col(f"{fingerprint}_old") != pl.col(fingerprint))
+        gone = current.join(rows.select(key), on=list(key), how="anti")
+        counts = {"inserted": inserted.height, "updated": updated.height, "deleted": gone.height}
+        if not any(counts.values()):
+            return counts
+        changes = pl.concat(
+            [
+                pl.concat([inserted, updated])
+                .select(rows.columns)
+                .with_columns(_delete=pl.lit(False)),
+                gone.select(key).with_columns(_delete=pl.lit(True)),
+            ],
+            how="diagonal_relaxed",
+        )
+        columns = {column: f"s.{column}" for column in rows.columns}
+        predicate = " AND ".join(f"t.{column} = s.{column}" for column in key)
+
+        def attempt() -> None:
+            (
+                self.open(name)  # type: ignore[union-attr]
+                .merge(
+                    changes.to_arrow(),
+                    predicate=predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=_commit(commit_info),
+                )
+                .when_matched_delete(predicate="s._delete")
+                .when_matched_update(updates=columns, predicate="NOT s._delete")
+                .when_not_matched_insert(updates=columns, predicate="NOT s._delete")
+                .execute()
+            )
+
+        _retry_conflicts(attempt)
+        return counts
+
+    def replace_partitions(
+        self,
+        name: str,
+        rows: pl.DataFrame,
+        *,
+        partition_column: str,
+        values: Sequence[str],
+        commit_info: dict[str, str],
+    ) -> None:
+        """Atomically swap some partitions' rows for `rows` (one commit, idempotent).
+
+        `values` are partition keys we generated (dates), never user input.
+        """
+        listed = ", ".join(f"'{value}'" for value in values)
+        arrow = rows.to_arrow()
+
+        def attempt() -> None:
+            if self.open(name) is None:
+                self._create(name, rows, commit_info, [partition_column])
+                return
+            write_deltalake(
+                self.table_uri(name),
+                arrow,
+                mode="overwrite",
+                predicate=f"{partition_column} IN ({listed})",
+                partition_by=[partition_column],
+                storage_options=self.storage_options(),
+                commit_properties=_commit(commit_info),
+            )
+
+        _retry_conflicts(attempt)
+
+    def _create(
+        self,
+        name: str,
+        rows: pl.DataFrame,
+        commit_info: dict[str, str],
+        partition_by: Sequence[str] | None,
+    ) -> None:
+        if not is_s3(self.root):
+            os.makedirs(self.table_uri(name), exist_ok=True)
+        write_deltalake(
+            self.table_uri(name),
+            rows.to_arrow(),
+            mode="error",
+            partition_by=list(partition_by) if partition_by else None,
+            storage_options=self.storage_options(),
+            commit_properties=_commit(commit_info),
+        )
+
+    def table_names(self) -> list[str]:
+        """Names of the Delta tables present under the root."""
+        if is_s3(self.root):
+            from lakehouse.resources.object_store import ObjectStoreResource
+
+            store = ObjectStoreResource(uri=self.root)
+            return sorted(
+                {info.key.split("/", 1)[0] for info in store.list("") if "/_delta_log/" in info.key}
+            )
+        root = Path(self.root)
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if (p / "_delta_log").is_dir())
+
+
+def commit_info_for(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> dict[str, str]:
+    """What every commit records: which Dagster run and asset wrote it."""
+    info = {"dagster_run_id": context.run_id}
+    if context.has_assets_def:
+        info["dagster_asset"] = context.asset_key.to_user_string()
+    return info
+
+
+def _commit(info: dict[str, str]) -> CommitProperties:
+    return CommitProperties(custom_metadata=dict(info))
+
+
+def _retry_conflicts(attempt: Callable[[], T]) -> T:
+    """Optimistic concurrency: on a conflicting commit, redo the write on a fresh snapshot."""
+    delay = 0.05
+    for remaining in range(COMMIT_RETRIES, -1, -1):
+        try:
+            return attempt()
+        except (CommitFailedError, DeltaError) as exc:
+            if remaining == 0 or not _is_conflict(exc):
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+def _is_conflict(exc: Exception) -> bool:
+    if isinstance(exc, CommitFailedError):
+        return True
+    text = str(exc).lower()
+    return "already exists" in text or "conflict" in text or "concurrent" in text

@@ -1,0 +1,63 @@
+"""The operational metadata database (SQLite by default, Postgres in production)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from lakehouse.settings import METADATA_DB_VAR, ConfigError
+
+SOURCE_TABLES = ("users", "photos", "photo_labels")
+
+
+class MetadataDbResource(dg.ConfigurableResource):
+    """Reads the contract's tables (`users`, `photos`, `photo_labels`) as polars frames."""
+
+    url: str
+
+    def read_table(self, name: str) -> pl.DataFrame:
+        """All rows of one contract table; the name is checked against the contract."""
+        if name not in SOURCE_TABLES:
+            raise ValueError(f"not a metadata table: {name!r}")
+        engine = self._engine()
+        try:
+            with engine.connect() as connection:
+                return pl.read_database(f"SELECT * FROM {name}", connection)  # noqa: S608
+        except sa.exc.SQLAlchemyError as exc:
+            raise ConfigError(
+                f"{METADATA_DB_VAR}={self.safe_url()!r}: cannot read table {name!r} "
+                f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
+            ) from exc
+        finally:
+            engine.dispose()
+
+    def safe_url(self) -> str:
+        """The URL with any password masked, fit for logs and errors."""
+        try:
+            return make_url(self.url).render_as_string(hide_password=True)
+        except sa.exc.ArgumentError:
+            return self.url
+
+    def _engine(self) -> sa.Engine:
+        try:
+            url = make_url(self.url)
+        except sa.exc.ArgumentError as exc:
+            raise ConfigError(
+                f"{METADATA_DB_VAR}={self.url!r} is not a SQLAlchemy URL "
+                "(expected e.g. sqlite:///data/sources/metadata.db or postgresql://host/db)"
+            ) from exc
+        if url.get_backend_name() == "sqlite":
+            database = url.database or ""
+            if database in ("", ":memory:") or not Path(database).is_file():
+                raise ConfigError(
+                    f"{METADATA_DB_VAR}={self.url!r}: no SQLite database at {database!r} "
+                    "(run `lakehouse demo-data` or point it at your database)"
+                )
+        try:
+            return sa.create_engine(url)
+        except (sa.exc.ArgumentError, ModuleNotFoundError) as exc:
+            raise ConfigError(f"{METADATA_DB_VAR}={self.safe_url()!r}: {exc}") from exc

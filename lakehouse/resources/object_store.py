@@ -1,0 +1,97 @@
+"""The source object store: a directory or an S3 prefix holding photos/ and logs/."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from lakehouse.settings import SOURCES_VAR, ConfigError, is_s3, parse_s3
+
+HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A listed object; `stamp` (mtime or etag) tells whether its bytes may have changed."""
+
+    key: str
+    size: int
+    stamp: str
+
+
+class ObjectStoreResource(dg.ConfigurableResource):
+    """Reads objects by key under `uri` (a local directory or `s3://bucket/prefix`)."""
+
+    uri: str
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object whose key starts with `prefix`, sorted by key."""
+        if is_s3(self.uri):
+            return self._list_s3(prefix)
+        root = self._local_root()
+        base = root / prefix if prefix else root
+        if not base.exists():
+            return []
+        found = []
+        for dirpath, _dirs, files in os.walk(base):
+            for filename in files:
+                path = Path(dirpath) / filename
+                stat = path.stat()
+                key = path.relative_to(root).as_posix()
+                found.append(ObjectInfo(key, stat.st_size, f"{stat.st_size}:{stat.st_mtime_ns}"))
+        return sorted(found, key=lambda info: info.key)
+
+    def read(self, key: str) -> bytes:
+        if is_s3(self.uri):
+            location = parse_s3(self.uri)
+            body = self._s3().get_object(Bucket=location.bucket, Key=self._s3_key(key))["Body"]
+            return body.read()
+        return (self._local_root() / key).read_bytes()
+
+    def sha256(self, key: str) -> str:
+        """Hex SHA-256 of an object's bytes, streamed (big objects never sit in memory)."""
+        digest = hashlib.sha256()
+        if is_s3(self.uri):
+            location = parse_s3(self.uri)
+            body = self._s3().get_object(Bucket=location.bucket, Key=self._s3_key(key))["Body"]
+            for chunk in iter(lambda: body.read(HASH_CHUNK), b""):
+                digest.update(chunk)
+            return digest.hexdigest()
+        with open(self._local_root() / key, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+
+    def _local_root(self) -> Path:
+        root = Path(self.uri)
+        if not root.is_dir():
+            raise ConfigError(
+                f"{SOURCES_VAR}={self.uri!r}: no such directory "
+                "(run `lakehouse demo-data` or point it at your object store)"
+            )
+        return root
+
+    def _s3(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+
+    def _s3_key(self, key: str) -> str:
+        prefix = parse_s3(self.uri).prefix
+        return f"{prefix}/{key}" if prefix else key
+
+    def _list_s3(self, prefix: str) -> list[ObjectInfo]:
+        location = parse_s3(self.uri)
+        base = f"{location.prefix}/" if location.prefix else ""
+        paginator = self._s3().get_paginator("list_objects_v2")
+        found = []
+        try:
+            for page in paginator.paginate(Bucket=location.bucket, Prefix=base + prefix):
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(base) :]
+                    found.append(ObjectInfo(key, item["Size"], item["ETag"].strip('"')))
+        except Exception as exc:  # botocore raises many kinds; all mean the same to a user
+            raise ConfigError(f"{SOURCES_VAR}={self.uri!r}: cannot list objects ({exc})") from exc
+        return sorted(found, key=lambda info: info.key)

@@ -1,0 +1,85 @@
+"""Where the sources and the lake are: read from the environment, checked early.
+
+Every setting comes from an environment variable with a local default, so the
+embedded demo needs nothing but the Python packages, and a production
+deployment only changes variables (secrets included, never files in the repo).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+SOURCES_VAR = "LAKEHOUSE_SOURCES"
+METADATA_DB_VAR = "LAKEHOUSE_METADATA_DB"
+LAKE_VAR = "LAKEHOUSE_LAKE"
+LOGS_START_VAR = "LAKEHOUSE_LOGS_START"
+
+DEFAULT_LOGS_START = "2026-10-01"
+
+
+class ConfigError(RuntimeError):
+    """A setting is wrong: the message names the variable and its value."""
+
+
+def _data_dir() -> Path:
+    return PROJECT_ROOT / "data"
+
+
+def sources_uri() -> str:
+    """Root of the object store holding `photos/` and `logs/` (a path or s3:// URI)."""
+    return os.environ.get(SOURCES_VAR) or str(_data_dir() / "sources")
+
+
+def metadata_db_url() -> str:
+    """SQLAlchemy URL of the operational database (SQLite file by default)."""
+    return os.environ.get(METADATA_DB_VAR) or f"sqlite:///{_data_dir() / 'sources' / 'metadata.db'}"
+
+
+def lake_uri() -> str:
+    """Root of every Delta table we write (a path or s3:// URI)."""
+    return os.environ.get(LAKE_VAR) or str(_data_dir() / "lake")
+
+
+def logs_start() -> str:
+    """First day of the daily log partitions (YYYY-MM-DD)."""
+    return os.environ.get(LOGS_START_VAR) or DEFAULT_LOGS_START
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str
+
+
+def parse_s3(uri: str) -> S3Location:
+    """Split `s3://bucket/some/prefix` into bucket and prefix (no slashes at the ends)."""
+    rest = uri[len("s3://") :]
+    bucket, _, prefix = rest.partition("/")
+    return S3Location(bucket, prefix.strip("/"))
+
+
+def s3_storage_options() -> dict[str, str]:
+    """deltalake storage options from the standard AWS variables (secrets stay in the env)."""
+    options = {
+        name: os.environ[name]
+        for name in (
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        )
+        if os.environ.get(name)
+    }
+    options.setdefault("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    if options.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+        options["AWS_ALLOW_HTTP"] = "true"
+    return options

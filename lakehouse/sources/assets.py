@@ -1,0 +1,104 @@
+"""Observed sources: we read them, never write them, and version them by content.
+
+Each observation reports a DataVersion computed from content only, so Dagster
+marks downstream assets stale exactly when bytes or rows really changed.
+"""
+
+import re
+
+import dagster as dg
+import polars as pl
+
+from lakehouse.partitions import log_days
+from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
+from lakehouse.resources.lake import commit_info_for
+from lakehouse.resources.metadata_db import SOURCE_TABLES
+from lakehouse.sources.hashing import object_hashes
+from lakehouse.versioning import digest_strings, frame_digest
+
+PHOTO_PREFIX = "photos/"
+LOG_PREFIX = "logs/"
+LOG_KEY = re.compile(r"^logs/(\d{4}-\d{2}-\d{2})\.jsonl$")
+
+
+def log_key(day: str) -> str:
+    return f"{LOG_PREFIX}{day}.jsonl"
+
+
+def pairs_digest(hashes: pl.DataFrame) -> str:
+    """Version of a set of objects: digest of its sorted (key, sha256) pairs."""
+    return digest_strings(
+        f"{key}\t{sha}" for key, sha in hashes.sort("key").select("key", "sha256").iter_rows()
+    )
+
+
+def table_digest(rows: pl.DataFrame) -> str:
+    """Version of a source table: digest of all its rows, independent of row order."""
+    text_rows = rows.select(pl.all().cast(pl.String))
+    return frame_digest(text_rows, key=text_rows.columns, columns=text_rows.columns)
+
+
+def log_file_versions(hashes: pl.DataFrame) -> tuple[dict[str, str], list[str]]:
+    """SHA-256 of each day's log file by partition key, and keys that are not day files."""
+    valid_days = set(log_days.get_partition_keys())
+    versions, ignored = {}, []
+    for key, sha in hashes.select("key", "sha256").iter_rows():
+        match = LOG_KEY.match(key)
+        if match and match.group(1) in valid_days:
+            versions[match.group(1)] = sha
+        else:
+            ignored.append(key)
+    return versions, ignored
+
+
+@dg.observable_source_asset(
+    group_name="sources",
+    description="Photos (JPEG/PNG) under `photos/` in the source object store.",
+)
+def photo_objects(
+    context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
+) -> dg.ObserveResult:
+    hashes, hashed_now = object_hashes(sources, lake, PHOTO_PREFIX, commit_info_for(context))
+    context.log.info(f"{hashes.height} photo objects, {hashed_now} hashed now (others cached)")
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(pairs_digest(hashes)),
+        metadata={
+            "objects": hashes.height,
+            "bytes": int(hashes["size"].sum() or 0),
+            "hashed_now": hashed_now,
+        },
+    )
+
+
+@dg.observable_source_asset(
+    group_name="sources",
+    description="Tables users, photos and photo_labels of the operational database.",
+)
+def metadata_db(
+    context: dg.AssetExecutionContext, metadata_db: MetadataDbResource
+) -> dg.ObserveResult:
+    digests, counts = {}, {}
+    for name in SOURCE_TABLES:
+        rows = metadata_db.read_table(name)
+        digests[name], counts[f"rows_{name}"] = table_digest(rows), rows.height
+    context.log.info(f"metadata database: {counts}")
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(digest_strings(f"{k}={v}" for k, v in sorted(digests.items()))),
+        metadata=counts,
+    )
+
+
+@dg.observable_source_asset(
+    group_name="sources",
+    partitions_def=log_days,
+    description="Activity logs, one JSON-lines file a day at `logs/YYYY-MM-DD.jsonl`.",
+)
+def activity_logs(
+    context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
+) -> dg.DataVersionsByPartition:
+    hashes, hashed_now = object_hashes(sources, lake, LOG_PREFIX, commit_info_for(context))
+    versions, ignored = log_file_versions(hashes)
+    context.log.info(f"{len(versions)} log days, {hashed_now} files hashed now")
+    if ignored:
+        context.log.warning(f"not daily log files, ignored: {ignored[:20]}")
+    return dg.DataVersionsByPartition(versions)
