@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from lakehouse import settings
+from lakehouse.query_cli import add_query_commands
 from lakehouse.settings import ConfigError
 
 
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     days.set_defaults(run=run_log_range)
 
+    add_query_commands(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

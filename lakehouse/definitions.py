@@ -36,19 +36,32 @@ observe_logs = dg.define_asset_job(
     description="Observe the daily activity-log files: one content version per day.",
 )
 
-defs = dg.Definitions(
-    assets=[
-        *dg.load_assets_from_modules([source_assets, raw_assets]),
-    ],
-    asset_checks=dg.load_asset_checks_from_modules([raw_checks]),
-    jobs=[observe_sources, observe_logs],
-    schedules=[
-        dg.ScheduleDefinition(job=observe_sources, cron_schedule="*/15 * * * *"),
-        dg.ScheduleDefinition(job=observe_logs, cron_schedule="*/15 * * * *"),
-    ],
-    resources={
-        "lake": LakeResource(root=setting(LAKE_VAR, lake_uri())),
-        "sources": ObjectStoreResource(uri=setting(SOURCES_VAR, sources_uri())),
-        "metadata_db": MetadataDbResource(url=setting(METADATA_DB_VAR, metadata_db_url())),
-    },
-)
+
+def lakehouse_resources(
+    lake: str | None = None, sources: str | None = None, metadata_db: str | None = None
+) -> dict[str, dg.ConfigurableResource]:
+    """The resources, from explicit locations (tests, scripts) or from the environment."""
+    return {
+        "lake": LakeResource(root=lake or setting(LAKE_VAR, lake_uri())),
+        "sources": ObjectStoreResource(uri=sources or setting(SOURCES_VAR, sources_uri())),
+        "metadata_db": MetadataDbResource(
+            url=metadata_db or setting(METADATA_DB_VAR, metadata_db_url())
+        ),
+    }
+
+
+def build_definitions(**locations: str | None) -> dg.Definitions:
+    """Everything Dagster loads; `locations` override the environment (see lakehouse_resources)."""
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules([source_assets, raw_assets]),
+        asset_checks=dg.load_asset_checks_from_modules([raw_checks]),
+        jobs=[observe_sources, observe_logs],
+        schedules=[
+            dg.ScheduleDefinition(job=observe_sources, cron_schedule="*/15 * * * *"),
+            dg.ScheduleDefinition(job=observe_logs, cron_schedule="*/15 * * * *"),
+        ],
+        resources=lakehouse_resources(**locations),
+    )
+
+
+defs = build_definitions()

@@ -119,7 +119,7 @@ class _Events:
 
     @staticmethod
     def concat(parts: list[_Events]) -> _Events:
-        return _Events(*map(np.concatenate, zip(*(p.columns() for p in parts))))
+        return _Events(*map(np.concatenate, zip(*(p.columns() for p in parts), strict=True)))
 
     def where(self, keep: np.ndarray) -> _Events:
         return _Events(*(column[keep] for column in self.columns()))

@@ -81,8 +81,7 @@ def _rows(world: World, sql: str) -> list[sa.Row]:
 
 def _log_lines(world: World) -> dict[str, list[str]]:
     return {
-        path.name: path.read_text().splitlines()
-        for path in sorted((world.root / "logs").iterdir())
+        path.name: path.read_text().splitlines() for path in sorted((world.root / "logs").iterdir())
     }
 
 
@@ -94,17 +93,11 @@ def _parsed_or_none(line: str) -> dict | None:
 
 
 def _is_good_event(record: dict | None) -> bool:
-    return (
-        record is not None
-        and set(record) == LOG_KEYS
-        and record["event"] in EVENT_TYPES
-    )
+    return record is not None and set(record) == LOG_KEYS and record["event"] in EVENT_TYPES
 
 
 def _good_events(world: World) -> list[dict]:
-    records = (
-        _parsed_or_none(line) for lines in _log_lines(world).values() for line in lines
-    )
+    records = (_parsed_or_none(line) for lines in _log_lines(world).values() for line in lines)
     return [record for record in records if _is_good_event(record)]
 
 
@@ -119,20 +112,14 @@ def _good_photos(world: World) -> dict[int, tuple[int, datetime]]:
         world,
         f"SELECT photo_id, user_id, posted_at FROM photos WHERE photo_id <= {PHOTOS}",
     )
-    return {
-        photo_id: (user_id, _utc(posted_at)) for photo_id, user_id, posted_at in rows
-    }
+    return {photo_id: (user_id, _utc(posted_at)) for photo_id, user_id, posted_at in rows}
 
 
 def _likes_in_first_week(world: World) -> dict[int, int]:
     """Likes per good photo within 7 days of posting, for photos whose week is all logged."""
     photos = _good_photos(world)
-    log_end = datetime(START.year, START.month, START.day, tzinfo=UTC) + timedelta(
-        days=DAYS
-    )
-    complete = {
-        p for p, (_, posted) in photos.items() if posted + timedelta(days=7) <= log_end
-    }
+    log_end = datetime(START.year, START.month, START.day, tzinfo=UTC) + timedelta(days=DAYS)
+    complete = {p for p, (_, posted) in photos.items() if posted + timedelta(days=7) <= log_end}
     likes = Counter(
         e["photo_id"]
         for e in _good_events(world)
@@ -153,9 +140,7 @@ def _author_logins_day_before(world: World, photo_ids: list[int]) -> np.ndarray:
 
     def day_before(photo_id: int) -> int:
         author, posted = photos[photo_id]
-        return sum(
-            posted - timedelta(hours=24) <= t < posted for t in logins.get(author, [])
-        )
+        return sum(posted - timedelta(hours=24) <= t < posted for t in logins.get(author, []))
 
     return np.array([day_before(p) for p in photo_ids])
 
@@ -192,10 +177,7 @@ def test_regenerating_replaces_a_larger_world(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'metadata.db'}"
     generate_world(tmp_path, url, photos=80, users=10, days=12)
     summary = generate_world(tmp_path, url, photos=20, users=5, days=4)
-    assert (
-        len([p for p in (tmp_path / "photos").rglob("*") if p.is_file()])
-        == summary.objects
-    )
+    assert len([p for p in (tmp_path / "photos").rglob("*") if p.is_file()]) == summary.objects
     assert len(list((tmp_path / "logs").iterdir())) == 4
 
 
@@ -207,8 +189,7 @@ def test_tables_have_exactly_the_contract_columns(world: World) -> None:
     try:
         inspector = sa.inspect(engine)
         columns = {
-            t: [c["name"] for c in inspector.get_columns(t)]
-            for t in inspector.get_table_names()
+            t: [c["name"] for c in inspector.get_columns(t)] for t in inspector.get_table_names()
         }
     finally:
         engine.dispose()
@@ -243,11 +224,7 @@ def test_sqlite_timestamps_are_iso_utc_and_read_back_aware(world: World) -> None
     try:
         photos = sa.Table("photos", sa.MetaData(), autoload_with=engine)
         with engine.connect() as connection:
-            posted = (
-                connection.execute(sa.select(photos.c.posted_at).limit(5))
-                .scalars()
-                .all()
-            )
+            posted = connection.execute(sa.select(photos.c.posted_at).limit(5)).scalars().all()
     finally:
         engine.dispose()
     assert all(p.tzinfo is not None and p.utcoffset() == timedelta(0) for p in posted)
@@ -274,9 +251,7 @@ def test_good_log_lines_follow_the_contract_and_are_sorted(world: World) -> None
         timestamps = [r["ts"] for r in records]
         assert timestamps == sorted(timestamps)
         for r in records:
-            assert TS_Z.match(r["ts"]) and r["ts"].startswith(
-                name.removesuffix(".jsonl")
-            )
+            assert TS_Z.match(r["ts"]) and r["ts"].startswith(name.removesuffix(".jsonl"))
             assert type(r["user_id"]) is int
             assert (r["photo_id"] is None) == (r["event"] == "login")
             assert r["photo_id"] is None or type(r["photo_id"]) is int
@@ -331,9 +306,7 @@ def _object_kind(data: bytes) -> str:
 
 
 def test_each_bad_photo_row_appears_once(world: World) -> None:
-    rows = _rows(
-        world, "SELECT photo_id, user_id, object_key, title, latitude FROM photos"
-    )
+    rows = _rows(world, "SELECT photo_id, user_id, object_key, title, latitude FROM photos")
     users = {u for (u,) in _rows(world, "SELECT user_id FROM users")}
     ids = Counter(r.photo_id for r in rows)
     duplicated = [r for r in rows if ids[r.photo_id] > 1]
@@ -367,9 +340,7 @@ def test_labels_cover_about_40_percent_with_every_class_and_style(world: World) 
     photos = _good_photos(world)
     assert 0.3 <= len(labels) / PHOTOS <= 0.5
     assert len(labels) == world.summary.labels
-    assert {(c, s) for _, c, s, _ in labels} == {
-        (c, s) for c in CONTENT_CLASSES for s in STYLES
-    }
+    assert {(c, s) for _, c, s, _ in labels} == {(c, s) for c in CONTENT_CLASSES for s in STYLES}
     assert all(_utc(at) > photos[p][1] for p, _, _, at in labels)
 
 
