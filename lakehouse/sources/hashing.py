@@ -2,7 +2,8 @@
 
 An object whose size and mtime/etag are unchanged since the last look is not
 read again; its SHA-256 comes from the `_object_hashes` Delta table. New and
-changed objects are hashed in parallel threads (hashlib releases the GIL).
+changed objects are hashed in parallel threads (hashlib and I/O release the GIL),
+except small local files: for those a thread handoff costs more than the hashing.
 """
 
 from __future__ import annotations
@@ -14,13 +15,31 @@ import polars as pl
 
 from lakehouse.resources.lake import LakeResource
 from lakehouse.resources.object_store import ObjectInfo, ObjectStoreResource
+from lakehouse.settings import is_s3
 
 HASH_CACHE_TABLE = "_object_hashes"
 HASH_SCHEMA = {"key": pl.String, "size": pl.Int64, "stamp": pl.String, "sha256": pl.String}
+INLINE_HASH_BYTES = 1 << 20
 
 
 def hashing_threads() -> int:
     return max(2, min(16, (os.cpu_count() or 2) * 2))
+
+
+def hash_objects(store: ObjectStoreResource, stale: pl.DataFrame) -> dict[str, str]:
+    """SHA-256 by key of the `stale` (key, size) objects.
+
+    Local objects under INLINE_HASH_BYTES are hashed in this thread: threads
+    only pay off for big files or remote reads, where the work is GIL-free.
+    """
+    inline = pl.lit(False) if is_s3(store.uri) else pl.col("size") < INLINE_HASH_BYTES
+    small = stale.filter(inline).get_column("key").to_list()
+    large = stale.filter(~inline).get_column("key").to_list()
+    hashes = {key: store.sha256(key) for key in small}
+    if large:
+        with ThreadPoolExecutor(hashing_threads()) as pool:
+            hashes.update(zip(large, pool.map(store.sha256, large), strict=True))
+    return hashes
 
 
 def listing_frame(objects: list[ObjectInfo]) -> pl.DataFrame:
@@ -50,9 +69,9 @@ def object_hashes(
     if cached is None:
         cached = pl.DataFrame(schema=HASH_SCHEMA)
     known = listing.join(cached.select("key", "stamp", "sha256"), on=["key", "stamp"], how="left")
-    stale = known.filter(pl.col("sha256").is_null()).get_column("key").to_list()
-    with ThreadPoolExecutor(hashing_threads()) as pool:
-        fresh = dict(zip(stale, pool.map(store.sha256, stale), strict=True))
+    stale_rows = known.filter(pl.col("sha256").is_null())
+    stale = stale_rows.get_column("key").to_list()
+    fresh = hash_objects(store, stale_rows)
     hashed = (
         known.with_columns(
             pl.col("sha256").fill_null(pl.col("key").replace_strict(fresh, default=None))
