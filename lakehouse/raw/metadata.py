@@ -156,14 +156,19 @@ def split_rows(
     flagged = typed.with_columns(
         reason=pl.when(reasons != "").then(reasons),
         detail=pl.Series(details, dtype=pl.String),
-    ).with_columns(
-        row_sha256=pl.col("detail").map_elements(sha256_text, return_dtype=pl.String),
     )
-    accepted = flagged.filter(pl.col("reason").is_null()).select(*schema, "row_sha256")
+    accepted = flagged.filter(pl.col("reason").is_null()).select(*schema)
+    # fingerprints of the typed values, so Postgres and SQLite give the same lake versions
+    accepted = accepted.with_columns(
+        row_sha256=pl.Series(
+            [sha256_text(row_detail(row)) for row in accepted.iter_rows(named=True)],
+            dtype=pl.String,
+        )
+    )
     rejected = flagged.filter(pl.col("reason").is_not_null()).select(
         key=pl.format(f"{key}={{}}", pl.col(key).cast(pl.String).fill_null("null")),
         line=pl.lit(None, pl.Int64),
-        sha256="row_sha256",
+        sha256=pl.col("detail").map_elements(sha256_text, return_dtype=pl.String),
         reason="reason",
         detail="detail",
     )

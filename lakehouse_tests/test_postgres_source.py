@@ -1,0 +1,41 @@
+"""The metadata database may be Postgres: same rows, same lake, same DataVersions as SQLite."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lakehouse.synthetic import generate_world
+from lakehouse_tests.conftest import WORLD, Lakehouse, materializations
+from lakehouse_tests.servers.postgres import postgres_available, postgres_server
+
+pytestmark = [
+    pytest.mark.foundation,
+    pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries absent"),
+]
+
+
+class PostgresLakehouse(Lakehouse):
+    url: str = ""
+
+    @property
+    def db_url(self) -> str:
+        return self.url
+
+
+def test_postgres_metadata_db_gives_the_same_lake(lakehouse: Lakehouse, tmp_path: Path) -> None:
+    sqlite_run = materializations(lakehouse.materialize())
+    with postgres_server() as url:
+        sources = tmp_path / "pg-sources"
+        sources.mkdir()
+        generate_world(sources, url, **WORLD)
+        other = PostgresLakehouse(sources=sources, lake=tmp_path / "pg-lake")
+        other.url = url
+        other.observe()
+        pg_run = materializations(other.materialize())
+    shutil.rmtree(sources)
+    for name in ("raw_users", "raw_photos", "raw_photo_labels"):
+        assert pg_run[name]["dagster/row_count"] == sqlite_run[name]["dagster/row_count"], name
+        assert pg_run[name]["data_version"] == sqlite_run[name]["data_version"], name
