@@ -1,0 +1,63 @@
+"""The project's shape: one Definitions with the contract's names, a valid instance config."""
+
+from __future__ import annotations
+
+import tomllib
+
+import dagster as dg
+import pytest
+import yaml
+
+from lakehouse.definitions import defs
+from lakehouse.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.foundation
+
+RAW_ASSETS = {
+    "raw_objects",
+    "raw_photos",
+    "raw_users",
+    "raw_photo_labels",
+    "raw_events",
+    "quarantine",
+}
+SOURCES = {"photo_objects", "metadata_db", "activity_logs"}
+
+
+def test_definitions_hold_the_contract_names_in_their_layers() -> None:
+    graph = defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert {name for name, group in groups.items() if group == "sources"} == SOURCES
+    assert {name for name, group in groups.items() if group == "raw"} == RAW_ASSETS
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if node.is_materializable:
+            assert node.code_version, f"{key} has no code_version"
+            assert node.backfill_policy == dg.BackfillPolicy.single_run()
+        else:
+            assert node.is_observable, f"{key} is a source that is not observed"
+    assert graph.get(dg.AssetKey("raw_events")).partitions_def is not None
+
+
+def test_dagster_yaml_is_a_valid_instance_with_storage_under_data(tmp_path) -> None:
+    config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    assert config["storage"]["sqlite"]["base_dir"].startswith("data/")
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+    (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=config) as instance:
+        assert instance.run_coordinator.__class__.__name__ == "QueuedRunCoordinator"
+
+
+def test_workspace_and_console_script() -> None:
+    workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
+    assert workspace["load_from"] == [{"python_module": "lakehouse.definitions"}]
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["lakehouse"] == "lakehouse.cli:main"
+    pins = set(project["dependencies"])
+    assert {
+        "dagster==1.13.27",
+        "dagster-webserver==1.13.27",
+        "torch==2.14.1",
+        "duckdb==1.5.5",
+    } <= pins
+    assert "dev" in project["optional-dependencies"]
