@@ -4,7 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)
-export PYTHONWARNINGS := ignore::UserWarning
 
 .PHONY: demo test ui install instance materialize lint clean
 

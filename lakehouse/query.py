@@ -258,4 +258,4 @@ def diff_sql(keys: tuple[str, ...], before: list[str], after: list[str]) -> str:
             FROM after AS a JOIN before AS b USING ({using})
         ) WHERE len(changed_columns) > 0
         ORDER BY {order}
-    """  # noqa: S608
+    """  # noqa: S608 (names are quoted by sql_identifier / sql_string)

@@ -6,6 +6,7 @@ import argparse
 import csv
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -74,6 +75,10 @@ def reporting_errors(command: Command) -> Command:
         except (QueryError, duckdb.Error) as exc:
             print(f"lakehouse: error: {exc}", file=sys.stderr)
             return 1
+        except BrokenPipeError:
+            # The reader stopped early (`| head`): fine, and Python must not report it at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
 
     return run
 

@@ -14,7 +14,6 @@ import colorsys
 import io
 import json
 import math
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -135,7 +134,11 @@ def generate_world(
     seed: int = 0,
     start: date = date(2026, 10, 1),
 ) -> WorldSummary:
-    """Write the synthetic sources; `photos/` and `logs/` and the three tables are replaced."""
+    """Write the synthetic sources; `photos/` and `logs/` and the three tables are replaced.
+
+    Files whose bytes are already right are left untouched (mtime included), so
+    regenerating the same world changes nothing that the lakehouse observes.
+    """
     if photos < 1 or users < 1 or days < 3:
         raise ValueError("need photos >= 1, users >= 1 and days >= 3")
     world_rng, image_rng, event_rng = np.random.default_rng(seed).spawn(3)
@@ -159,6 +162,8 @@ def generate_world(
     day_lines = _log_lines_by_day(events, days, window_start)
     bad_lines = _insert_bad_log_lines(day_lines, posts, window_start)
     _write_logs(sources_dir / "logs", start, day_lines)
+    written = {*keys, *bad.object_kinds, *bad.image_keys, *_log_keys(start, days)}
+    _prune(sources_dir, ("photos", "logs"), keep=written)
 
     labels = _label_rows(world_rng, posts, window_start, horizon_s)
     _write_metadata_db(
@@ -351,18 +356,26 @@ def _line_with_unknown_event(ts: str, photo: int | None) -> str:
 
 
 def _write_logs(logs_dir: Path, start: date, day_lines: list[list[str]]) -> None:
-    _replace_dir(logs_dir)
     for offset, lines in enumerate(day_lines):
         day = start + timedelta(days=offset)
-        (logs_dir / f"{day.isoformat()}.jsonl").write_bytes(
-            "".join(f"{line}\n" for line in lines).encode()
+        _write_object(
+            logs_dir / f"{day.isoformat()}.jsonl", "".join(f"{line}\n" for line in lines).encode()
         )
 
 
-def _replace_dir(path: Path) -> None:
-    """Start from an empty folder so objects of an earlier, larger world do not linger."""
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+def _log_keys(start: date, days: int) -> set[str]:
+    return {f"logs/{(start + timedelta(days=offset)).isoformat()}.jsonl" for offset in range(days)}
+
+
+def _prune(sources_dir: Path, folders: tuple[str, ...], keep: set[str]) -> None:
+    """Remove files of an earlier, larger world, so they do not linger among the new ones."""
+    for folder in folders:
+        for path in sorted((sources_dir / folder).rglob("*"), reverse=True):
+            key = path.relative_to(sources_dir).as_posix()
+            if path.is_file() and key not in keep:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
 
 
 # --- images -----------------------------------------------------------------------
@@ -372,7 +385,6 @@ def _write_photos(
     sources_dir: Path, rng: np.random.Generator, posts: _Posts, keys: list[str]
 ) -> int:
     """One generated image per good photo; returns how many files were written."""
-    _replace_dir(sources_dir / "photos")
     for i, key in enumerate(keys):
         content, style = CONTENT_CLASSES[posts.content[i]], STYLES[posts.style[i]]
         image = _image(rng, content, style, IMAGE_SIZES[posts.size[i]])
@@ -381,6 +393,9 @@ def _write_photos(
 
 
 def _write_object(path: Path, data: bytes) -> None:
+    """Write `data` unless the file already holds exactly it."""
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
 

@@ -164,3 +164,22 @@ def _observed_versions(lakehouse: Lakehouse) -> dict[str, str]:
 def _quarantined_lines(lakehouse: Lakehouse, day: str) -> int:
     quarantine = lakehouse.lake_resource.read("quarantine")
     return quarantine.filter(pl.col("key") == f"logs/{day}.jsonl").height
+
+
+def test_regenerating_the_same_world_changes_no_table(lakehouse: Lakehouse) -> None:
+    """What a second `make demo` does: demo-data again, observe, materialize."""
+    from lakehouse.synthetic import generate_world
+    from lakehouse_tests.conftest import WORLD
+
+    lakehouse.observe()
+    lakehouse.materialize()
+    versions = lakehouse.table_versions()
+    mtimes = {p: p.stat().st_mtime_ns for p in (lakehouse.sources / "photos").rglob("*")}
+
+    generate_world(lakehouse.sources, lakehouse.db_url, **WORLD)
+    lakehouse.observe()
+    result = materializations(lakehouse.materialize())
+
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert lakehouse.table_versions() == versions
+    assert all(values["rows_computed"] == 0 for values in result.values())

@@ -5,7 +5,6 @@ parsed), commits nothing when nothing changed, and reports a DataVersion
 computed from its output content.
 """
 
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 
 import dagster as dg
@@ -30,7 +29,7 @@ from lakehouse.raw.quarantine import (
 from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
 from lakehouse.resources.lake import commit_info_for
 from lakehouse.sources.assets import LOG_PREFIX, PHOTO_PREFIX, log_key
-from lakehouse.sources.hashing import hashing_threads, object_hashes
+from lakehouse.sources.hashing import object_hashes, read_objects
 from lakehouse.versioning import digest_strings, frame_digest
 
 RAW = dict(
@@ -87,7 +86,8 @@ def raw_objects(
 ) -> dg.MaterializeResult:
     lake.ensure_writable()
     info, now = commit_info_for(context), datetime.now(UTC)
-    hashes, _ = object_hashes(sources, lake, PHOTO_PREFIX, info)
+    hashed = object_hashes(sources, lake, PHOTO_PREFIX, info, inspect=probe_object)
+    hashes = hashed.objects
     registry = read_or_empty(lake, "raw_objects", RAW_OBJECTS_SCHEMA)
     quarantined = active_quarantine(lake, OBJECTS_SOURCE)
     known_bad = quarantined.join(hashes.select(OBJECT_KEY), on=OBJECT_KEY, how="semi")
@@ -99,8 +99,12 @@ def raw_objects(
         known_bad, on=OBJECT_KEY, how="anti"
     )
     context.log.info(f"{hashes.height} objects; probing {to_probe.height} new versions")
-    with ThreadPoolExecutor(hashing_threads()) as pool:
-        probes = list(pool.map(lambda key: probe_object(sources.read(key)), to_probe["key"]))
+    unread = to_probe.filter(~pl.col("key").is_in(list(hashed.inspected)))
+    found = {
+        **hashed.inspected,
+        **{key: probe for key, (_, probe) in read_objects(sources, unread, probe_object).items()},
+    }
+    probes = [found[key] for key in to_probe["key"]]
     probed = to_probe.with_columns(
         media_type=pl.Series([p.media_type for p in probes], dtype=pl.String),
         width=pl.Series([p.width for p in probes], dtype=pl.Int64),
@@ -313,7 +317,7 @@ def raw_events(
 ) -> dg.MaterializeResult:
     lake.ensure_writable()
     info, now = commit_info_for(context), datetime.now(UTC)
-    hashes, _ = object_hashes(sources, lake, LOG_PREFIX, info)
+    hashes = object_hashes(sources, lake, LOG_PREFIX, info).objects
     file_sha = dict(hashes.select("key", "sha256").iter_rows())
     ledger = lake.read(LEDGER_TABLE, filters=[("asset", "=", "raw_events")])
     done = {} if ledger is None else dict(ledger.select("key", "sha256").iter_rows())

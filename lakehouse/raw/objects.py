@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,10 +31,8 @@ def probe_object(data: bytes) -> ObjectProbe:
     if not data:
         return ObjectProbe(reason="empty object (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                image_format, (width, height) = image.format, image.size
+        with Image.open(io.BytesIO(data)) as image:
+            image_format, (width, height) = image.format, image.size
     except UnidentifiedImageError:
         return ObjectProbe(reason="not an image: bytes match no known image format")
     except Image.DecompressionBombError as exc:

@@ -23,6 +23,18 @@ class ObjectInfo:
     stamp: str
 
 
+def collect_files(directory: str, strip: int, found: list[ObjectInfo]) -> None:
+    """Append every file below `directory` (keys relative to the root, `/`-separated)."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                collect_files(entry.path, strip, found)
+            elif entry.is_file(follow_symlinks=False):
+                stat = entry.stat()
+                key = entry.path[strip:].replace(os.sep, "/")
+                found.append(ObjectInfo(key, stat.st_size, f"{stat.st_size}:{stat.st_mtime_ns}"))
+
+
 class ObjectStoreResource(dg.ConfigurableResource):
     """Reads objects by key under `uri` (a local directory or `s3://bucket/prefix`)."""
 
@@ -32,17 +44,11 @@ class ObjectStoreResource(dg.ConfigurableResource):
         """Every object whose key starts with `prefix`, sorted by key."""
         if is_s3(self.uri):
             return self._list_s3(prefix)
-        root = self._local_root()
-        base = root / prefix if prefix else root
-        if not base.exists():
-            return []
-        found = []
-        for dirpath, _dirs, files in os.walk(base):
-            for filename in files:
-                path = Path(dirpath) / filename
-                stat = path.stat()
-                key = path.relative_to(root).as_posix()
-                found.append(ObjectInfo(key, stat.st_size, f"{stat.st_size}:{stat.st_mtime_ns}"))
+        root = str(self._local_root())
+        base = os.path.join(root, prefix) if prefix else root
+        found: list[ObjectInfo] = []
+        if os.path.isdir(base):
+            collect_files(base, len(root) + 1, found)
         return sorted(found, key=lambda info: info.key)
 
     def read(self, key: str) -> bytes:
@@ -50,7 +56,8 @@ class ObjectStoreResource(dg.ConfigurableResource):
             location = parse_s3(self.uri)
             body = self._s3().get_object(Bucket=location.bucket, Key=self._s3_key(key))["Body"]
             return body.read()
-        return (self._local_root() / key).read_bytes()
+        with open(os.path.join(self.uri, key), "rb") as handle:
+            return handle.read()
 
     def sha256(self, key: str) -> str:
         """Hex SHA-256 of an object's bytes, streamed (big objects never sit in memory)."""
@@ -61,8 +68,13 @@ class ObjectStoreResource(dg.ConfigurableResource):
             for chunk in iter(lambda: body.read(HASH_CHUNK), b""):
                 digest.update(chunk)
             return digest.hexdigest()
-        with open(self._local_root() / key, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+        descriptor = os.open(os.path.join(self.uri, key), os.O_RDONLY)
+        try:
+            while chunk := os.read(descriptor, HASH_CHUNK):
+                digest.update(chunk)
+        finally:
+            os.close(descriptor)
+        return digest.hexdigest()
 
     def _local_root(self) -> Path:
         root = Path(self.uri)

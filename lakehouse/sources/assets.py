@@ -58,7 +58,8 @@ def log_file_versions(hashes: pl.DataFrame) -> tuple[dict[str, str], list[str]]:
 def photo_objects(
     context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
 ) -> dg.ObserveResult:
-    hashes, hashed_now = object_hashes(sources, lake, PHOTO_PREFIX, commit_info_for(context))
+    hashed = object_hashes(sources, lake, PHOTO_PREFIX, commit_info_for(context))
+    hashes, hashed_now = hashed.objects, hashed.hashed_now
     context.log.info(f"{hashes.height} photo objects, {hashed_now} hashed now (others cached)")
     return dg.ObserveResult(
         data_version=dg.DataVersion(pairs_digest(hashes)),
@@ -96,7 +97,8 @@ def metadata_db(
 def activity_logs(
     context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
 ) -> dg.DataVersionsByPartition:
-    hashes, hashed_now = object_hashes(sources, lake, LOG_PREFIX, commit_info_for(context))
+    hashed = object_hashes(sources, lake, LOG_PREFIX, commit_info_for(context))
+    hashes, hashed_now = hashed.objects, hashed.hashed_now
     versions, ignored = log_file_versions(hashes)
     context.log.info(f"{len(versions)} log days, {hashed_now} files hashed now")
     if ignored:

@@ -8,8 +8,12 @@ except small local files: for those a thread handoff costs more than the hashing
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
@@ -20,26 +24,47 @@ from lakehouse.settings import is_s3
 HASH_CACHE_TABLE = "_object_hashes"
 HASH_SCHEMA = {"key": pl.String, "size": pl.Int64, "stamp": pl.String, "sha256": pl.String}
 INLINE_HASH_BYTES = 1 << 20
+Inspect = Callable[[bytes], Any]
 
 
 def hashing_threads() -> int:
     return max(2, min(16, (os.cpu_count() or 2) * 2))
 
 
-def hash_objects(store: ObjectStoreResource, stale: pl.DataFrame) -> dict[str, str]:
-    """SHA-256 by key of the `stale` (key, size) objects.
+@dataclass(frozen=True)
+class Hashed:
+    """Hashes of every listed object, and what `inspect` said of those read just now."""
 
-    Local objects under INLINE_HASH_BYTES are hashed in this thread: threads
+    objects: pl.DataFrame
+    hashed_now: int
+    inspected: dict[str, Any] = field(default_factory=dict)
+
+
+def read_object(store: ObjectStoreResource, key: str, inspect: Inspect | None) -> tuple[str, Any]:
+    """SHA-256 of an object and, in the same single read, `inspect` of its bytes."""
+    if inspect is None:
+        return store.sha256(key), None
+    data = store.read(key)
+    return hashlib.sha256(data).hexdigest(), inspect(data)
+
+
+def read_objects(
+    store: ObjectStoreResource, stale: pl.DataFrame, inspect: Inspect | None
+) -> dict[str, tuple[str, Any]]:
+    """(sha256, inspection) by key of the `stale` (key, size) objects.
+
+    Local objects under INLINE_HASH_BYTES are read in this thread: threads
     only pay off for big files or remote reads, where the work is GIL-free.
     """
     inline = pl.lit(False) if is_s3(store.uri) else pl.col("size") < INLINE_HASH_BYTES
     small = stale.filter(inline).get_column("key").to_list()
     large = stale.filter(~inline).get_column("key").to_list()
-    hashes = {key: store.sha256(key) for key in small}
+    results = {key: read_object(store, key, inspect) for key in small}
     if large:
         with ThreadPoolExecutor(hashing_threads()) as pool:
-            hashes.update(zip(large, pool.map(store.sha256, large), strict=True))
-    return hashes
+            found = pool.map(lambda key: read_object(store, key, inspect), large)
+            results.update(zip(large, found, strict=True))
+    return results
 
 
 def listing_frame(objects: list[ObjectInfo]) -> pl.DataFrame:
@@ -58,11 +83,14 @@ def object_hashes(
     lake: LakeResource,
     prefix: str,
     commit_info: dict[str, str],
-) -> tuple[pl.DataFrame, int]:
+    inspect: Inspect | None = None,
+) -> Hashed:
     """(key, size, stamp, sha256) of every object under `prefix`, and how many were read.
 
     Only objects absent from the cache or whose stamp changed are read; their
     hashes are merged into the cache in one commit (none when nothing changed).
+    `inspect`, if given, sees the bytes of each object read, so callers that
+    need the content too (probing images) do not read it twice.
     """
     listing = listing_frame(store.list(prefix))
     cached = lake.read(HASH_CACHE_TABLE, filters=None)
@@ -71,7 +99,8 @@ def object_hashes(
     known = listing.join(cached.select("key", "stamp", "sha256"), on=["key", "stamp"], how="left")
     stale_rows = known.filter(pl.col("sha256").is_null())
     stale = stale_rows.get_column("key").to_list()
-    fresh = hash_objects(store, stale_rows)
+    results = read_objects(store, stale_rows, inspect)
+    fresh = {key: sha for key, (sha, _) in results.items()}
     hashed = (
         known.with_columns(
             pl.col("sha256").fill_null(pl.col("key").replace_strict(fresh, default=None))
@@ -86,4 +115,5 @@ def object_hashes(
             key=["key"],
             commit_info=commit_info,
         )
-    return hashed.select(list(HASH_SCHEMA)), len(stale)
+    inspected = {key: found for key, (_, found) in results.items()} if inspect else {}
+    return Hashed(hashed.select(list(HASH_SCHEMA)), len(stale), inspected)
