@@ -40,7 +40,7 @@ HISTORY_COLUMNS = ("version", "timestamp", "operation", "dagster_asset", "dagste
 
 
 class QueryError(Exception):
-    """A query the lake cannot answer (unknown table or version, bad SQL); says why."""
+    """A query the lake cannot answer (unknown table, version or natural key); says why."""
 
 
 class QueryRefused(QueryError):

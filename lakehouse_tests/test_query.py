@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
 import polars as pl
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
+from nbclient import NotebookClient
 
 from lakehouse.query import (
     NATURAL_KEYS,
@@ -34,6 +36,7 @@ from lakehouse_tests.conftest import Lakehouse
 pytestmark = pytest.mark.query
 
 LAKEHOUSE = Path(sys.executable).parent / "lakehouse"
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "explore.ipynb"
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ def test_diff_finds_exactly_the_rows_changed_between_versions(lake_copy: Path) -
         ).fetchall()
     }
 
-    first_city = users.filter(pl.col("user_id") == users["user_id"][0])["home_city"][0]
+    first_city = users["home_city"][0]
     gone_city = users.filter(pl.col("user_id") == gone)["home_city"][0]
     assert rows == {
         ("changed", first, "Atlantis", ("home_city",)),
@@ -358,3 +361,31 @@ def test_views_and_time_travel_on_an_s3_lake(s3_lake: str) -> None:
 
     assert (latest, pinned.fetchone()[0]) == (4, 3)
     assert diff == [("added", 4)]
+
+
+def test_the_notebook_is_stored_without_outputs() -> None:
+    code = [
+        cell for cell in nbformat.read(NOTEBOOK, as_version=4).cells if cell.cell_type == "code"
+    ]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+def test_the_notebook_runs_against_a_lake(
+    built_lake: BuiltLake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAKEHOUSE_LAKE", str(built_lake.root))
+    monkeypatch.setenv("MPLBACKEND", "agg")
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+
+    NotebookClient(
+        notebook,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+
+    printed = "".join(
+        output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
+    )
+    assert "refused: only SELECT queries are allowed, not COPY" in printed
+    assert not (tmp_path / "users.csv").exists()
