@@ -13,6 +13,10 @@ LAYERS = {
     "raw_photo_labels": "raw",
     "raw_events": "raw",
     "quarantine": "raw",
+    "images": "curated",
+    "augmented_tensors": "curated",
+    "photo_classes": "curated",
+    "style_content_classifier": "models",
 }
 
 

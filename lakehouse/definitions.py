@@ -6,9 +6,12 @@ import os
 
 import dagster as dg
 
+from lakehouse.curated import assets as curated_assets
+from lakehouse.models import assets as model_assets
 from lakehouse.raw import assets as raw_assets
 from lakehouse.raw import checks as raw_checks
 from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
+from lakehouse.resources.device import DEVICE_VAR, DeviceResource
 from lakehouse.settings import (
     LAKE_VAR,
     METADATA_DB_VAR,
@@ -47,18 +50,25 @@ def lakehouse_resources(
         "metadata_db": MetadataDbResource(
             url=metadata_db or setting(METADATA_DB_VAR, metadata_db_url())
         ),
+        "device": DeviceResource(prefer=os.environ.get(DEVICE_VAR, "auto")),
     }
 
 
 def build_definitions(**locations: str | None) -> dg.Definitions:
     """Everything Dagster loads; `locations` override the environment (see lakehouse_resources)."""
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([source_assets, raw_assets]),
+        assets=dg.load_assets_from_modules(
+            [source_assets, raw_assets, curated_assets, model_assets]
+        ),
         asset_checks=dg.load_asset_checks_from_modules([raw_checks]),
         jobs=[observe_sources, observe_logs],
         schedules=[
-            dg.ScheduleDefinition(job=observe_sources, cron_schedule="*/15 * * * *"),
-            dg.ScheduleDefinition(job=observe_logs, cron_schedule="*/15 * * * *"),
+            dg.ScheduleDefinition(
+                job=job,
+                cron_schedule="*/15 * * * *",
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+            )
+            for job in (observe_sources, observe_logs)
         ],
         resources=lakehouse_resources(**locations),
     )

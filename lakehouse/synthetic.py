@@ -437,14 +437,16 @@ def _draw_content(
     if content == "stripes":
         _draw_stripes(draw, rng, size, colour)
         return
-    radius = float(rng.uniform(0.2, 0.4)) * min(size)
+    radius = float(rng.uniform(0.3, 0.45)) * min(size)
     cx = float(rng.uniform(radius, width - radius))
     cy = float(rng.uniform(radius, height - radius))
     if content == "circle":
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=colour)
     else:
         corners = 4 if content == "square" else 3
-        turn = float(rng.uniform(0.0, 2 * math.pi))
+        # upright square or upward triangle, tilted a little: learnable from ~100 labels
+        upright = math.pi / 4 if content == "square" else -math.pi / 2
+        turn = upright + float(rng.uniform(-0.3, 0.3))
         draw.polygon(_regular_polygon(cx, cy, radius, corners, turn), fill=colour)
 
 
@@ -486,7 +488,7 @@ def _styled(rng: np.random.Generator, image: Image.Image, style: str) -> Image.I
         return image.convert("L").convert("RGB")
     if style == "high_contrast":
         return ImageOps.autocontrast(image)
-    return image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(2.0, 3.0))))
+    return image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(1.2, 1.8))))
 
 
 def _encoded(image: Image.Image, *, png: bool) -> bytes:

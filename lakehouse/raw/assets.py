@@ -22,12 +22,13 @@ from lakehouse.raw.objects import (
 from lakehouse.raw.quarantine import (
     QUARANTINE_SCHEMA,
     QUARANTINE_TABLE,
+    active_quarantine,
     rejection,
     rejections_frame,
     sync_quarantine,
 )
 from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
-from lakehouse.resources.lake import commit_info_for
+from lakehouse.resources.lake import commit_info_for, table_metadata
 from lakehouse.sources.assets import LOG_PREFIX, PHOTO_PREFIX, log_key
 from lakehouse.sources.hashing import object_hashes, read_objects
 from lakehouse.versioning import digest_strings, frame_digest
@@ -52,28 +53,6 @@ LEDGER_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def table_metadata(lake: LakeResource, name: str, rows: int, computed: int) -> dict:
-    """What every materialization tells the UI: where the table is, its version, its size."""
-    return {
-        "uri": dg.MetadataValue.path(lake.table_uri(name)),
-        "delta_version": lake.version(name),
-        "dagster/row_count": rows,
-        "rows_computed": computed,
-    }
-
-
-def active_quarantine(lake: LakeResource, source: str) -> pl.DataFrame:
-    rows = lake.read(QUARANTINE_TABLE, filters=[("source", "=", source)])
-    if rows is None:
-        return pl.DataFrame(schema=QUARANTINE_SCHEMA)
-    return rows.filter(pl.col("resolved_at").is_null())
-
-
-def read_or_empty(lake: LakeResource, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    rows = lake.read(name)
-    return pl.DataFrame(schema=schema) if rows is None else rows
-
-
 @dg.asset(
     deps=["photo_objects"],
     code_version="1",
@@ -88,7 +67,7 @@ def raw_objects(
     info, now = commit_info_for(context), datetime.now(UTC)
     hashed = object_hashes(sources, lake, PHOTO_PREFIX, info, inspect=probe_object)
     hashes = hashed.objects
-    registry = read_or_empty(lake, "raw_objects", RAW_OBJECTS_SCHEMA)
+    registry = lake.read_or_empty("raw_objects", RAW_OBJECTS_SCHEMA)
     quarantined = active_quarantine(lake, OBJECTS_SOURCE)
     known_bad = quarantined.join(hashes.select(OBJECT_KEY), on=OBJECT_KEY, how="semi")
     known_good = hashes.join(
@@ -347,7 +326,7 @@ def raw_events(
     **RAW,
 )
 def quarantine(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    rows = read_or_empty(lake, QUARANTINE_TABLE, QUARANTINE_SCHEMA)
+    rows = lake.read_or_empty(QUARANTINE_TABLE, QUARANTINE_SCHEMA)
     active = rows.filter(pl.col("resolved_at").is_null())
     by_reason = (
         active.group_by("source", "reason").len().sort("source", "reason")

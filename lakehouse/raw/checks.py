@@ -3,7 +3,8 @@
 import dagster as dg
 import polars as pl
 
-from lakehouse.raw.assets import LEDGER_TABLE, OBJECTS_SOURCE, active_quarantine
+from lakehouse.raw.assets import LEDGER_TABLE, OBJECTS_SOURCE
+from lakehouse.raw.quarantine import active_quarantine
 from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
 from lakehouse.sources.assets import PHOTO_PREFIX
 

@@ -66,6 +66,14 @@ def row_detail(row: dict[str, object]) -> str:
     return json.dumps(row, default=str, sort_keys=True)
 
 
+def active_quarantine(lake: LakeResource, source: str) -> pl.DataFrame:
+    """Rejections of `source` that still hold (not resolved)."""
+    rows = lake.read_or_empty(
+        QUARANTINE_TABLE, QUARANTINE_SCHEMA, filters=[("source", "=", source)]
+    )
+    return rows.filter(pl.col("resolved_at").is_null())
+
+
 def sync_quarantine(
     lake: LakeResource,
     source: str,
@@ -81,9 +89,7 @@ def sync_quarantine(
     counts of rows added, resolved and active, for logs and metadata.
     """
     filters = [("source", "=", source)] + ([("key", "in", keys)] if keys is not None else [])
-    existing = lake.read(QUARANTINE_TABLE, filters=filters)
-    if existing is None:
-        existing = pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    existing = lake.read_or_empty(QUARANTINE_TABLE, QUARANTINE_SCHEMA, filters=filters)
     wanted = rejected.unique("quarantine_id", keep="first", maintain_order=True)
     brand_new = wanted.join(existing, on="quarantine_id", how="anti").with_columns(
         first_seen=pl.lit(now, UTC_TS), resolved_at=pl.lit(None, UTC_TS)

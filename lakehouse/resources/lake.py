@@ -8,6 +8,7 @@ concurrency conflicts retried on a fresh snapshot.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
@@ -20,7 +21,7 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from lakehouse.settings import LAKE_VAR, ConfigError, is_s3, s3_storage_options
+from lakehouse.settings import LAKE_VAR, ConfigError, is_s3, parse_s3, s3_storage_options
 
 T = TypeVar("T")
 
@@ -86,6 +87,16 @@ class LakeResource(dg.ConfigurableResource):
             return None
         arrow = table.to_pyarrow_table(columns=list(columns) if columns else None, filters=filters)
         return pl.from_arrow(arrow)  # type: ignore[return-value]
+
+    def read_or_empty(
+        self,
+        name: str,
+        schema: dict[str, pl.DataType],
+        filters: list[tuple[str, str, object]] | None = None,
+    ) -> pl.DataFrame:
+        """Rows of a table, or an empty frame of `schema` if it was never written."""
+        rows = self.read(name, filters=filters)
+        return pl.DataFrame(schema=schema) if rows is None else rows
 
     def upsert(
         self,
@@ -184,6 +195,57 @@ class LakeResource(dg.ConfigurableResource):
         _retry_conflicts(attempt)
         return counts
 
+    def delete_keys(self, name: str, keys: pl.DataFrame, *, commit_info: dict[str, str]) -> bool:
+        """Delete the rows whose key columns match a row of `keys` (one commit, if any)."""
+        if keys.is_empty() or self.open(name) is None:
+            return False
+        predicate = " AND ".join(f"t.{column} = s.{column}" for column in keys.columns)
+
+        def attempt() -> None:
+            (
+                self.open(name)  # type: ignore[union-attr]
+                .merge(
+                    keys.to_arrow(),
+                    predicate=predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=_commit(commit_info),
+                )
+                .when_matched_delete()
+                .execute()
+            )
+
+        _retry_conflicts(attempt)
+        return True
+
+    def object_key(self, sha256: str) -> str:
+        """Where content-addressed bytes (model weights) live: objects/sha256/ab/abcdef…"""
+        return f"objects/sha256/{sha256[:2]}/{sha256}"
+
+    def put_object(self, data: bytes) -> str:
+        """Store bytes under their SHA-256 (idempotent: same bytes, same key); returns the key."""
+        key = self.object_key(hashlib.sha256(data).hexdigest())
+        if is_s3(self.root):
+            location = parse_s3(self.root)
+            _s3_client().put_object(
+                Bucket=location.bucket, Key=f"{location.prefix}/{key}".lstrip("/"), Body=data
+            )
+            return key
+        path = Path(self.root) / key
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".partial-{uuid.uuid4().hex}")
+            partial.write_bytes(data)
+            partial.replace(path)  # atomic: a crash never leaves a half-written object
+        return key
+
+    def get_object(self, key: str) -> bytes:
+        if is_s3(self.root):
+            location = parse_s3(self.root)
+            target = f"{location.prefix}/{key}".lstrip("/")
+            return _s3_client().get_object(Bucket=location.bucket, Key=target)["Body"].read()
+        return (Path(self.root) / key).read_bytes()
+
     def replace_partitions(
         self,
         name: str,
@@ -249,12 +311,28 @@ class LakeResource(dg.ConfigurableResource):
         return sorted(p.name for p in root.iterdir() if (p / "_delta_log").is_dir())
 
 
+def table_metadata(lake: LakeResource, name: str, rows: int, computed: int) -> dict:
+    """What every materialization tells the UI: where the table is, its version, its size."""
+    return {
+        "uri": dg.MetadataValue.path(lake.table_uri(name)),
+        "delta_version": lake.version(name),
+        "dagster/row_count": rows,
+        "rows_computed": computed,
+    }
+
+
 def commit_info_for(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> dict[str, str]:
     """What every commit records: which Dagster run and asset wrote it."""
     info = {"dagster_run_id": context.run_id}
     if context.has_assets_def:
         info["dagster_asset"] = context.asset_key.to_user_string()
     return info
+
+
+def _s3_client():
+    import boto3
+
+    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
 
 
 def _commit(info: dict[str, str]) -> CommitProperties:

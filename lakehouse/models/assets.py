@@ -1,0 +1,202 @@
+"""Models: trained here on our own data, weights stored content-addressed in the lake."""
+
+import hashlib
+from datetime import UTC, datetime
+
+import dagster as dg
+import polars as pl
+import torch
+
+from lakehouse.curated.assets import GPU, TENSORS_TABLE
+from lakehouse.curated.augment import RECIPE, tensors_from_arrow
+from lakehouse.models.classifier import TrainConfig, accuracy, predict, train_classifier
+from lakehouse.resources import LakeResource
+from lakehouse.resources.device import DeviceResource
+from lakehouse.resources.lake import commit_info_for, table_metadata
+from lakehouse.synthetic import CONTENT_CLASSES, STYLES
+from lakehouse.versioning import digest_strings, frame_digest
+
+CLASSIFIER_CODE_VERSION = "1"
+HELD_OUT_SHARE = 5  # one photo in five, chosen by a hash of photo_id
+MODELS_SCHEMA: dict[str, pl.DataType] = {
+    "model_version": pl.String(),
+    "weights_key": pl.String(),
+    "weights_sha256": pl.String(),
+    "inputs_digest": pl.String(),
+    "content_accuracy": pl.Float64(),
+    "style_accuracy": pl.Float64(),
+    "train_photos": pl.Int64(),
+    "held_out_photos": pl.Int64(),
+    "recipe_version": pl.String(),
+    "trained_at": pl.Datetime("us", "UTC"),
+    "current": pl.Boolean(),
+}
+
+
+class ClassifierConfig(dg.Config):
+    epochs: int = TrainConfig.epochs
+    batch_size: int = TrainConfig.batch_size
+    learning_rate: float = TrainConfig.learning_rate
+    seed: int = TrainConfig.seed
+
+
+def is_held_out(photo_id: int) -> bool:
+    """Split by photo, never by view: all augmentations of a photo fall on one side."""
+    return int(hashlib.sha256(str(photo_id).encode()).hexdigest(), 16) % HELD_OUT_SHARE == 0
+
+
+def labelled_images(lake: LakeResource) -> pl.DataFrame:
+    """photo_id, sha256 and label indices of every labelled photo with a current object."""
+    labels = lake.read("raw_photo_labels", columns=["photo_id", "content_label", "style_label"])
+    photos = lake.read("raw_photos", columns=["photo_id", "object_key"])
+    objects = lake.read("images", columns=["sha256", "keys"])
+    if labels is None or photos is None or objects is None:
+        raise RuntimeError("raw_photo_labels, raw_photos and images must be materialized first")
+    by_key = objects.explode("keys").rename({"keys": "object_key"})
+    return (
+        labels.join(photos, on="photo_id")
+        .join(by_key, on="object_key")
+        .filter(
+            pl.col("content_label").is_in(CONTENT_CLASSES) & pl.col("style_label").is_in(STYLES)
+        )
+        .with_columns(
+            content=pl.col("content_label").replace_strict(
+                {c: i for i, c in enumerate(CONTENT_CLASSES)}, return_dtype=pl.Int64
+            ),
+            style=pl.col("style_label").replace_strict(
+                {s: i for i, s in enumerate(STYLES)}, return_dtype=pl.Int64
+            ),
+            held_out=pl.col("photo_id").map_elements(is_held_out, return_dtype=pl.Boolean),
+        )
+        .sort("photo_id")
+    )
+
+
+def training_tensors(lake: LakeResource, labelled: pl.DataFrame) -> pl.DataFrame:
+    """Every view of the training photos, only the plain view of held-out ones."""
+    views = lake.read(
+        TENSORS_TABLE,
+        columns=["sha256", "aug_index", "tensor", "shape"],
+        filters=[("recipe_version", "=", RECIPE.version)],
+    )
+    return (
+        labelled.join(views, on="sha256")
+        .filter(~pl.col("held_out") | (pl.col("aug_index") == 0))
+        .sort("photo_id", "aug_index")
+    )
+
+
+@dg.asset(
+    deps=["augmented_tensors", "raw_photo_labels", "images"],
+    group_name="models",
+    owners=["team:ml"],
+    code_version=CLASSIFIER_CODE_VERSION,
+    kinds={"pytorch", "delta"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    description="A small CNN with a content head and a style head, trained from scratch on the "
+    "labelled photos' augmented tensors with a held-out split by photo. Weights are stored "
+    "content-addressed under objects/; held-out accuracy per head is in the metadata.",
+    **GPU,
+)
+def style_content_classifier(
+    context: dg.AssetExecutionContext,
+    config: ClassifierConfig,
+    lake: LakeResource,
+    device: DeviceResource,
+) -> dg.MaterializeResult:
+    info = commit_info_for(context)
+    train_config = TrainConfig(config.epochs, config.batch_size, config.learning_rate, config.seed)
+    data = training_tensors(lake, labelled_images(lake))
+    inputs = digest_strings(
+        [
+            CLASSIFIER_CODE_VERSION,
+            repr(train_config),
+            frame_digest(
+                data,
+                ["photo_id", "aug_index"],
+                ["photo_id", "sha256", "aug_index", "content", "style"],
+            ),
+        ]
+    )
+    models = lake.read_or_empty("style_content_classifier", MODELS_SCHEMA)
+    known = models.filter(pl.col("inputs_digest") == inputs)
+    if known.height:
+        row = known.row(0, named=True)
+        context.log.info(f"inputs unchanged: reusing model {row['model_version']}, no training")
+        trained_now = 0
+    else:
+        row = train_and_evaluate(context, lake, data, train_config, inputs, device)
+        trained_now = 1
+    if not row["current"] or trained_now:
+        marked = models.filter(
+            pl.col("current") | (pl.col("model_version") == row["model_version"])
+        )
+        updates = pl.concat(
+            [
+                marked.filter(pl.col("model_version") != row["model_version"]).with_columns(
+                    current=pl.lit(False)
+                ),
+                pl.DataFrame([{**row, "current": True}], schema=MODELS_SCHEMA),
+            ]
+        )
+        lake.upsert("style_content_classifier", updates, key=["model_version"], commit_info=info)
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(row["weights_sha256"]),
+        metadata={
+            **table_metadata(
+                lake, "style_content_classifier", models.height + trained_now, trained_now
+            ),
+            "model_version": row["model_version"],
+            "weights": dg.MetadataValue.path(lake.object_key(row["weights_sha256"])),
+            "content_accuracy": row["content_accuracy"],
+            "style_accuracy": row["style_accuracy"],
+            "train_photos": row["train_photos"],
+            "held_out_photos": row["held_out_photos"],
+        },
+    )
+
+
+def train_and_evaluate(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    data: pl.DataFrame,
+    config: TrainConfig,
+    inputs: str,
+    device: DeviceResource,
+) -> dict[str, object]:
+    """Train on the training photos, score the held-out ones, store the weights."""
+    if data.is_empty():
+        raise RuntimeError("no labelled photos with augmented tensors to train on")
+    pixels = tensors_from_arrow(data.to_arrow()["tensor"], data["shape"][0].to_list())
+    content = torch.tensor(data["content"].to_list())
+    style = torch.tensor(data["style"].to_list())
+    held = torch.tensor(data["held_out"].to_list())
+    train_photos = data.filter(~pl.col("held_out"))["photo_id"].n_unique()
+    target = device.device()
+    context.log.info(
+        f"training on {int((~held).sum())} views of {train_photos} photos on {target}; "
+        f"{int(held.sum())} held-out photos"
+    )
+    trained = train_classifier(pixels[~held], content[~held], style[~held], config, target)
+    content_probs, style_probs = predict(
+        trained.model, pixels[held], device=torch.device("cpu"), batch_size=256
+    )
+    key = lake.put_object(trained.weights)
+    result = {
+        "model_version": trained.weights_sha256[:16],
+        "weights_key": key,
+        "weights_sha256": trained.weights_sha256,
+        "inputs_digest": inputs,
+        "content_accuracy": accuracy(content_probs, content[held]),
+        "style_accuracy": accuracy(style_probs, style[held]),
+        "train_photos": train_photos,
+        "held_out_photos": int(held.sum()),
+        "recipe_version": RECIPE.version,
+        "trained_at": datetime.now(UTC),
+        "current": True,
+    }
+    context.log.info(
+        f"held-out accuracy: content {result['content_accuracy']:.3f}, "
+        f"style {result['style_accuracy']:.3f}; weights {key}"
+    )
+    return result

@@ -1,0 +1,183 @@
+"""The content/style classifier: a small CNN with two heads, trained here on our own data.
+
+No pretrained weights: the network is trained from scratch on the labelled
+photos' augmented tensors. Training is seeded and uses deterministic
+algorithms, so the same inputs give the same weights hash on the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lakehouse.synthetic import CONTENT_CLASSES, STYLES
+
+MEAN, STD = 0.5, 0.25
+MAX_SHIFT = 6
+
+
+class PhotoNet(nn.Module):
+    """Downsampling, four conv blocks, global pooling, a content head and a style head."""
+
+    def __init__(self, contents: int = len(CONTENT_CLASSES), styles: int = len(STYLES)) -> None:
+        super().__init__()
+
+        def block(inputs: int, outputs: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(inputs, outputs, 3, padding=1, bias=False),
+                nn.BatchNorm2d(outputs),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            )
+
+        self.features = nn.Sequential(
+            nn.AvgPool2d(2),  # 96 -> 48: shapes and styles survive, compute drops 4x
+            block(3, 16),
+            block(16, 32),
+            block(32, 64),
+            block(64, 96),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(0.2),
+        )
+        self.content = nn.Linear(96, contents)
+        self.style = nn.Linear(96, styles)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.features(pixels)
+        return self.content(embedding), self.style(embedding)
+
+
+def as_input(tensors: torch.Tensor) -> torch.Tensor:
+    """uint8 N×C×H×W to normalized float: conversion happens when loading, not in storage."""
+    return (tensors.float() / 255.0 - MEAN) / STD
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Trained:
+    model: PhotoNet
+    weights: bytes
+    weights_sha256: str
+    losses: list[float]
+
+
+def train_classifier(
+    pixels: torch.Tensor,
+    content: torch.Tensor,
+    style: torch.Tensor,
+    config: TrainConfig,
+    device: torch.device | None = None,
+) -> Trained:
+    """Fit PhotoNet on uint8 images and integer labels.
+
+    On the CPU the same inputs give bit-identical weights (seeded, deterministic
+    algorithms); on CUDA results agree up to floating-point tolerance.
+    """
+    device = device or torch.device("cpu")
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    try:
+        model = PhotoNet().to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+        steps = config.epochs * max(1, -(-len(pixels) // config.batch_size))
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.learning_rate, total_steps=steps
+        )
+        loss_fn = nn.CrossEntropyLoss()
+        losses = []
+        model.train()
+        for _ in range(config.epochs):
+            order = torch.randperm(len(pixels), generator=generator)
+            total = 0.0
+            for start in range(0, len(order), config.batch_size):
+                index = order[start : start + config.batch_size]
+                batch = symmetries(pixels[index], generator).to(device)
+                content_logits, style_logits = model(as_input(batch))
+                loss = loss_fn(content_logits, content[index].to(device)) + loss_fn(
+                    style_logits, style[index].to(device)
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total += loss.item() * len(index)
+            losses.append(total / len(order))
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    model = model.cpu().eval()
+    weights = serialized(model)
+    return Trained(model, weights, hashlib.sha256(weights).hexdigest(), losses)
+
+
+def symmetries(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Seeded flips, quarter turns and shifts per image: free views the labels ignore."""
+    turns = torch.randint(0, 4, (len(batch),), generator=generator).tolist()
+    flips = (torch.rand(len(batch), generator=generator) < 0.5).tolist()
+    shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (len(batch), 2), generator=generator).tolist()
+    return torch.stack(
+        [
+            torch.rot90(image.flip(-1) if flip else image, turn, dims=(-2, -1)).roll(
+                shift, dims=(-2, -1)
+            )
+            for image, turn, flip, shift in zip(batch, turns, flips, shifts, strict=True)
+        ]
+    )
+
+
+def serialized(model: nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def load_classifier(weights: bytes) -> PhotoNet:
+    model = PhotoNet()
+    model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(
+    model: PhotoNet,
+    pixels: torch.Tensor,
+    *,
+    device: torch.device,
+    batch_size: int,
+    mixed_precision: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Content and style probabilities (float32, on the CPU) for uint8 images, batch by batch."""
+    model = model.to(device).eval()
+    contents, styles = [], []
+    for start in range(0, len(pixels), batch_size):
+        batch = pixels[start : start + batch_size]
+        if device.type == "cuda":
+            batch = batch.pin_memory().to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=mixed_precision and device.type == "cuda"):
+            content_logits, style_logits = model(as_input(batch))
+        contents.append(content_logits.float().softmax(1).cpu())
+        styles.append(style_logits.float().softmax(1).cpu())
+    empty = torch.empty((0,))
+    return (
+        torch.cat(contents) if contents else empty.reshape(0, len(CONTENT_CLASSES)),
+        torch.cat(styles) if styles else empty.reshape(0, len(STYLES)),
+    )
+
+
+def accuracy(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
+    if len(labels) == 0:
+        return float("nan")
+    return float((probabilities.argmax(1) == labels).float().mean())
