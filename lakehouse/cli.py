@@ -33,6 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     days.set_defaults(run=run_log_range)
 
+    grid = commands.add_parser(
+        "show-augmentations", help="write a grid of originals and their augmentations (PNG)"
+    )
+    grid.add_argument("--n", type=int, default=6, help="how many images (rows)")
+    grid.add_argument("--out", type=Path, default=Path("augmentations.png"))
+    grid.set_defaults(run=run_show_augmentations)
+
     add_query_commands(commands)
     args = parser.parse_args(argv)
     try:
@@ -71,6 +78,20 @@ def run_tables(args: argparse.Namespace) -> int:
     print(f"{'table':<{width}}  {'layer':<8}  {'version':>7}  {'rows':>9}  uri")
     for e in entries:
         print(f"{e.name:<{width}}  {e.layer:<8}  {e.version:>7}  {e.rows:>9}  {e.uri}")
+    return 0
+
+
+def run_show_augmentations(args: argparse.Namespace) -> int:
+    from lakehouse.curated.preview import augmentation_grid
+    from lakehouse.resources import LakeResource
+
+    png = augmentation_grid(LakeResource(root=settings.lake_uri()), args.n)
+    if png is None:
+        raise ConfigError(
+            f"{settings.LAKE_VAR}={settings.lake_uri()!r}: no augmented_tensors yet (run make demo)"
+        )
+    args.out.write_bytes(png)
+    print(f"wrote {args.out} ({args.n} images, originals on the left)")
     return 0
 
 

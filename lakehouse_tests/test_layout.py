@@ -22,6 +22,10 @@ RAW_ASSETS = {
     "quarantine",
 }
 SOURCES = {"photo_objects", "metadata_db", "activity_logs"}
+LAYERS = {
+    "curated": {"images", "augmented_tensors", "photo_classes"},
+    "models": {"style_content_classifier"},
+}
 
 
 def test_definitions_hold_the_contract_names_in_their_layers() -> None:
@@ -29,6 +33,8 @@ def test_definitions_hold_the_contract_names_in_their_layers() -> None:
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert {name for name, group in groups.items() if group == "sources"} == SOURCES
     assert {name for name, group in groups.items() if group == "raw"} == RAW_ASSETS
+    for layer, names in LAYERS.items():
+        assert {name for name, group in groups.items() if group == layer} == names
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         if node.is_materializable:
