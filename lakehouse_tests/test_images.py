@@ -1,0 +1,204 @@
+"""Curated images, augmented tensors, the classifier and photo_classes, through Dagster."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+import torch
+from PIL import Image
+
+from lakehouse.curated.assets import plain_views
+from lakehouse.definitions import defs
+from lakehouse.models.classifier import TrainConfig, load_classifier, predict, train_classifier
+from lakehouse.synthetic import generate_world
+from lakehouse_tests.conftest import Lakehouse, materializations
+
+pytestmark = pytest.mark.images
+
+IMAGE_ASSETS = {
+    "raw_objects",
+    "raw_users",
+    "raw_photos",
+    "raw_photo_labels",
+    "quarantine",
+    "images",
+    "augmented_tensors",
+    "style_content_classifier",
+    "photo_classes",
+}
+
+
+@pytest.fixture(scope="module")
+def demo_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Lakehouse, dict[str, dict]]:
+    """The default-size synthetic world (400 photos), materialized up to photo_classes."""
+    root = tmp_path_factory.mktemp("demo-world")
+    sources = root / "sources"
+    sources.mkdir()
+    generate_world(sources, f"sqlite:///{sources / 'metadata.db'}", photos=400, users=40, days=3)
+    lakehouse = Lakehouse(sources=sources, lake=root / "lake")
+    result = lakehouse.materialize(first="2026-10-01", last="2026-10-03", select=IMAGE_ASSETS)
+    return lakehouse, materializations(result)
+
+
+def test_classifier_learns_content_and_style(demo_world) -> None:
+    _, found = demo_world
+    metrics = found["style_content_classifier"]
+    assert metrics["held_out_photos"] >= 20
+    assert metrics["content_accuracy"] >= 0.9
+    assert metrics["style_accuracy"] >= 0.8
+
+
+def test_weights_are_content_addressed(demo_world) -> None:
+    lakehouse, found = demo_world
+    key = found["style_content_classifier"]["weights"]
+    weights = lakehouse.lake_resource.get_object(key)
+    assert key.endswith(hashlib.sha256(weights).hexdigest())
+    assert found["style_content_classifier"]["data_version"] == key.rsplit("/", 1)[1]
+
+
+def test_every_image_is_classified_once(demo_world) -> None:
+    lakehouse, found = demo_world
+    lake = lakehouse.lake_resource
+    classes = lake.read("photo_classes")
+    images = lake.read("images")
+    assert sorted(classes["sha256"]) == sorted(images["sha256"])
+    assert classes["model_version"].unique().to_list() == [found["photo_classes"]["model_version"]]
+    sums = classes["content_probs"].list.sum()
+    assert ((sums - 1.0).abs() < 1e-4).all()
+    assert set(classes["content_label"]) <= {"circle", "square", "triangle", "stripes"}
+
+
+def test_undecodable_objects_are_quarantined_and_the_rest_goes_on(demo_world) -> None:
+    lakehouse, _ = demo_world
+    quarantine = lakehouse.lake_resource.read("quarantine").filter(pl.col("source") == "images")
+    assert quarantine.height == 1
+    assert "truncated" in quarantine["reason"][0]
+    images = lakehouse.lake_resource.read("images")
+    assert quarantine["sha256"][0] not in images["sha256"].to_list()
+    assert images.height == lakehouse.lake_resource.read("raw_objects")["sha256"].n_unique() - 1
+
+
+def test_augmented_tensors_are_k_per_image_and_typed(demo_world) -> None:
+    lakehouse, found = demo_world
+    tensors = lakehouse.lake_resource.read("augmented_tensors")
+    per_image = tensors.group_by("sha256").len()["len"].unique().to_list()
+    assert per_image == [4]
+    assert tensors["dtype"].unique().to_list() == ["uint8"]
+    assert tensors["shape"].cast(pl.List(pl.String)).list.join(",").unique().to_list() == [
+        "3,96,96"
+    ]
+    assert "data:image/png;base64," in found["augmented_tensors"]["preview"]
+
+
+def test_cpu_inference_agrees_across_batch_sizes(demo_world) -> None:
+    lakehouse, found = demo_world
+    lake = lakehouse.lake_resource
+    model = load_classifier(lake.get_object(found["style_content_classifier"]["weights"]))
+    shas, pixels = plain_views(lake, lake.read("images")["sha256"].head(40))
+    results = [
+        predict(model, pixels, device=torch.device("cpu"), batch_size=size) for size in (1, 7, 64)
+    ]
+    for content, style in results[1:]:
+        assert torch.allclose(content, results[0][0], atol=1e-5)
+        assert torch.allclose(style, results[0][1], atol=1e-5)
+    stored = lake.read("photo_classes").filter(pl.col("sha256").is_in(shas)).sort("sha256")
+    assert torch.allclose(torch.tensor(stored["content_probs"].to_list()), results[0][0], atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is absent")
+def test_cuda_and_cpu_agree(demo_world) -> None:
+    lakehouse, found = demo_world
+    lake = lakehouse.lake_resource
+    model = load_classifier(lake.get_object(found["style_content_classifier"]["weights"]))
+    _, pixels = plain_views(lake, lake.read("images")["sha256"])
+    cpu = predict(model, pixels, device=torch.device("cpu"), batch_size=64)
+    gpu = predict(model, pixels, device=torch.device("cuda"), batch_size=64, mixed_precision=True)
+    assert torch.allclose(cpu[0], gpu[0], atol=1e-3)
+    assert torch.allclose(cpu[1], gpu[1], atol=1e-3)
+
+
+def test_training_on_cpu_is_deterministic() -> None:
+    generator = torch.Generator().manual_seed(3)
+    pixels = torch.randint(0, 256, (24, 3, 96, 96), dtype=torch.uint8, generator=generator)
+    content = torch.randint(0, 4, (24,), generator=generator)
+    style = torch.randint(0, 3, (24,), generator=generator)
+    config = TrainConfig(epochs=2, batch_size=8)
+    first = train_classifier(pixels, content, style, config)
+    second = train_classifier(pixels, content, style, config)
+    assert first.weights_sha256 == second.weights_sha256
+    other = train_classifier(pixels, content, style, TrainConfig(epochs=2, batch_size=8, seed=1))
+    assert other.weights_sha256 != first.weights_sha256
+
+
+def test_gpu_steps_are_tagged_for_the_gpu_pool_k8s_and_celery() -> None:
+    graph = defs.resolve_asset_graph()
+    for name in ("photo_classes", "style_content_classifier"):
+        node = graph.get(dg.AssetKey(name))
+        assets_def = graph.assets_def_for_key(dg.AssetKey(name))
+        op = assets_def.node_def
+        assert op.pool == "gpu", name
+        assert op.tags["dagster-celery/queue"] == "gpu"
+        k8s = op.tags["dagster-k8s/config"]
+        k8s = k8s if isinstance(k8s, dict) else json.loads(k8s)
+        assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert node.group_name in ("curated", "models")
+
+
+def test_incremental_second_run_zero_then_one_new_photo_k_rows(lakehouse: Lakehouse) -> None:
+    lakehouse.materialize(select=IMAGE_ASSETS)
+    second = materializations(lakehouse.materialize(select=IMAGE_ASSETS))
+    for name in ("images", "augmented_tensors", "photo_classes", "style_content_classifier"):
+        assert second[name]["rows_computed"] == 0, name
+
+    registry = lakehouse.lake_resource.read("raw_objects")
+    source = lakehouse.sources / registry.filter(pl.col("media_type") == "image/png")["key"][0]
+    new = lakehouse.sources / "photos" / "new" / "fresh.png"
+    new.parent.mkdir()
+    with Image.open(source) as image:
+        image.transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(new)
+    shutil.copy(new, new.with_name("same-bytes-other-key.png"))
+
+    third = materializations(lakehouse.materialize(select=IMAGE_ASSETS))
+    assert third["images"]["rows_computed"] == 1, "same bytes under two keys: one image"
+    assert third["augmented_tensors"]["rows_computed"] == 4
+    assert third["photo_classes"]["rows_computed"] == 1
+    assert third["style_content_classifier"]["rows_computed"] == 0
+    image = lakehouse.lake_resource.read("images").filter(
+        pl.col("keys").list.contains("photos/new/fresh.png")
+    )
+    assert sorted(image["keys"][0].to_list()) == [
+        "photos/new/fresh.png",
+        "photos/new/same-bytes-other-key.png",
+    ]
+
+
+def test_show_augmentations_writes_a_png(demo_world, tmp_path: Path) -> None:
+
+    lakehouse, _ = demo_world
+    out = tmp_path / "grid.png"
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "lakehouse"),
+            "show-augmentations",
+            "--n",
+            "3",
+            "--out",
+            str(out),
+        ],
+        env={**os.environ, "LAKEHOUSE_LAKE": str(lakehouse.lake)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    with Image.open(out) as grid:
+        assert grid.format == "PNG" and grid.height > grid.width / 2
