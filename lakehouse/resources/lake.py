@@ -20,6 +20,7 @@ import dagster as dg
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.table import TableMerger
 
 from lakehouse.settings import LAKE_VAR, ConfigError, is_s3, parse_s3, s3_storage_options
 
@@ -114,22 +115,13 @@ class LakeResource(dg.ConfigurableResource):
         """
         if rows.is_empty():
             return False
-        predicate = " AND ".join(f"t.{column} = s.{column}" for column in key)
 
         def attempt() -> None:
-            table = self.open(name)
-            if table is None:
+            if self.open(name) is None:
                 self._create(name, rows, commit_info, partition_by)
                 return
             (
-                table.merge(
-                    rows.to_arrow(),
-                    predicate=predicate,
-                    source_alias="s",
-                    target_alias="t",
-                    merge_schema=True,
-                    commit_properties=_commit(commit_info),
-                )
+                self._merger(name, rows, key, commit_info, merge_schema=True)
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
                 .execute()
@@ -174,18 +166,10 @@ class LakeResource(dg.ConfigurableResource):
             how="diagonal_relaxed",
         )
         columns = {column: f"s.{column}" for column in rows.columns}
-        predicate = " AND ".join(f"t.{column} = s.{column}" for column in key)
 
         def attempt() -> None:
             (
-                self.open(name)  # type: ignore[union-attr]
-                .merge(
-                    changes.to_arrow(),
-                    predicate=predicate,
-                    source_alias="s",
-                    target_alias="t",
-                    commit_properties=_commit(commit_info),
-                )
+                self._merger(name, changes, key, commit_info)
                 .when_matched_delete(predicate="s._delete")
                 .when_matched_update(updates=columns, predicate="NOT s._delete")
                 .when_not_matched_insert(updates=columns, predicate="NOT s._delete")
@@ -199,23 +183,11 @@ class LakeResource(dg.ConfigurableResource):
         """Delete the rows whose key columns match a row of `keys` (one commit, if any)."""
         if keys.is_empty() or self.open(name) is None:
             return False
-        predicate = " AND ".join(f"t.{column} = s.{column}" for column in keys.columns)
-
-        def attempt() -> None:
-            (
-                self.open(name)  # type: ignore[union-attr]
-                .merge(
-                    keys.to_arrow(),
-                    predicate=predicate,
-                    source_alias="s",
-                    target_alias="t",
-                    commit_properties=_commit(commit_info),
-                )
-                .when_matched_delete()
-                .execute()
+        _retry_conflicts(
+            lambda: (
+                self._merger(name, keys, keys.columns, commit_info).when_matched_delete().execute()
             )
-
-        _retry_conflicts(attempt)
+        )
         return True
 
     def object_key(self, sha256: str) -> str:
@@ -277,6 +249,25 @@ class LakeResource(dg.ConfigurableResource):
             )
 
         _retry_conflicts(attempt)
+
+    def _merger(
+        self,
+        name: str,
+        rows: pl.DataFrame,
+        key: Sequence[str],
+        commit_info: dict[str, str],
+        *,
+        merge_schema: bool = False,
+    ) -> TableMerger:
+        """A merge of `rows` (alias s) into the latest table (alias t) on the key columns."""
+        return self.open(name).merge(  # type: ignore[union-attr]
+            rows.to_arrow(),
+            predicate=" AND ".join(f"t.{column} = s.{column}" for column in key),
+            source_alias="s",
+            target_alias="t",
+            merge_schema=merge_schema,
+            commit_properties=_commit(commit_info),
+        )
 
     def _create(
         self,
