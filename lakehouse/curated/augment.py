@@ -6,6 +6,7 @@ the same image gives the same tensor bytes in any run, order or worker count.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ class Recipe:
     version: str = "1"
     size: int = 96
 
+    def transforms(self) -> tuple[v2.Transform, v2.Transform]:
+        """(plain, random), built once per recipe and process."""
+        return _transforms(self)
+
     def plain(self) -> v2.Transform:
         """Index 0: the image resized, nothing random."""
         return v2.Resize((self.size, self.size), antialias=True)
@@ -59,6 +64,11 @@ class Recipe:
 RECIPE = Recipe()
 
 
+@functools.cache
+def _transforms(recipe: Recipe) -> tuple[v2.Transform, v2.Transform]:
+    return recipe.plain(), recipe.random()
+
+
 def row_seed(sha256: str, aug_index: int, recipe_version: str) -> int:
     """The seed of one augmented row: a function of content, index and recipe only."""
     digest = hashlib.sha256(f"{sha256}:{aug_index}:{recipe_version}".encode()).digest()
@@ -67,12 +77,19 @@ def row_seed(sha256: str, aug_index: int, recipe_version: str) -> int:
 
 def augment(image: torch.Tensor, sha256: str, k: int, recipe: Recipe) -> list[torch.Tensor]:
     """k uint8 C×H×W tensors: the plain resize, then k-1 seeded random views."""
-    plain, random = recipe.plain(), recipe.random()
+    plain, random = recipe.transforms()
     views = [plain(image)]
-    for index in range(1, k):
-        torch.manual_seed(row_seed(sha256, index, recipe.version))
-        views.append(random(image))
+    with torch.random.fork_rng(devices=[]):  # the caller's random state stays untouched
+        for index in range(1, k):
+            torch.default_generator.manual_seed(row_seed(sha256, index, recipe.version))
+            views.append(random(image))
     return [view.contiguous() for view in views]
+
+
+@functools.cache
+def object_store(uri: str) -> ObjectStoreResource:
+    """One store per worker process, not one per image."""
+    return ObjectStoreResource(uri=uri)
 
 
 class ImageItems(Dataset):
@@ -89,7 +106,7 @@ class ImageItems(Dataset):
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor | str]:
         sha256, key = self.items[index]
         try:
-            decoded = decode_image(ObjectStoreResource(uri=self.store_uri).read(key))
+            decoded = decode_image(object_store(self.store_uri).read(key))
         except DecodeError as exc:
             return sha256, str(exc)
         pixels = torch.from_numpy(np.asarray(decoded.image).copy()).permute(2, 0, 1)

@@ -8,6 +8,7 @@ decompression bombs. Each either becomes a plain RGB picture or a clear reason.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,10 +42,15 @@ def decode_image(data: bytes, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> Decoded
     if not data:
         raise DecodeError("empty object (0 bytes)")
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            # our own pixel limit below decides; PIL's warning would only be noise
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"decompression bomb guard: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise DecodeError("not an image: bytes match no known image format") from exc
-    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         raise DecodeError(f"unreadable image header: {exc}") from exc
     media_type = Image.MIME.get(image.format or "", "application/octet-stream")
     width, height = image.size
@@ -66,6 +72,8 @@ def decode_image(data: bytes, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> Decoded
 
 def to_rgb8(image: Image.Image) -> Image.Image:
     """8-bit RGB: alpha composited on white, palettes expanded, 16-bit scaled down."""
+    if image.mode in ("L", "RGB") and "transparency" in image.info:
+        image = image.convert("RGBA")  # a colour-key transparent PNG goes on white too
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
