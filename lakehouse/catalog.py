@@ -17,6 +17,11 @@ LAYERS = {
     "augmented_tensors": "curated",
     "photo_classes": "curated",
     "style_content_classifier": "models",
+    "user_activity": "curated",
+    "photo_features": "features",
+    "popularity_labels": "features",
+    "training_set": "features",
+    "popularity_model": "models",
 }
 
 

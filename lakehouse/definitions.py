@@ -7,7 +7,10 @@ import os
 import dagster as dg
 
 from lakehouse.curated import assets as curated_assets
+from lakehouse.features import assets as feature_assets
+from lakehouse.features import checks as feature_checks
 from lakehouse.models import assets as model_assets
+from lakehouse.models import popularity_assets
 from lakehouse.raw import assets as raw_assets
 from lakehouse.raw import checks as raw_checks
 from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
@@ -58,10 +61,22 @@ def build_definitions(**locations: str | None) -> dg.Definitions:
     """Everything Dagster loads; `locations` override the environment (see lakehouse_resources)."""
     return dg.Definitions(
         assets=dg.load_assets_from_modules(
-            [source_assets, raw_assets, curated_assets, model_assets]
+            [
+                source_assets,
+                raw_assets,
+                curated_assets,
+                model_assets,
+                feature_assets,
+                popularity_assets,
+            ]
         ),
-        asset_checks=dg.load_asset_checks_from_modules([raw_checks]),
-        jobs=[observe_sources, observe_logs],
+        asset_checks=dg.load_asset_checks_from_modules([raw_checks, feature_checks]),
+        jobs=[
+            observe_sources,
+            observe_logs,
+            feature_assets.backfill_logs,
+            feature_assets.nightly_training,
+        ],
         schedules=[
             dg.ScheduleDefinition(
                 job=job,
@@ -69,7 +84,8 @@ def build_definitions(**locations: str | None) -> dg.Definitions:
                 default_status=dg.DefaultScheduleStatus.RUNNING,
             )
             for job in (observe_sources, observe_logs)
-        ],
+        ]
+        + [feature_assets.nightly_schedule, feature_assets.nightly_logs_schedule],
         resources=lakehouse_resources(**locations),
     )
 

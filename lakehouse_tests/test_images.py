@@ -19,8 +19,7 @@ from PIL import Image
 from lakehouse.curated.assets import plain_views
 from lakehouse.definitions import defs
 from lakehouse.models.classifier import TrainConfig, load_classifier, predict, train_classifier
-from lakehouse.synthetic import generate_world
-from lakehouse_tests.conftest import Lakehouse, materializations
+from lakehouse_tests.conftest import DemoLake, Lakehouse, materializations
 
 pytestmark = pytest.mark.images
 
@@ -37,16 +36,10 @@ IMAGE_ASSETS = {
 }
 
 
-@pytest.fixture(scope="module")
-def demo_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Lakehouse, dict[str, dict]]:
-    """The default-size synthetic world (400 photos), materialized up to photo_classes."""
-    root = tmp_path_factory.mktemp("demo-world")
-    sources = root / "sources"
-    sources.mkdir()
-    generate_world(sources, f"sqlite:///{sources / 'metadata.db'}", photos=400, users=40, days=3)
-    lakehouse = Lakehouse(sources=sources, lake=root / "lake")
-    result = lakehouse.materialize(first="2026-10-01", last="2026-10-03", select=IMAGE_ASSETS)
-    return lakehouse, materializations(result)
+@pytest.fixture
+def demo_world(demo_lake: DemoLake) -> tuple[Lakehouse, dict[str, dict]]:
+    """The shared default-size lake, as of its image and classifier assets."""
+    return demo_lake.lakehouse, demo_lake.upstream_found
 
 
 def test_classifier_learns_content_and_style(demo_world) -> None:

@@ -1,0 +1,138 @@
+"""Checks on the gold tables; the blocking ones stop a bad table from flowing downstream."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import polars as pl
+
+from lakehouse.features.logic import REQUIRED_FEATURE_COLUMNS, activity_oracle
+from lakehouse.raw.logs import EVENT_SCHEMA
+from lakehouse.resources import LakeResource
+
+COUNTED = ("author_logins_24h", "author_likes_7d")
+
+
+def table(lake: LakeResource, name: str, version: int | None = None) -> pl.DataFrame:
+    rows = lake.read(name, version=version)
+    if rows is None:
+        raise RuntimeError(f"no {name} table in the lake")
+    return rows
+
+
+def unique_photo_ids(lake: LakeResource, name: str) -> dg.AssetCheckResult:
+    ids = table(lake, name)["photo_id"]
+    duplicates = ids.filter(ids.is_duplicated()).unique().sort().to_list()
+    return dg.AssetCheckResult(
+        passed=not duplicates,
+        description=f"{len(duplicates)} photo_id values appear more than once",
+        metadata={"duplicates": len(duplicates), "examples": str(duplicates[:10])},
+    )
+
+
+@dg.asset_check(
+    asset="photo_features",
+    blocking=True,
+    description="No leakage: an independent polars recount of each photo's author activity, "
+    "over events strictly before posted_at, equals the stored counts, and the latest "
+    "contributing event of every row is before posted_at.",
+)
+def photo_features_no_leakage(lake: LakeResource) -> dg.AssetCheckResult:
+    features = table(lake, "photo_features").select("photo_id", "posted_at", *COUNTED)
+    photos = table(lake, "raw_photos").select("photo_id", "user_id", "posted_at")
+    events = lake.read("raw_events", columns=["ts", "user_id", "event", "photo_id"])
+    events = (
+        pl.DataFrame(schema=EVENT_SCHEMA).drop("event_id", "line", "day")
+        if events is None
+        else events
+    )
+    oracle = activity_oracle(photos, events)
+    paired = features.join(oracle, on="photo_id", how="left", suffix="_recount")
+    mismatched = paired.filter(
+        pl.any_horizontal(pl.col(c).ne_missing(pl.col(f"{c}_recount")) for c in COUNTED)
+    )
+    late = paired.filter(
+        pl.any_horizontal(pl.col(f"{c}_last_ts") >= pl.col("posted_at") for c in COUNTED)
+    )
+    return dg.AssetCheckResult(
+        passed=mismatched.is_empty() and late.is_empty(),
+        description=f"{mismatched.height} rows differ from the recount; "
+        f"{late.height} rows counted an event at or after posted_at",
+        metadata={
+            "mismatched_rows": mismatched.height,
+            "rows_with_late_events": late.height,
+            "examples": str(mismatched["photo_id"].head(10).to_list()),
+        },
+    )
+
+
+@dg.asset_check(asset="photo_features", blocking=True, description="photo_id is unique.")
+def photo_features_unique(lake: LakeResource) -> dg.AssetCheckResult:
+    return unique_photo_ids(lake, "photo_features")
+
+
+@dg.asset_check(
+    asset="photo_features",
+    blocking=True,
+    description="Required fields (ids, posted_at, calendar and activity features) are non-null.",
+)
+def photo_features_required_fields(lake: LakeResource) -> dg.AssetCheckResult:
+    nulls = (
+        table(lake, "photo_features")
+        .select(REQUIRED_FEATURE_COLUMNS)
+        .null_count()
+        .row(0, named=True)
+    )
+    bad = {column: n for column, n in nulls.items() if n}
+    return dg.AssetCheckResult(
+        passed=not bad,
+        description=f"null values in {bad}" if bad else "no nulls in required fields",
+        metadata={"null_counts": dg.MetadataValue.json(bad)},
+    )
+
+
+@dg.asset_check(
+    asset="photo_features",
+    blocking=True,
+    description="Counts reconcile: one photo_features row per photo in raw_photos.",
+)
+def photo_features_reconcile(lake: LakeResource) -> dg.AssetCheckResult:
+    photos = table(lake, "raw_photos").select("photo_id")
+    features = table(lake, "photo_features").select("photo_id")
+    missing = photos.join(features, on="photo_id", how="anti").height
+    extra = features.join(photos, on="photo_id", how="anti").height
+    return dg.AssetCheckResult(
+        passed=photos.height == features.height and not missing and not extra,
+        description=f"{photos.height} photos, {features.height} feature rows; "
+        f"{missing} photos missing, {extra} rows without a photo",
+        metadata={"photos": photos.height, "rows": features.height, "missing": missing},
+    )
+
+
+@dg.asset_check(asset="popularity_labels", blocking=True, description="photo_id is unique.")
+def popularity_labels_unique(lake: LakeResource) -> dg.AssetCheckResult:
+    return unique_photo_ids(lake, "popularity_labels")
+
+
+@dg.asset_check(
+    asset="training_set",
+    blocking=True,
+    description="Every training row's label window is complete in the popularity_labels "
+    "version the row was built from, and photo_id is unique.",
+)
+def training_set_labels_complete(lake: LakeResource) -> dg.AssetCheckResult:
+    rows = table(lake, "training_set").select("photo_id", "input_versions")
+    versions = rows["input_versions"].unique().to_list()
+    incomplete = 0
+    for recorded in versions:
+        labels = table(lake, "popularity_labels", json.loads(recorded)["popularity_labels"])
+        mine = rows.filter(pl.col("input_versions") == recorded)
+        incomplete += mine.join(labels.filter(pl.col("complete")), on="photo_id", how="anti").height
+    duplicates = rows.height - rows["photo_id"].n_unique()
+    return dg.AssetCheckResult(
+        passed=incomplete == 0 and duplicates == 0 and len(versions) <= 1,
+        description=f"{incomplete} rows without a complete label window, "
+        f"{duplicates} duplicate photo_ids, {len(versions)} input snapshots",
+        metadata={"incomplete": incomplete, "duplicates": duplicates},
+    )

@@ -1,0 +1,334 @@
+"""Pure feature logic: point-in-time joins, labels, splits. No Dagster, no lake.
+
+Timestamps enter the range joins as integer microseconds since the epoch, so
+every window is plain integer arithmetic: no time zone or DST can move an edge.
+Windows are half-open: author activity counts events in [posted_at - w, posted_at)
+(nothing at or after posting contributes) and labels count likes in
+[posted_at, posted_at + 7 d).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+import duckdb
+import polars as pl
+
+from lakehouse.synthetic import CONTENT_CLASSES, STYLES
+from lakehouse.versioning import digest_strings
+
+MICROS = 1_000_000
+LOGIN_WINDOW = timedelta(hours=24)
+RECEIVED_LIKES_WINDOW = timedelta(days=7)
+LABEL_WINDOW = timedelta(days=7)
+SPLIT_BUCKETS = 20  # 60 % train, 20 % val, 20 % test
+SPLITS = (("train", 12), ("val", 16), ("test", 20))
+UTC_TS = pl.Datetime("us", "UTC")
+
+CONTENT_COLUMNS = [f"content_p_{name}" for name in CONTENT_CLASSES]
+STYLE_COLUMNS = [f"style_p_{name}" for name in STYLES]
+CLASSIFIER_COLUMNS = [*CONTENT_COLUMNS, *STYLE_COLUMNS]
+NUMERIC_FEATURES = [
+    "hour_of_day",
+    "weekday",
+    "title_length",
+    "latitude",
+    "longitude",
+    "author_logins_24h",
+    "author_likes_7d",
+    "account_age_days",
+    *CLASSIFIER_COLUMNS,
+]
+REQUIRED_FEATURE_COLUMNS = [
+    "photo_id",
+    "user_id",
+    "posted_at",
+    "hour_of_day",
+    "weekday",
+    "title_length",
+    "author_logins_24h",
+    "author_likes_7d",
+]
+
+ACTIVITY_SCHEMA: dict[str, pl.DataType] = {
+    "day": pl.String(),
+    "user_id": pl.Int64(),
+    "hour": UTC_TS,
+    "logins": pl.Int64(),
+    "views": pl.Int64(),
+    "likes": pl.Int64(),
+}
+
+# Range joins on (user, time): DuckDB hashes on the user and filters the time range.
+AUTHOR_ACTIVITY_SQL = """
+WITH logins AS (
+    SELECT user_id, ts FROM events WHERE event = 'login'
+),
+received AS (
+    SELECT p.user_id, e.ts FROM events e JOIN photos p ON e.photo_id = p.photo_id
+    WHERE e.event = 'like'
+),
+login_counts AS (
+    SELECT p.photo_id, count(*) AS n
+    FROM photos p JOIN logins l
+      ON l.user_id = p.user_id AND l.ts >= p.posted_at - $login_window AND l.ts < p.posted_at
+    GROUP BY p.photo_id
+),
+like_counts AS (
+    SELECT p.photo_id, count(*) AS n
+    FROM photos p JOIN received r
+      ON r.user_id = p.user_id AND r.ts >= p.posted_at - $likes_window AND r.ts < p.posted_at
+    GROUP BY p.photo_id
+)
+SELECT p.photo_id,
+       coalesce(lc.n, 0)::BIGINT AS author_logins_24h,
+       coalesce(kc.n, 0)::BIGINT AS author_likes_7d
+FROM photos p
+LEFT JOIN login_counts lc ON lc.photo_id = p.photo_id
+LEFT JOIN like_counts kc ON kc.photo_id = p.photo_id
+ORDER BY p.photo_id
+"""
+
+LABELS_SQL = """
+SELECT p.photo_id, count(e.ts)::BIGINT AS likes_7d
+FROM photos p LEFT JOIN events e
+  ON e.event = 'like' AND e.photo_id = p.photo_id
+ AND e.ts >= p.posted_at AND e.ts < p.posted_at + $label_window
+GROUP BY p.photo_id
+ORDER BY p.photo_id
+"""
+
+
+def micros(window: timedelta) -> int:
+    return window // timedelta(microseconds=1)
+
+
+def epoch_micros(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+    """`column` as Int64 microseconds since the epoch (UTC), for integer range joins."""
+    return frame.with_columns(pl.col(column).dt.epoch("us"))
+
+
+def run_sql(sql: str, tables: Mapping[str, pl.DataFrame], params: dict[str, int]) -> pl.DataFrame:
+    """Run `sql` in a private in-memory DuckDB over Arrow views of `tables`."""
+    conn = duckdb.connect(
+        ":memory:",
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+    )
+    try:
+        for name, frame in tables.items():
+            conn.register(name, frame.to_arrow())
+        return conn.execute(sql, params).pl()
+    finally:
+        conn.close()
+
+
+def author_activity(photos: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """Per photo: author's logins in the 24 h and likes received in the 7 d before posting."""
+    return run_sql(
+        AUTHOR_ACTIVITY_SQL,
+        {
+            "photos": epoch_micros(photos.select("photo_id", "user_id", "posted_at"), "posted_at"),
+            "events": epoch_micros(events.select("ts", "user_id", "event", "photo_id"), "ts"),
+        },
+        {
+            "login_window": micros(LOGIN_WINDOW),
+            "likes_window": micros(RECEIVED_LIKES_WINDOW),
+        },
+    )
+
+
+def hourly_activity(events: pl.DataFrame) -> pl.DataFrame:
+    """Logins, views and likes per (log day, user, UTC hour); `day` is the raw_events partition."""
+    if events.is_empty():
+        return pl.DataFrame(schema=ACTIVITY_SCHEMA)
+    return (
+        events.group_by("day", "user_id", pl.col("ts").dt.truncate("1h").alias("hour"))
+        .agg(
+            logins=(pl.col("event") == "login").sum().cast(pl.Int64),
+            views=(pl.col("event") == "view").sum().cast(pl.Int64),
+            likes=(pl.col("event") == "like").sum().cast(pl.Int64),
+        )
+        .select(list(ACTIVITY_SCHEMA))
+        .sort("day", "user_id", "hour")
+    )
+
+
+def day_digests(events: pl.DataFrame, days: list[str]) -> dict[str, str]:
+    """Digest of each day's event ids: equal digests mean the day's content is unchanged."""
+    ids = events.group_by("day").agg(pl.col("event_id").sort())
+    by_day = dict(zip(ids["day"].to_list(), ids["event_id"].to_list(), strict=True))
+    return {day: digest_strings(by_day.get(day, [])) for day in days}
+
+
+def classifier_outputs(
+    photos: pl.DataFrame, images: pl.DataFrame, classes: pl.DataFrame
+) -> pl.DataFrame:
+    """Per photo: the classifier's probabilities as columns and its labels, via object_key."""
+    by_key = images.select("sha256", "keys").explode("keys").rename({"keys": "object_key"})
+    latest = classes.sort("sha256", "model_version").unique("sha256", keep="last")
+    return (
+        photos.select("photo_id", "object_key")
+        .join(by_key, on="object_key", how="inner")
+        .join(latest, on="sha256", how="inner")
+        .select(
+            "photo_id",
+            pl.col("model_version").alias("classifier_version"),
+            "content_label",
+            "style_label",
+            *(
+                pl.col("content_probs").list.get(i).cast(pl.Float64).alias(name)
+                for i, name in enumerate(CONTENT_COLUMNS)
+            ),
+            *(
+                pl.col("style_probs").list.get(i).cast(pl.Float64).alias(name)
+                for i, name in enumerate(STYLE_COLUMNS)
+            ),
+        )
+    )
+
+
+def photo_feature_rows(
+    photos: pl.DataFrame,
+    users: pl.DataFrame,
+    events: pl.DataFrame,
+    images: pl.DataFrame,
+    classes: pl.DataFrame,
+) -> pl.DataFrame:
+    """One row per photo: metadata, author activity as of posted_at, classifier outputs."""
+    created = users.select("user_id", "created_at")
+    rows = (
+        photos.join(author_activity(photos, events), on="photo_id", how="left")
+        .join(created, on="user_id", how="left")
+        .join(classifier_outputs(photos, images, classes), on="photo_id", how="left")
+        .with_columns(
+            hour_of_day=pl.col("posted_at").dt.hour().cast(pl.Int64),
+            weekday=pl.col("posted_at").dt.weekday().cast(pl.Int64),
+            title_length=pl.col("title").fill_null("").str.len_chars().cast(pl.Int64),
+            account_age_days=(pl.col("posted_at") - pl.col("created_at")).dt.total_microseconds()
+            / (86_400 * MICROS),
+        )
+        .select(
+            "photo_id",
+            "user_id",
+            "posted_at",
+            *NUMERIC_FEATURES[:5],
+            "location_name",
+            *NUMERIC_FEATURES[5:8],
+            "classifier_version",
+            "content_label",
+            "style_label",
+            *CLASSIFIER_COLUMNS,
+        )
+        .sort("photo_id")
+    )
+    return with_row_digest(rows)
+
+
+def log_end(ledger: pl.DataFrame | None) -> datetime | None:
+    """End (exclusive) of the last complete log day: midnight after the last day with a file."""
+    if ledger is None:
+        return None
+    days = ledger.filter((pl.col("asset") == "raw_events") & (pl.col("sha256") != ""))["key"]
+    if days.is_empty():
+        return None
+    last = days.str.extract(r"(\d{4}-\d{2}-\d{2})").str.to_date().max()
+    return datetime(last.year, last.month, last.day) + timedelta(days=1)  # type: ignore[union-attr]
+
+
+def label_rows(photos: pl.DataFrame, events: pl.DataFrame, end: datetime | None) -> pl.DataFrame:
+    """Likes in [posted_at, posted_at + 7 d); windows reaching past `end` are complete=false."""
+    counts = run_sql(
+        LABELS_SQL,
+        {
+            "photos": epoch_micros(photos.select("photo_id", "posted_at"), "posted_at"),
+            "events": epoch_micros(events.select("ts", "event", "photo_id"), "ts"),
+        },
+        {"label_window": micros(LABEL_WINDOW)},
+    )
+    window_end = pl.col("posted_at") + LABEL_WINDOW
+    complete = (
+        pl.lit(False) if end is None else window_end <= pl.lit(end).dt.replace_time_zone("UTC")
+    )
+    rows = (
+        photos.select("photo_id", "posted_at")
+        .join(counts, on="photo_id", how="left")
+        .with_columns(window_end=window_end, complete=complete)
+        .select("photo_id", "posted_at", "window_end", "likes_7d", "complete")
+        .sort("photo_id")
+    )
+    return with_row_digest(rows)
+
+
+def split_of(photo_ids: pl.Series) -> pl.Series:
+    """train/val/test from a SHA-256 of the photo id: stable across runs, lakes and versions."""
+    buckets = [
+        int(hashlib.sha256(str(i).encode()).hexdigest(), 16) % SPLIT_BUCKETS for i in photo_ids
+    ]
+    names = [next(name for name, bound in SPLITS if bucket < bound) for bucket in buckets]
+    return pl.Series("split", names, dtype=pl.String)
+
+
+def training_rows(
+    features: pl.DataFrame, labels: pl.DataFrame, input_versions: Mapping[str, int]
+) -> pl.DataFrame:
+    """Features of photos with a complete label window and every feature present."""
+    joined = (
+        features.drop("row_sha256")
+        .join(
+            labels.filter(pl.col("complete")).select("photo_id", "likes_7d"),
+            on="photo_id",
+            how="inner",
+        )
+        .drop_nulls(NUMERIC_FEATURES)
+        .sort("photo_id")
+    )
+    rows = joined.with_columns(
+        split_of(joined["photo_id"]),
+        input_versions=pl.lit(json.dumps(dict(sorted(input_versions.items())))),
+    )
+    return with_row_digest(rows)
+
+
+def with_row_digest(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add `row_sha256` over every column, so an unchanged row is never rewritten."""
+    text = pl.concat_str(
+        [pl.col(c).cast(pl.String).fill_null("\x00") for c in frame.columns], separator="\x1f"
+    )
+    digests = run_sql(
+        "SELECT sha256(t) AS d FROM rows", {"rows": frame.select(text.alias("t"))}, {}
+    )["d"]
+    return frame.with_columns(row_sha256=digests)
+
+
+def activity_oracle(photos: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """Independent recount in polars, with the latest contributing event time per photo.
+
+    The leakage check compares this with photo_features: equal counts and every
+    contributing event strictly before posted_at.
+    """
+    posts = photos.select("photo_id", "user_id", "posted_at")
+    authors = photos.select("photo_id", author="user_id")
+    logins = events.filter(pl.col("event") == "login").select("user_id", "ts")
+    received = (
+        events.filter(pl.col("event") == "like")
+        .join(authors, on="photo_id")
+        .select(user_id="author", ts="ts")
+    )
+
+    def window(kind: pl.DataFrame, width: timedelta, name: str) -> pl.DataFrame:
+        hits = posts.join(kind, on="user_id").filter(
+            (pl.col("ts") >= pl.col("posted_at") - width) & (pl.col("ts") < pl.col("posted_at"))
+        )
+        return hits.group_by("photo_id").agg(
+            pl.len().cast(pl.Int64).alias(name), pl.col("ts").max().alias(f"{name}_last_ts")
+        )
+
+    return (
+        posts.join(window(logins, LOGIN_WINDOW, "author_logins_24h"), on="photo_id", how="left")
+        .join(window(received, RECEIVED_LIKES_WINDOW, "author_likes_7d"), on="photo_id", how="left")
+        .with_columns(pl.col("author_logins_24h", "author_likes_7d").fill_null(0))
+        .sort("photo_id")
+    )

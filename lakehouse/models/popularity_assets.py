@@ -1,0 +1,84 @@
+"""The nightly popularity model, trained on one pinned version of training_set."""
+
+import dagster as dg
+import polars as pl
+
+from lakehouse import training
+from lakehouse.models.popularity import evaluate
+from lakehouse.resources import LakeResource
+from lakehouse.resources.lake import commit_info_for, table_metadata
+
+POPULARITY_CODE_VERSION = "1"
+MODEL_TABLE = "popularity_model"
+METRICS = ("val_mae", "baseline_mean_mae", "no_classifier_mae", "val_spearman")
+MODEL_SCHEMA: dict[str, pl.DataType] = {
+    "model_version": pl.String(),
+    "weights_key": pl.String(),
+    "code_version": pl.String(),
+    "training_set_version": pl.Int64(),
+    "train_rows": pl.Int64(),
+    "val_rows": pl.Int64(),
+    **{metric: pl.Float64() for metric in METRICS},
+}
+
+
+def train_model(lake: LakeResource, version: int) -> dict[str, object]:
+    """Fit on the train split, score on val, store the weights content-addressed."""
+    train = training.load(version=version, split="train", as_polars=True, lake=lake)
+    val = training.load(version=version, split="val", as_polars=True, lake=lake)
+    if train.is_empty() or val.is_empty():
+        raise RuntimeError(f"training_set v{version} has no train or no val rows")
+    model, metrics = evaluate(train, val)  # type: ignore[arg-type]
+    key = lake.put_object(model.to_bytes())
+    return {
+        "model_version": key.rsplit("/", 1)[1][:16],
+        "weights_key": key,
+        "code_version": POPULARITY_CODE_VERSION,
+        "training_set_version": version,
+        "train_rows": train.height,
+        "val_rows": val.height,
+        **metrics,
+    }
+
+
+@dg.asset(
+    deps=["training_set"],
+    group_name="models",
+    owners=["team:ml"],
+    code_version=POPULARITY_CODE_VERSION,
+    kinds={"numpy", "delta"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    automation_condition=dg.AutomationCondition.eager(),
+    description="Ridge regression on log1p(likes in 7 d) over photo_features, trained on the "
+    "train split of one training_set version and scored on val against two baselines "
+    "(train mean; the same model without classifier features). Weights under objects/.",
+)
+def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    version = lake.version("training_set")
+    if version is None:
+        raise RuntimeError("materialize training_set first")
+    models = lake.read_or_empty(MODEL_TABLE, MODEL_SCHEMA)
+    known = models.filter(
+        (pl.col("training_set_version") == version)
+        & (pl.col("code_version") == POPULARITY_CODE_VERSION)
+    )
+    if known.height:
+        row, trained = known.row(0, named=True), 0
+        context.log.info(f"training_set v{version} unchanged: reusing {row['model_version']}")
+    else:
+        row, trained = train_model(lake, version), 1
+        lake.upsert(
+            MODEL_TABLE,
+            pl.DataFrame([row], schema=MODEL_SCHEMA),
+            key=["model_version", "training_set_version"],
+            commit_info=commit_info_for(context),
+        )
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(str(row["weights_key"]).rsplit("/", 1)[1]),
+        metadata={
+            **table_metadata(lake, MODEL_TABLE, models.height + trained, trained),
+            "weights": dg.MetadataValue.path(str(row["weights_key"])),
+            "training_set_version": version,
+            **{metric: float(row[metric]) for metric in METRICS},
+        },
+    )

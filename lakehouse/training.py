@@ -1,0 +1,57 @@
+"""Training data for PyTorch: any version of training_set, read back exactly via time travel."""
+
+from __future__ import annotations
+
+import polars as pl
+import torch
+from torch.utils.data import Dataset
+
+from lakehouse import settings
+from lakehouse.features.logic import NUMERIC_FEATURES
+from lakehouse.resources.lake import LakeResource
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class TrainingRows(Dataset):
+    """(features, label) pairs: float32 features in NUMERIC_FEATURES order, likes_7d label."""
+
+    feature_names = NUMERIC_FEATURES
+
+    def __init__(self, rows: pl.DataFrame) -> None:
+        self.photo_ids = rows["photo_id"].to_list()
+        self.features = torch.from_numpy(
+            rows.select(NUMERIC_FEATURES).cast(pl.Float32).to_numpy().copy()
+        )
+        self.labels = torch.from_numpy(rows["likes_7d"].cast(pl.Float32).to_numpy().copy())
+
+    def __len__(self) -> int:
+        return len(self.photo_ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.features[index], self.labels[index]
+
+
+def load(
+    version: int | None = None,
+    split: str | None = "train",
+    as_polars: bool = False,
+    lake: LakeResource | str | None = None,
+) -> TrainingRows | pl.DataFrame:
+    """The rows of training_set at `version` (latest by default), one split (None: all).
+
+    Delta time travel makes an old version return the same rows after the
+    sources and the table itself moved on.
+    """
+    if split is not None and split not in SPLIT_NAMES:
+        raise ValueError(f"split must be one of {SPLIT_NAMES} or None, not {split!r}")
+    resource = (
+        lake if isinstance(lake, LakeResource) else LakeResource(root=lake or settings.lake_uri())
+    )
+    rows = resource.read("training_set", version=version)
+    if rows is None:
+        raise LookupError(f"no training_set under {resource.root}: materialize it first")
+    if split is not None:
+        rows = rows.filter(pl.col("split") == split)
+    rows = rows.sort("photo_id")
+    return rows if as_polars else TrainingRows(rows)

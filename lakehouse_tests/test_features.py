@@ -1,0 +1,264 @@
+"""Point-in-time features, labels, the versioned training set and the popularity model."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from deltalake import write_deltalake
+
+from lakehouse import training
+from lakehouse.features.logic import (
+    NUMERIC_FEATURES,
+    UTC_TS,
+    author_activity,
+    hourly_activity,
+    label_rows,
+    training_rows,
+)
+from lakehouse_tests.conftest import (
+    DEMO_FIRST,
+    DEMO_LAST,
+    FEATURE_ASSETS,
+    DemoLake,
+    Lakehouse,
+    materializations,
+)
+
+pytestmark = pytest.mark.features
+
+T0 = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
+FIRST, LAST = DEMO_FIRST, DEMO_LAST
+PHOTO_COLUMNS = ("photo_id", "user_id", "posted_at")
+
+
+def copy_of(built: DemoLake, tmp_path: Path) -> Lakehouse:
+    """Private sources and the pre-feature lake, for tests that change things."""
+    shutil.copytree(built.lakehouse.sources, tmp_path / "sources")
+    shutil.copytree(built.upstream, tmp_path / "lake")
+    return Lakehouse(sources=tmp_path / "sources", lake=tmp_path / "lake")
+
+
+def frame(rows: list[dict], **schema: pl.DataType) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema_overrides=schema)
+
+
+def photos_frame(rows: list[tuple[int, int, datetime]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows,
+        schema=dict(zip(PHOTO_COLUMNS, (pl.Int64, pl.Int64, UTC_TS), strict=True)),
+        orient="row",
+    )
+
+
+def events_frame(rows: list[tuple[datetime, int, str, int | None]]) -> pl.DataFrame:
+    schema = {"ts": UTC_TS, "user_id": pl.Int64, "event": pl.String, "photo_id": pl.Int64}
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+# --- pure functions at the edges ---------------------------------------------------
+
+
+def test_activity_windows_are_half_open_before_posting() -> None:
+    photos = photos_frame([(1, 7, T0), (2, 7, T0 - timedelta(days=3))])
+    events = events_frame(
+        [
+            (T0, 7, "login", None),  # at posted_at: excluded
+            (T0 - timedelta(hours=24), 7, "login", None),  # at the window start: included
+            (T0 - timedelta(hours=24, microseconds=1), 7, "login", None),  # just before: out
+            (T0 - timedelta(microseconds=1), 7, "login", None),  # just before posting: in
+            (T0 - timedelta(days=7), 9, "like", 2),  # like on the author's photo 2: in
+            (T0, 9, "like", 2),  # at posted_at: excluded
+            (T0 - timedelta(days=1), 9, "like", 99),  # a photo of someone unknown: out
+        ]
+    )
+    found = author_activity(photos, events).row(0, named=True)
+    assert found == {"photo_id": 1, "author_logins_24h": 2, "author_likes_7d": 1}
+
+
+def test_label_window_excludes_its_end_and_censors_past_the_logs() -> None:
+    photos = photos_frame([(1, 7, T0), (2, 7, T0 + timedelta(days=2))])
+    events = events_frame(
+        [
+            (T0, 9, "like", 1),  # at posted_at: included
+            (T0 + timedelta(days=7, microseconds=-1), 9, "like", 1),  # last instant: included
+            (T0 + timedelta(days=7), 9, "like", 1),  # at posted_at + 7 d: excluded
+            (T0 - timedelta(seconds=1), 9, "like", 1),  # before posting: excluded
+            (T0 + timedelta(hours=1), 9, "view", 1),  # a view is no like
+        ]
+    )
+    end = datetime(2026, 10, 13)  # the logs end at midnight after 2026-10-12
+    labels = label_rows(photos, events, end)
+    assert labels.select("photo_id", "likes_7d", "complete").rows() == [
+        (1, 2, True),
+        (2, 0, False),
+    ]
+
+
+def test_censored_labels_never_reach_the_training_set() -> None:
+    photos = photos_frame([(1, 7, T0), (2, 7, T0 + timedelta(days=2))])
+    labels = label_rows(photos, events_frame([]), datetime(2026, 10, 13))
+    features = photos.with_columns(
+        *(pl.lit(1.0).alias(c) for c in NUMERIC_FEATURES), row_sha256=pl.lit("x")
+    )
+    rows = training_rows(features, labels, {"photo_features": 3, "popularity_labels": 4})
+    assert rows["photo_id"].to_list() == [1]
+    assert rows["input_versions"][0] == '{"photo_features": 3, "popularity_labels": 4}'
+
+
+def test_hourly_activity_counts_per_user_and_utc_hour() -> None:
+    events = events_frame(
+        [
+            (T0, 1, "login", None),
+            (T0 + timedelta(minutes=59), 1, "view", 3),
+            (T0 + timedelta(minutes=60), 1, "like", 3),
+        ]
+    ).with_columns(day=pl.lit("2026-10-05"))
+    rows = hourly_activity(events).select("user_id", "hour", "logins", "views", "likes").rows()
+    assert rows == [(1, T0, 1, 1, 0), (1, T0 + timedelta(hours=1), 0, 0, 1)]
+
+
+def brute_force(photos: list[tuple], events: list[tuple]) -> list[tuple[int, int, int]]:
+    """The definition, row by row: the oracle for the set-wise SQL."""
+    author = {photo_id: user for photo_id, user, _ in photos}
+    out = []
+    for photo_id, user, posted in photos:
+        logins = sum(
+            1
+            for ts, who, kind, _ in events
+            if kind == "login" and who == user and posted - timedelta(hours=24) <= ts < posted
+        )
+        likes = sum(
+            1
+            for ts, _, kind, target in events
+            if kind == "like"
+            and author.get(target) == user
+            and posted - timedelta(days=7) <= ts < posted
+        )
+        out.append((photo_id, logins, likes))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_activity_matches_a_brute_force_oracle(seed: int) -> None:
+    rng = random.Random(seed)
+    hour = timedelta(hours=1)  # whole hours, so events often sit exactly on a window edge
+    photos = [(i, rng.randint(1, 4), T0 + rng.randint(0, 240) * hour) for i in range(1, 41)]
+    events = [
+        (
+            T0 + rng.randint(-200, 260) * hour,
+            rng.randint(1, 6),
+            rng.choice(["login", "view", "like"]),
+            rng.randint(1, 45),
+        )
+        for _ in range(800)
+    ]
+    events = [(ts, u, e, None if e == "login" else p) for ts, u, e, p in events]
+    found = author_activity(photos_frame(photos), events_frame(events)).rows()
+    assert found == brute_force(photos, events)
+
+
+# --- through Dagster ---------------------------------------------------------------
+
+
+def test_feature_assets_materialize_with_checks_passing(built: DemoLake) -> None:
+    lake = built.lakehouse.lake_resource
+    photos = lake.read("raw_photos")
+    features = lake.read("photo_features")
+    assert sorted(features["photo_id"]) == sorted(photos["photo_id"])
+    unclassified = built.found["photo_features"]["photos_without_classes"]
+    assert features["content_p_circle"].null_count() == unclassified < 5
+    evaluations = built.result.get_asset_check_evaluations()
+    assert {e.check_name for e in evaluations} >= {
+        "photo_features_no_leakage",
+        "photo_features_unique",
+        "training_set_labels_complete",
+    }
+    assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
+    labels = lake.read("popularity_labels")
+    assert 0 < labels["complete"].sum() < labels.height  # the last week is censored
+    training_rows_ = lake.read("training_set")
+    assert set(training_rows_["split"]) == {"train", "val", "test"}
+    assert lake.read("user_activity")["day"].n_unique() == 20
+
+
+def test_model_beats_both_baselines(built: DemoLake) -> None:
+    metrics = built.found["popularity_model"]
+    assert metrics["val_mae"] < metrics["baseline_mean_mae"]
+    assert metrics["val_mae"] < metrics["no_classifier_mae"]
+    assert metrics["val_spearman"] > 0.3
+    weights = built.lakehouse.lake_resource.get_object(metrics["weights"])
+    assert metrics["weights"].endswith(hashlib.sha256(weights).hexdigest())
+
+
+def test_rerun_without_change_computes_nothing_and_commits_nothing(built: DemoLake) -> None:
+    before = built.lakehouse.table_versions()
+    again = materializations(built.lakehouse.materialize(FIRST, LAST, select=FEATURE_ASSETS))
+    assert built.lakehouse.table_versions() == before
+    for name in FEATURE_ASSETS:
+        assert again[name]["rows_computed"] == 0, name
+        assert again[name]["data_version"] == built.found[name]["data_version"], name
+
+
+def test_same_sources_give_the_same_training_set_in_a_fresh_lake(
+    built: DemoLake, tmp_path: Path
+) -> None:
+    fresh = copy_of(built, tmp_path)
+    fresh.materialize(FIRST, LAST, select=FEATURE_ASSETS)
+    ours = built.lakehouse.lake_resource.read("training_set", version=0).sort("photo_id")
+    theirs = fresh.lake_resource.read("training_set").sort("photo_id")
+    assert theirs.equals(ours)
+    assert theirs.write_csv() == ours.write_csv()
+
+
+def test_load_returns_an_old_version_after_sources_change(built: DemoLake, tmp_path: Path) -> None:
+    lakehouse = copy_of(built, tmp_path)
+    lakehouse.materialize(FIRST, LAST, select=FEATURE_ASSETS)
+    lake = lakehouse.lake_resource
+    version = lake.version("training_set")
+    before = training.load(version=version, split=None, as_polars=True, lake=lake)
+    dataset = training.load(version=version, lake=str(lakehouse.lake))
+    assert len(dataset) == before.filter(pl.col("split") == "train").height
+    features, label = dataset[0]
+    assert features.shape == (len(NUMERIC_FEATURES),) and label.ndim == 0
+
+    gone = before["photo_id"].head(10).to_list()
+    engine = sa.create_engine(lakehouse.db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DELETE FROM photos WHERE photo_id IN ({','.join(map(str, gone))})"))
+    engine.dispose()
+    lakehouse.materialize(FIRST, LAST, select={"raw_photos", *FEATURE_ASSETS})
+
+    assert lake.version("training_set") > version
+    latest = training.load(split=None, as_polars=True, lake=lake)
+    assert not set(gone) & set(latest["photo_id"])
+    assert training.load(version=version, split=None, as_polars=True, lake=lake).equals(before)
+
+
+def test_a_failing_blocking_check_stops_the_training_set(built: DemoLake, tmp_path: Path) -> None:
+    lakehouse = copy_of(built, tmp_path)
+    lake = lakehouse.lake_resource
+    photos = lake.read("raw_photos")
+    write_deltalake(lake.table_uri("raw_photos"), photos.head(1).to_arrow(), mode="append")
+    result = lakehouse.materialize(
+        FIRST,
+        LAST,
+        select={"photo_features", "popularity_labels", "training_set"},
+        raise_on_error=False,
+    )
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert "photo_features_unique" in failed
+    done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "training_set" not in done
+    assert lake.version("training_set") is None
+
+
+@pytest.fixture
+def built(demo_lake: DemoLake) -> DemoLake:
+    return demo_lake
