@@ -27,6 +27,8 @@ CURATED = dict(
     group_name="curated",
     owners=["team:ml-data"],
     backfill_policy=dg.BackfillPolicy.single_run(),
+    # in a running `dagster dev`, a source observation that changed content flows on
+    automation_condition=dg.AutomationCondition.eager(),
 )
 GPU = dict(
     pool="gpu",

@@ -93,6 +93,7 @@ def training_tensors(lake: LakeResource, labelled: pl.DataFrame) -> pl.DataFrame
     code_version=CLASSIFIER_CODE_VERSION,
     kinds={"pytorch", "delta"},
     backfill_policy=dg.BackfillPolicy.single_run(),
+    automation_condition=dg.AutomationCondition.eager(),
     description="A small CNN with a content head and a style head, trained from scratch on the "
     "labelled photos' augmented tensors with a held-out split by photo. Weights are stored "
     "content-addressed under objects/; held-out accuracy per head is in the metadata.",

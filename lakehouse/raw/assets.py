@@ -38,6 +38,8 @@ RAW = dict(
     kinds={"delta", "python"},
     owners=["team:data-platform"],
     backfill_policy=dg.BackfillPolicy.single_run(),
+    # in a running `dagster dev`, a source observation that changed content flows on
+    automation_condition=dg.AutomationCondition.eager(),
 )
 OBJECTS_SOURCE = "photo_objects"
 LOGS_SOURCE = "activity_logs"
