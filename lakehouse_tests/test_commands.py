@@ -54,6 +54,8 @@ def test_dagster_cli_materializes_everything_then_nothing(project_env) -> None:
     assert days.stdout.strip() == "2026-10-01...2026-10-06"
     materialize = [*dagster, "asset", "materialize", *module, "--select", "*"]
     materialize += ["--partition-range", days.stdout.strip()]
+    # one process for all steps: the same code path, without a subprocess per step
+    materialize += ["--config-json", '{"execution": {"config": {"in_process": {}}}}']
     first = run(materialize, env, home)
     assert first.returncode == 0, first.stderr[-3000:]
     assert (home / "data" / "dagster").is_dir(), "instance storage lives under data/"
