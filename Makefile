@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)
 
+# One process for every step on one machine: no subprocess start-up per step, no
+# two CPU-hungry steps fighting over the cores. `EXECUTION=` uses Dagster's default.
+EXECUTION ?= {"execution": {"config": {"in_process": {}}}}
+
 .PHONY: demo test ui install instance materialize lint clean
 
 $(STAMP): pyproject.toml
@@ -30,7 +34,7 @@ materialize: instance
 	$(BIN)/dagster job execute -m lakehouse.definitions -j observe_sources
 	$(BIN)/dagster job execute -m lakehouse.definitions -j observe_logs
 	$(BIN)/dagster asset materialize -m lakehouse.definitions --select '*' \
-		--partition-range "$$($(BIN)/lakehouse log-range)"
+		--partition-range "$$($(BIN)/lakehouse log-range)" $(if $(EXECUTION),--config-json '$(EXECUTION)')
 
 test: install
 	$(BIN)/python -m pytest lakehouse_tests

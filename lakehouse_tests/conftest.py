@@ -18,6 +18,10 @@ from lakehouse.resources import LakeResource
 from lakehouse.synthetic import generate_world
 
 SOURCE_KEYS = ("photo_objects", "metadata_db", "activity_logs")
+RAW_LAYER = frozenset(
+    {"raw_objects", "raw_users", "raw_photos", "raw_photo_labels", "raw_events", "quarantine"}
+)
+EVERYTHING = frozenset({"*"})
 WORLD = {"photos": 40, "users": 8, "days": 6, "seed": 7}
 FIRST_DAY, LAST_DAY = "2026-10-01", "2026-10-06"
 
@@ -55,15 +59,16 @@ class Lakehouse:
         self,
         first: str = FIRST_DAY,
         last: str = LAST_DAY,
-        select: set[str] | None = None,
+        select: set[str] | frozenset[str] = RAW_LAYER,
         raise_on_error: bool = True,
     ) -> dg.ExecuteInProcessResult:
-        """Materialize every asset (or `select`) over a range of log days, in one run."""
+        """Materialize `select` (the raw layer by default, EVERYTHING for the whole graph)
+        over a range of log days, in one run."""
         defs = self.definitions()
         keys = {
             key
             for key in defs.resolve_asset_graph().get_all_asset_keys()
-            if key.path[0] not in SOURCE_KEYS and (select is None or key.path[0] in select)
+            if key.path[0] not in SOURCE_KEYS and (select == EVERYTHING or key.path[0] in select)
         }
         job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
         result = job.execute_in_process(

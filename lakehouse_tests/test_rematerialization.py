@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from lakehouse_tests.conftest import Lakehouse, materializations
+from lakehouse_tests.conftest import EVERYTHING, Lakehouse, materializations
 
 pytestmark = pytest.mark.foundation
 
@@ -17,13 +17,14 @@ DERIVED = ("raw_objects", "raw_users", "raw_photos", "raw_photo_labels", "raw_ev
 
 def test_second_run_computes_nothing_and_commits_nothing(lakehouse: Lakehouse) -> None:
     lakehouse.observe()
-    first = materializations(lakehouse.materialize())
+    first = materializations(lakehouse.materialize(select=EVERYTHING))
     assert all(first[name]["rows_computed"] > 0 for name in DERIVED)
     versions = lakehouse.table_versions()
 
     lakehouse.observe()
-    second = materializations(lakehouse.materialize())
+    second = materializations(lakehouse.materialize(select=EVERYTHING))
 
+    assert len(second) == 15, "every asset of the graph ran"
     assert {name: second[name]["rows_computed"] for name in second} == dict.fromkeys(second, 0)
     assert lakehouse.table_versions() == versions
     assert {n: second[n]["data_version"] for n in second} == {
@@ -74,12 +75,12 @@ def test_adding_one_log_day_processes_only_that_partition(lakehouse: Lakehouse) 
 
 def test_fresh_lake_gives_the_same_data_versions(lakehouse: Lakehouse, tmp_path) -> None:
     lakehouse.observe()
-    first = materializations(lakehouse.materialize())
+    first = materializations(lakehouse.materialize(select=EVERYTHING))
     observed_first = _observed_versions(lakehouse)
 
     other = Lakehouse(sources=lakehouse.sources, lake=tmp_path / "second-lake")
     other.observe()
-    second = materializations(other.materialize())
+    second = materializations(other.materialize(select=EVERYTHING))
 
     assert {n: v["data_version"] for n, v in second.items()} == {
         n: v["data_version"] for n, v in first.items()

@@ -8,6 +8,7 @@ import re
 
 import dagster as dg
 import polars as pl
+from dagster._core.definitions.external_asset import create_external_asset_from_source_asset
 
 from lakehouse.partitions import log_days
 from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
@@ -19,6 +20,20 @@ from lakehouse.versioning import digest_strings, frame_digest
 PHOTO_PREFIX = "photos/"
 LOG_PREFIX = "logs/"
 LOG_KEY = re.compile(r"^logs/(\d{4}-\d{2}-\d{2})\.jsonl$")
+SOURCES_OWNERS = ["team:data-platform"]
+
+
+def kinds(*names: str) -> dict[str, str]:
+    """Kind tags, as `kinds=` stores them (observable_source_asset only takes `tags=`)."""
+    return {f"dagster/kind/{name}": "" for name in names}
+
+
+def owned(source: dg.SourceAsset) -> dg.AssetsDefinition:
+    """The source as the asset Dagster would make of it, with owners, which
+    observable_source_asset cannot take."""
+    return create_external_asset_from_source_asset(source).map_asset_specs(
+        lambda spec: spec.replace_attributes(owners=SOURCES_OWNERS)
+    )
 
 
 def log_key(day: str) -> str:
@@ -54,6 +69,7 @@ def log_file_versions(hashes: pl.DataFrame) -> tuple[dict[str, str], list[str]]:
 @dg.observable_source_asset(
     group_name="sources",
     description="Photos (JPEG/PNG) under `photos/` in the source object store.",
+    tags=kinds("s3", "python"),
 )
 def photo_objects(
     context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
@@ -74,6 +90,7 @@ def photo_objects(
 @dg.observable_source_asset(
     group_name="sources",
     description="Tables users, photos and photo_labels of the operational database.",
+    tags=kinds("sql", "python"),
 )
 def metadata_db(
     context: dg.AssetExecutionContext, metadata_db: MetadataDbResource
@@ -93,6 +110,7 @@ def metadata_db(
     group_name="sources",
     partitions_def=log_days,
     description="Activity logs, one JSON-lines file a day at `logs/YYYY-MM-DD.jsonl`.",
+    tags=kinds("s3", "json"),
 )
 def activity_logs(
     context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
@@ -104,3 +122,8 @@ def activity_logs(
     if ignored:
         context.log.warning(f"not daily log files, ignored: {ignored[:20]}")
     return dg.DataVersionsByPartition(versions)
+
+
+photo_objects = owned(photo_objects)
+metadata_db = owned(metadata_db)
+activity_logs = owned(activity_logs)
