@@ -2,7 +2,7 @@
 
 Target (issue): ours/peer in images/s >= 1.0.
 
-    .venv/bin/python bench/augment.py [--images N] [--workers W] [--repeats R] [--keep DIR]
+    .venv/bin/python -m bench.augment [--images N] [--workers W] [--repeats R] [--keep DIR]
 
 Ours is the `augmented_tensors` asset's compute path minus the Delta write:
 read by key from the object store, decode (EXIF, modes, bomb guard), k=4 seeded
@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import math
 import resource
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from bench.common import run_in_workdir
 from lakehouse.curated.augment import RECIPE, augmented_batches
 from lakehouse.curated.decode import DecodeError, decode_image
 from lakehouse.resources import ObjectStoreResource
@@ -201,13 +201,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
 
 
 def main() -> int:
-    args = parse_args()
-    if args.keep:
-        run(args.keep, args)
-    else:
-        with tempfile.TemporaryDirectory(prefix="bench-augment-") as work:
-            run(Path(work), args)
-    return 0
+    return run_in_workdir(run, parse_args(), "augment")
 
 
 if __name__ == "__main__":

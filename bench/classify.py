@@ -1,6 +1,6 @@
 """Classifier inference throughput: `predict` on the CPU, and on CUDA (mixed precision) if present.
 
-    .venv/bin/python bench/classify.py [--images N] [--batch-size B] [--repeats R]
+    .venv/bin/python -m bench.classify [--images N] [--batch-size B] [--repeats R]
 
 Random uint8 N×3×96×96 images, an untrained PhotoNet in eval mode (the weights
 do not change the cost). One untimed warm-up run per row (cuDNN autotuning,

@@ -2,7 +2,7 @@
 
 Target (issue): ingest at least as fast as `xargs -P2 sha256sum`, i.e. ratio ours/peer >= 1.0.
 
-    .venv/bin/python bench/ingest.py [--photos N] [--keep DIR] [--repeats R] [--profile]
+    .venv/bin/python -m bench.ingest [--photos N] [--keep DIR] [--repeats R] [--profile]
 
 Each measurement runs R times (on a fresh lake for ours) and the best time counts.
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from bench.common import run_in_workdir
 from lakehouse.resources import LakeResource, ObjectStoreResource
 from lakehouse.sources.hashing import hashing_threads, object_hashes
 from lakehouse.synthetic import generate_world
@@ -240,13 +241,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
 
 
 def main() -> int:
-    args = parse_args()
-    if args.keep:
-        run(args.keep, args)
-    else:
-        with tempfile.TemporaryDirectory(prefix="bench-ingest-") as work:
-            run(Path(work), args)
-    return 0
+    return run_in_workdir(run, parse_args(), "ingest")
 
 
 if __name__ == "__main__":

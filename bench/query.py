@@ -3,7 +3,7 @@
 Target (issue): DuckDB over the lake's views within 1.2x of DuckDB over the
 same rows exported as plain Parquet (one file per table), ratio <= 1.2.
 
-    .venv/bin/python bench/query.py [--events N] [--repeats R] [--keep DIR]
+    .venv/bin/python -m bench.query [--events N] [--repeats R] [--keep DIR]
 
 The lake is written the way the raw assets write it (LakeResource: raw_events
 partitioned by day, several days per commit), with synthetic rows of the raw
@@ -17,7 +17,6 @@ import argparse
 import binascii
 import functools
 import math
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -30,6 +29,7 @@ import numpy as np
 import polars as pl
 from polars.testing import assert_frame_equal
 
+from bench.common import run_in_workdir
 from lakehouse.query import connect
 from lakehouse.resources import LakeResource
 
@@ -352,13 +352,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
 
 
 def main() -> int:
-    args = parse_args()
-    if args.keep:
-        run(args.keep, args)
-    else:
-        with tempfile.TemporaryDirectory(prefix="bench-query-") as work:
-            run(Path(work), args)
-    return 0
+    return run_in_workdir(run, parse_args(), "query")
 
 
 if __name__ == "__main__":
