@@ -23,8 +23,9 @@ RAW_ASSETS = {
 }
 SOURCES = {"photo_objects", "metadata_db", "activity_logs"}
 LAYERS = {
-    "curated": {"images", "augmented_tensors", "photo_classes"},
-    "models": {"style_content_classifier"},
+    "curated": {"images", "augmented_tensors", "photo_classes", "user_activity"},
+    "features": {"photo_features", "popularity_labels", "training_set"},
+    "models": {"style_content_classifier", "popularity_model"},
 }
 
 
