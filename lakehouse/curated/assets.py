@@ -15,6 +15,7 @@ import torch
 from lakehouse.curated.augment import RECIPE, TENSOR_SCHEMA, augmented_batches, tensors_from_arrow
 from lakehouse.curated.decode import DEFAULT_PIXEL_LIMIT, DecodeError, decode_image
 from lakehouse.curated.preview import TENSORS_TABLE, augmentation_grid, markdown_image
+from lakehouse.layers import GPU, layer_defaults
 from lakehouse.models.classifier import load_classifier, predict
 from lakehouse.raw.quarantine import active_quarantine, rejection, rejections_frame, sync_quarantine
 from lakehouse.resources import LakeResource, ObjectStoreResource
@@ -23,22 +24,7 @@ from lakehouse.resources.lake import commit_info_for, table_metadata
 from lakehouse.synthetic import CONTENT_CLASSES, STYLES
 from lakehouse.versioning import digest_strings, frame_digest
 
-CURATED = dict(
-    group_name="curated",
-    owners=["team:ml-data"],
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    # in a running `dagster dev`, a source observation that changed content flows on
-    automation_condition=dg.AutomationCondition.eager(),
-)
-GPU = dict(
-    pool="gpu",
-    op_tags={
-        "dagster-k8s/config": {
-            "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}
-        },
-        "dagster-celery/queue": "gpu",
-    },
-)
+CURATED = layer_defaults("curated", "team:ml-data")
 IMAGES_SOURCE = "images"
 IMAGE_SCHEMA: dict[str, pl.DataType] = {
     "sha256": pl.String(),

@@ -16,21 +16,17 @@ from lakehouse.features.logic import (
     photo_feature_rows,
     training_rows,
 )
+from lakehouse.layers import layer_defaults
 from lakehouse.partitions import log_days
-from lakehouse.raw.assets import LEDGER_SCHEMA, LEDGER_TABLE
+from lakehouse.raw.assets import LEDGER_SCHEMA, LEDGER_TABLE, ledger_digests
 from lakehouse.raw.logs import EVENT_SCHEMA
 from lakehouse.resources import LakeResource
 from lakehouse.resources.lake import commit_info_for, table_metadata
 from lakehouse.versioning import digest_strings, frame_digest
 
 USER_ACTIVITY_VERSION = "1"
-COMMON = dict(
-    owners=["team:ml-data"],
-    kinds={"delta", "duckdb", "polars"},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    automation_condition=dg.AutomationCondition.eager(),
-)
-FEATURES = dict(group_name="features", **COMMON)
+KINDS = {"delta", "duckdb", "polars"}
+FEATURES = layer_defaults("features", "team:ml-data", kinds=KINDS)
 FEATURE_INPUTS = ("raw_photos", "raw_users", "raw_events", "images", "photo_classes")
 TRAINING_INPUTS = ("photo_features", "popularity_labels")
 
@@ -81,21 +77,18 @@ def snapshot_result(
     deps=["raw_events"],
     partitions_def=log_days,
     code_version=USER_ACTIVITY_VERSION,
-    group_name="curated",
     description="Logins, views and likes per user and UTC hour, partitioned by log day like "
     "raw_events. A day is recomputed only when its set of event ids changed.",
-    **COMMON,
+    **layer_defaults("curated", "team:ml-data", kinds=KINDS),
 )
 def user_activity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     days = list(context.partition_keys)
-    events = lake.read("raw_events", filters=[("day", "in", days)])
-    events = pl.DataFrame(schema=EVENT_SCHEMA) if events is None else events
+    events = lake.read_or_empty("raw_events", EVENT_SCHEMA, filters=[("day", "in", days)])
     digests = {
         day: digest_strings([USER_ACTIVITY_VERSION, digest])
         for day, digest in day_digests(events, days).items()
     }
-    ledger = lake.read(LEDGER_TABLE, filters=[("asset", "=", "user_activity")])
-    done = {} if ledger is None else dict(ledger.select("key", "sha256").iter_rows())
+    done = ledger_digests(lake, "user_activity")
     changed = [day for day in days if done.get(day) != digests[day]]
     rows = hourly_activity(events.filter(pl.col("day").is_in(changed)))
     if changed:

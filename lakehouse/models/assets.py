@@ -7,8 +7,9 @@ import dagster as dg
 import polars as pl
 import torch
 
-from lakehouse.curated.assets import GPU, TENSORS_TABLE
+from lakehouse.curated.assets import TENSORS_TABLE
 from lakehouse.curated.augment import RECIPE, tensors_from_arrow
+from lakehouse.layers import GPU, layer_defaults
 from lakehouse.models.classifier import TrainConfig, accuracy, predict, train_classifier
 from lakehouse.resources import LakeResource
 from lakehouse.resources.device import DeviceResource
@@ -88,15 +89,11 @@ def training_tensors(lake: LakeResource, labelled: pl.DataFrame) -> pl.DataFrame
 
 @dg.asset(
     deps=["augmented_tensors", "raw_photo_labels", "images"],
-    group_name="models",
-    owners=["team:ml"],
     code_version=CLASSIFIER_CODE_VERSION,
-    kinds={"pytorch", "delta"},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    automation_condition=dg.AutomationCondition.eager(),
     description="A small CNN with a content head and a style head, trained from scratch on the "
     "labelled photos' augmented tensors with a held-out split by photo. Weights are stored "
     "content-addressed under objects/; held-out accuracy per head is in the metadata.",
+    **layer_defaults("models", "team:ml", kinds={"pytorch", "delta"}),
     **GPU,
 )
 def style_content_classifier(

@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 
 from lakehouse import training
+from lakehouse.layers import layer_defaults
 from lakehouse.models.popularity import evaluate
 from lakehouse.resources import LakeResource
 from lakehouse.resources.lake import commit_info_for, table_metadata
@@ -41,15 +42,11 @@ def train_model(lake: LakeResource, version: int) -> dict[str, object]:
 
 @dg.asset(
     deps=["training_set"],
-    group_name="models",
-    owners=["team:ml"],
     code_version=POPULARITY_CODE_VERSION,
-    kinds={"numpy", "delta"},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    automation_condition=dg.AutomationCondition.eager(),
     description="Ridge regression on log1p(likes in 7 d) over photo_features, trained on the "
     "train split of one training_set version and scored on val against two baselines "
     "(train mean; the same model without classifier features). Weights under objects/.",
+    **layer_defaults("models", "team:ml", kinds={"numpy", "delta"}),
 )
 def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     version = lake.version("training_set")

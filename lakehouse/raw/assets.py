@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import polars as pl
 
+from lakehouse.layers import layer_defaults
 from lakehouse.partitions import log_days
 from lakehouse.raw.logs import parse_log_day
 from lakehouse.raw.metadata import validate_labels, validate_photos, validate_users
@@ -33,14 +34,7 @@ from lakehouse.sources.assets import LOG_PREFIX, PHOTO_PREFIX, log_key
 from lakehouse.sources.hashing import object_hashes, read_objects
 from lakehouse.versioning import digest_strings, frame_digest
 
-RAW = dict(
-    group_name="raw",
-    kinds={"delta", "python"},
-    owners=["team:data-platform"],
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    # in a running `dagster dev`, a source observation that changed content flows on
-    automation_condition=dg.AutomationCondition.eager(),
-)
+RAW = layer_defaults("raw", "team:data-platform", kinds={"delta", "python"})
 OBJECTS_SOURCE = "photo_objects"
 LOGS_SOURCE = "activity_logs"
 LEDGER_TABLE = "_ingested_files"
@@ -120,6 +114,12 @@ def raw_objects(
             "quarantined": counts["active"],
         },
     )
+
+
+def ledger_digests(lake: LakeResource, asset: str) -> dict[str, str]:
+    """What each key of `asset` was last built from (a content digest), from the lake's ledger."""
+    ledger = lake.read_or_empty(LEDGER_TABLE, LEDGER_SCHEMA, filters=[("asset", "=", asset)])
+    return dict(ledger.select("key", "sha256").iter_rows())
 
 
 def sync_metadata_table(
@@ -300,8 +300,7 @@ def raw_events(
     info, now = commit_info_for(context), datetime.now(UTC)
     hashes = object_hashes(sources, lake, LOG_PREFIX, info).objects
     file_sha = dict(hashes.select("key", "sha256").iter_rows())
-    ledger = lake.read(LEDGER_TABLE, filters=[("asset", "=", "raw_events")])
-    done = {} if ledger is None else dict(ledger.select("key", "sha256").iter_rows())
+    done = ledger_digests(lake, "raw_events")
     days = context.partition_keys
     changed = [day for day in days if done.get(log_key(day), "") != file_sha.get(log_key(day), "")]
     events_written = 0

@@ -93,9 +93,7 @@ def object_hashes(
     need the content too (probing images) do not read it twice.
     """
     listing = listing_frame(store.list(prefix))
-    cached = lake.read(HASH_CACHE_TABLE, filters=None)
-    if cached is None:
-        cached = pl.DataFrame(schema=HASH_SCHEMA)
+    cached = lake.read_or_empty(HASH_CACHE_TABLE, HASH_SCHEMA)
     known = listing.join(cached.select("key", "stamp", "sha256"), on=["key", "stamp"], how="left")
     stale_rows = known.filter(pl.col("sha256").is_null())
     stale = stale_rows.get_column("key").to_list()
