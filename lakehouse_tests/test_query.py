@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from lakehouse.query import (
 )
 from lakehouse.resources import LakeResource
 from lakehouse_tests.conftest import Lakehouse
+from lakehouse_tests.servers.s3 import aws_settings, s3_server
 
 pytestmark = pytest.mark.query
 
@@ -305,39 +304,12 @@ def test_the_shell_answers_reads_and_refuses_writes(built_lake: BuiltLake) -> No
     assert "Traceback" not in refused.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def s3_lake(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """An S3-compatible server on loopback (moto) with one small Delta table in its lake."""
-    import boto3
-
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        for name, value in {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_REGION": "us-east-1",
-        }.items():
+    with s3_server() as endpoint:
+        for name, value in aws_settings(endpoint).items():
             monkeypatch.setenv(name, value)
-        client = boto3.client("s3", endpoint_url=endpoint)
-        for _ in range(100):
-            try:
-                client.create_bucket(Bucket="lake-bucket")
-                break
-            except Exception:
-                time.sleep(0.1)
         lake = LakeResource(root="s3://lake-bucket/lake")
         rows = pl.DataFrame({"user_id": [1, 2, 3], "home_city": ["Oslo", "Lima", "Pune"]})
         lake.upsert("raw_users", rows, key=["user_id"], commit_info={"dagster_run_id": "r1"})
@@ -349,9 +321,6 @@ def s3_lake(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             storage_options=lake.storage_options(),
         )
         yield lake.root
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_views_and_time_travel_on_an_s3_lake(s3_lake: str) -> None:
