@@ -3,13 +3,26 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export DAGSTER_HOME := $(CURDIR)
 
+ifeq ($(LAKEHOUSE_ENV),production)
+# The production profile (README, "Running beyond one machine"): the instance lives in
+# Postgres and steps run on the Celery workers, so the instance directory only holds
+# dagster.yaml and scratch files, and no executor config overrides Celery.
+export DAGSTER_HOME ?= $(CURDIR)/data/production
+EXECUTION ?=
+else
+export DAGSTER_HOME := $(CURDIR)
 # One process for every step on one machine: no subprocess start-up per step, no
 # two CPU-hungry steps fighting over the cores. `EXECUTION=` uses Dagster's default.
 EXECUTION ?= {"execution": {"config": {"in_process": {}}}}
+endif
 
-.PHONY: demo test ui install instance materialize lint clean
+CELERY_CONFIG := deploy/production/celery.yaml
+CPU_WORKER_CONCURRENCY ?= 2
+LAKEHOUSE_MAX_CONCURRENT_RUNS ?= 4
+
+.PHONY: demo test ui install instance materialize lint clean workers worker-cpu worker-gpu \
+	daemon servers
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +33,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 instance: install
+ifeq ($(LAKEHOUSE_ENV),production)
+	mkdir -p $(DAGSTER_HOME)
+	sed 's/max_concurrent_runs: .*/max_concurrent_runs: $(LAKEHOUSE_MAX_CONCURRENT_RUNS)/' \
+		deploy/production/dagster.yaml > $(DAGSTER_HOME)/dagster.yaml
+else
 	mkdir -p data/dagster
+endif
 	$(BIN)/dagster instance concurrency set gpu 1 >/dev/null
 
 ## demo: synthetic world, observe the sources, materialize every asset, list the tables
@@ -36,8 +55,29 @@ materialize: instance
 	$(BIN)/dagster asset materialize -m lakehouse.definitions --select '*' \
 		--partition-range "$$($(BIN)/lakehouse log-range)" $(if $(EXECUTION),--config-json '$(EXECUTION)')
 
-test: install
+test: install servers
 	$(BIN)/python -m pytest lakehouse_tests
+
+## servers: the Redis server the Celery tests start on loopback (Postgres is on the machine)
+servers:
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq \
+		redis-server >/dev/null) || echo "redis-server could not be installed: Celery tests skip"
+
+## worker-cpu, worker-gpu: one Celery worker for that queue, in the foreground (production)
+worker-cpu: instance
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster-celery worker start -A dagster_celery.app -y $(CELERY_CONFIG) -q cpu -n cpu \
+		-- --concurrency=$(CPU_WORKER_CONCURRENCY)
+worker-gpu: instance
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dagster-celery worker start -A dagster_celery.app -y $(CELERY_CONFIG) -q gpu -n gpu \
+		-- --concurrency=1
+
+## workers: both workers on this machine (stop with Ctrl-C)
+workers:
+	$(MAKE) --no-print-directory -j2 worker-cpu worker-gpu
+
+## daemon: dequeues queued runs (backfills, schedules, sensors, automation)
+daemon: instance
+	$(BIN)/dagster-daemon run -m lakehouse.definitions
 
 ui: instance
 	$(BIN)/dagster dev -m lakehouse.definitions -h 127.0.0.1

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--days", type=int, default=30)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
-        "--out", type=Path, help=f"sources directory (default ${settings.SOURCES_VAR})"
+        "--out", help=f"sources directory or s3:// URI (default ${settings.SOURCES_VAR})"
     )
     demo.set_defaults(run=run_demo_data)
 
@@ -50,18 +50,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_demo_data(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from lakehouse.resources import ObjectStoreResource
+    from lakehouse.sources.assets import LOG_PREFIX, PHOTO_PREFIX
     from lakehouse.synthetic import generate_world
 
-    out = args.out or Path(settings.sources_uri())
-    if settings.is_s3(str(out)):
-        raise ConfigError(f"{settings.SOURCES_VAR}={out}: demo-data writes a local directory")
+    out = args.out or settings.sources_uri()
     db_url = (
-        settings.metadata_db_url() if args.out is None else f"sqlite:///{out.resolve()}/metadata.db"
+        settings.metadata_db_url()
+        if args.out is None or settings.is_s3(out)
+        else f"sqlite:///{Path(out).resolve()}/metadata.db"
     )
-    out.mkdir(parents=True, exist_ok=True)
-    summary = generate_world(
-        out, db_url, photos=args.photos, users=args.users, days=args.days, seed=args.seed
-    )
+    world = dict(photos=args.photos, users=args.users, days=args.days, seed=args.seed)
+    if settings.is_s3(out):
+        with tempfile.TemporaryDirectory(prefix="lakehouse-world-") as staging:
+            summary = generate_world(Path(staging), db_url, **world)
+            changes = ObjectStoreResource(uri=out).mirror(Path(staging), (PHOTO_PREFIX, LOG_PREFIX))
+        print(f"synthetic world uploaded to {out} ({changes}): {summary}")
+        return 0
+    Path(out).mkdir(parents=True, exist_ok=True)
+    summary = generate_world(Path(out), db_url, **world)
     print(f"synthetic world written to {out}: {summary}")
     return 0
 

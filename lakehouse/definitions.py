@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from lakehouse.curated import assets as curated_assets
+from lakehouse.deployment import default_executor
 from lakehouse.features import assets as feature_assets
 from lakehouse.features import checks as feature_checks
 from lakehouse.models import assets as model_assets
@@ -87,6 +88,7 @@ def build_definitions(**locations: str | None) -> dg.Definitions:
         ]
         + [feature_assets.nightly_schedule, feature_assets.nightly_logs_schedule],
         resources=lakehouse_resources(**locations),
+        executor=default_executor(),
     )
 
 

@@ -17,6 +17,13 @@ SOURCES_VAR = "LAKEHOUSE_SOURCES"
 METADATA_DB_VAR = "LAKEHOUSE_METADATA_DB"
 LAKE_VAR = "LAKEHOUSE_LAKE"
 LOGS_START_VAR = "LAKEHOUSE_LOGS_START"
+ENV_VAR = "LAKEHOUSE_ENV"
+CELERY_BROKER_VAR = "LAKEHOUSE_CELERY_BROKER"
+
+PRODUCTION = "production"
+ENVIRONMENTS = ("local", PRODUCTION)
+# What the production profile cannot run without: no local default stands in for these.
+PRODUCTION_VARS = (SOURCES_VAR, METADATA_DB_VAR, LAKE_VAR, CELERY_BROKER_VAR)
 
 DEFAULT_LOGS_START = "2026-10-01"
 
@@ -47,6 +54,28 @@ def lake_uri() -> str:
 def logs_start() -> str:
     """First day of the daily log partitions (YYYY-MM-DD)."""
     return os.environ.get(LOGS_START_VAR) or DEFAULT_LOGS_START
+
+
+def environment() -> str:
+    """`local` (the default: embedded demo, one machine) or `production`."""
+    name = os.environ.get(ENV_VAR) or "local"
+    if name not in ENVIRONMENTS:
+        raise ConfigError(f"{ENV_VAR}={name!r}: expected one of {', '.join(ENVIRONMENTS)}")
+    return name
+
+
+def is_production() -> bool:
+    return environment() == PRODUCTION
+
+
+def require_production_settings() -> None:
+    """Fail at load time, naming every variable the production profile lacks."""
+    missing = [name for name in PRODUCTION_VARS if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(
+            f"{ENV_VAR}={PRODUCTION} needs these variables set: {', '.join(missing)} "
+            "(see README, 'Running beyond one machine')"
+        )
 
 
 def is_s3(uri: str) -> bool:

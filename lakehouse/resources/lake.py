@@ -23,6 +23,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.table import TableMerger
 
+from lakehouse.resources.s3 import s3_client
 from lakehouse.settings import LAKE_VAR, ConfigError, is_s3, parse_s3, s3_storage_options
 
 T = TypeVar("T")
@@ -201,7 +202,7 @@ class LakeResource(dg.ConfigurableResource):
         key = self.object_key(hashlib.sha256(data).hexdigest())
         if is_s3(self.root):
             location = parse_s3(self.root)
-            _s3_client().put_object(
+            s3_client().put_object(
                 Bucket=location.bucket, Key=f"{location.prefix}/{key}".lstrip("/"), Body=data
             )
             return key
@@ -217,7 +218,7 @@ class LakeResource(dg.ConfigurableResource):
         if is_s3(self.root):
             location = parse_s3(self.root)
             target = f"{location.prefix}/{key}".lstrip("/")
-            return _s3_client().get_object(Bucket=location.bucket, Key=target)["Body"].read()
+            return s3_client().get_object(Bucket=location.bucket, Key=target)["Body"].read()
         return (Path(self.root) / key).read_bytes()
 
     def replace_partitions(
@@ -370,12 +371,6 @@ def commit_info_for(context: dg.OpExecutionContext | dg.AssetExecutionContext) -
     if context.has_assets_def:
         info["dagster_asset"] = context.asset_key.to_user_string()
     return info
-
-
-def _s3_client():
-    import boto3
-
-    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
 
 
 def _commit(info: dict[str, str]) -> CommitProperties:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from lakehouse.resources.s3 import s3_client
 from lakehouse.settings import SOURCES_VAR, ConfigError, is_s3, parse_s3
 
 HASH_CHUNK = 1 << 20
@@ -54,7 +55,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
     def read(self, key: str) -> bytes:
         if is_s3(self.uri):
             location = parse_s3(self.uri)
-            body = self._s3().get_object(Bucket=location.bucket, Key=self._s3_key(key))["Body"]
+            body = s3_client().get_object(Bucket=location.bucket, Key=self._s3_key(key))["Body"]
             return body.read()
         with open(os.path.join(self.uri, key), "rb") as handle:
             return handle.read()
@@ -64,7 +65,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
         digest = hashlib.sha256()
         if is_s3(self.uri):
             location = parse_s3(self.uri)
-            body = self._s3().get_object(Bucket=location.bucket, Key=self._s3_key(key))["Body"]
+            body = s3_client().get_object(Bucket=location.bucket, Key=self._s3_key(key))["Body"]
             for chunk in iter(lambda: body.read(HASH_CHUNK), b""):
                 digest.update(chunk)
             return digest.hexdigest()
@@ -76,6 +77,29 @@ class ObjectStoreResource(dg.ConfigurableResource):
             os.close(descriptor)
         return digest.hexdigest()
 
+    def mirror(self, local_root: Path, prefixes: tuple[str, ...]) -> dict[str, int]:
+        """Make the S3 objects under `prefixes` equal the files below `local_root`.
+
+        Objects whose bytes already match (ETag = MD5 of a single-part upload) are not
+        rewritten, so a regenerated world keeps the stamps the observation relies on.
+        """
+        location, client = parse_s3(self.uri), s3_client()
+        present = {info.key: info.stamp for prefix in prefixes for info in self.list(prefix)}
+        wanted: list[ObjectInfo] = []
+        for prefix in prefixes:
+            if (local_root / prefix).is_dir():
+                collect_files(str(local_root / prefix), len(str(local_root)) + 1, wanted)
+        uploaded = 0
+        for info in wanted:
+            data = (local_root / info.key).read_bytes()
+            if present.get(info.key) != hashlib.md5(data, usedforsecurity=False).hexdigest():
+                client.put_object(Bucket=location.bucket, Key=self._s3_key(info.key), Body=data)
+                uploaded += 1
+        stale = sorted(set(present) - {info.key for info in wanted})
+        for key in stale:
+            client.delete_object(Bucket=location.bucket, Key=self._s3_key(key))
+        return {"uploaded": uploaded, "unchanged": len(wanted) - uploaded, "deleted": len(stale)}
+
     def _local_root(self) -> Path:
         root = Path(self.uri)
         if not root.is_dir():
@@ -85,11 +109,6 @@ class ObjectStoreResource(dg.ConfigurableResource):
             )
         return root
 
-    def _s3(self):
-        import boto3
-
-        return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-
     def _s3_key(self, key: str) -> str:
         prefix = parse_s3(self.uri).prefix
         return f"{prefix}/{key}" if prefix else key
@@ -97,7 +116,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
     def _list_s3(self, prefix: str) -> list[ObjectInfo]:
         location = parse_s3(self.uri)
         base = f"{location.prefix}/" if location.prefix else ""
-        paginator = self._s3().get_paginator("list_objects_v2")
+        paginator = s3_client().get_paginator("list_objects_v2")
         found = []
         try:
             for page in paginator.paginate(Bucket=location.bucket, Prefix=base + prefix):

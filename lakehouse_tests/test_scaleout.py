@@ -1,0 +1,345 @@
+"""The production profile on real servers: Postgres instance, S3 lake and sources, Celery queues.
+
+One module-scoped deployment (Postgres, moto S3, Redis, a `cpu` and a `gpu` Celery worker
+started by `make workers`) serves every test; each test uses its own lake prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from deltalake import DeltaTable
+
+from lakehouse.raw.logs import parse_log_day
+from lakehouse.resources import LakeResource, ObjectStoreResource
+from lakehouse.settings import PROJECT_ROOT
+from lakehouse.sources.assets import log_key
+from lakehouse_tests.conftest import WORLD
+from lakehouse_tests.servers.postgres import postgres_available, postgres_server
+from lakehouse_tests.servers.redis import redis_available, redis_server
+from lakehouse_tests.servers.s3 import aws_settings, s3_server
+
+pytestmark = [
+    pytest.mark.scaleout,
+    pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries absent"),
+    pytest.mark.skipif(not redis_available(), reason="redis-server absent (make servers)"),
+]
+
+BIN = Path(sys.executable).parent
+DAYS = [f"2026-10-0{day}" for day in range(1, 8)]
+GPU_STEPS = {"style_content_classifier", "photo_classes"}
+RUN_WAIT_S = 600
+
+
+@dataclass
+class Deployment:
+    """The environment of the production profile, and where its instance database is."""
+
+    env: dict[str, str]
+    dagster_db: str
+
+    def with_lake(self, lake: str) -> dict[str, str]:
+        return {**self.env, "LAKEHOUSE_LAKE": lake}
+
+    def run(self, args: list[str], env: dict[str, str] | None = None) -> str:
+        done = subprocess.run(
+            args, cwd=PROJECT_ROOT, env=env or self.env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"{args}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+        return done.stdout
+
+    def instance(self) -> dg.DagsterInstance:
+        """The production instance, read from the test process (same env, same Postgres)."""
+        previous = dict(os.environ)
+        os.environ.update(self.env)
+        try:
+            return dg.DagsterInstance.get()
+        finally:
+            os.environ.clear()
+            os.environ.update(previous)
+
+
+def create_databases(base_url: str, names: tuple[str, ...]) -> dict[str, str]:
+    engine = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        for name in names:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return {name: base_url.rsplit("/", 1)[0] + f"/{name}" for name in names}
+
+
+def start_in_own_group(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            args,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM the whole group (make, the wrappers and the celery processes), then SIGKILL."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def wait_for_workers(workers: subprocess.Popen, env: dict[str, str], log: Path) -> None:
+    """Both workers answer a ping through the broker (a worker is ready in a few seconds)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and workers.poll() is None:
+        ping = subprocess.run(
+            [str(BIN / "celery"), "-b", env["LAKEHOUSE_CELERY_BROKER"], "inspect", "ping"],
+            capture_output=True,
+            text=True,
+        )
+        if "cpu@" in ping.stdout and "gpu@" in ping.stdout:
+            return
+        time.sleep(1)
+    raise AssertionError(f"workers not ready:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp("production")
+    with (
+        postgres_server() as postgres,
+        s3_server(("sources-bucket", "lake-bucket", "dagster-logs")) as endpoint,
+        redis_server() as broker,
+    ):
+        databases = create_databases(postgres, ("dagster", "metadata"))
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("LAKEHOUSE_", "DAGSTER"))},
+            **aws_settings(endpoint),
+            "LAKEHOUSE_ENV": "production",
+            "DAGSTER_HOME": str(root / "dagster-home"),
+            "LAKEHOUSE_DAGSTER_PG_URL": databases["dagster"],
+            "LAKEHOUSE_METADATA_DB": databases["metadata"],
+            "LAKEHOUSE_SOURCES": "s3://sources-bucket/world",
+            "LAKEHOUSE_LAKE": "s3://lake-bucket/lake",
+            "LAKEHOUSE_CELERY_BROKER": broker,
+            "LAKEHOUSE_MAX_CONCURRENT_RUNS": "4",
+            "LAKEHOUSE_COMPUTE_LOGS_BUCKET": "dagster-logs",
+            "CPU_WORKER_CONCURRENCY": "2",
+        }
+        deployed = Deployment(env, databases["dagster"])
+        deployed.run(["make", "--no-print-directory", "instance"])
+        world = {**WORLD, "days": 8}
+        deployed.run(
+            [str(BIN / "lakehouse"), "demo-data"]
+            + [f"--{name}={value}" for name, value in world.items()]
+        )
+        log = root / "workers.log"
+        workers = start_in_own_group(["make", "--no-print-directory", "workers"], env, log)
+        try:
+            wait_for_workers(workers, env, log)
+            yield deployed
+        finally:
+            stop_group(workers)
+
+
+def step_workers(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """Which Celery worker executed each step of a run (from its engine events)."""
+    found = {}
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        event = record.dagster_event
+        metadata = event.engine_event_data.metadata if event else {}
+        if "Celery worker" in metadata:
+            found[event.step_key] = metadata["Celery worker"].value
+    return found
+
+
+def test_full_materialization_in_the_production_profile(deployment: Deployment) -> None:
+    deployment.run(["make", "--no-print-directory", "materialize"])
+
+    instance = deployment.instance()
+    assert instance.run_storage.__class__.__name__ == "PostgresRunStorage"
+    records = instance.get_run_records()
+    assert {r.dagster_run.job_name for r in records} >= {
+        "observe_sources",
+        "observe_logs",
+        "__ASSET_JOB",
+    }
+    assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
+    engine = sa.create_engine(deployment.dagster_db)
+    with engine.connect() as db:
+        stored_runs = db.execute(sa.text("SELECT count(*) FROM runs")).scalar_one()
+        materialized = {
+            row[0]
+            for row in db.execute(
+                sa.text(
+                    "SELECT DISTINCT asset_key FROM event_logs "
+                    "WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
+                )
+            )
+        }
+    engine.dispose()
+    assert stored_runs == len(records)
+
+    lake = LakeResource(root=deployment.env["LAKEHOUSE_LAKE"])
+    asset_run = next(r for r in records if r.dagster_run.job_name == "__ASSET_JOB")
+    counts = {}
+    for event in instance.get_records_for_run(
+        asset_run.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records:
+        materialization = event.asset_materialization
+        counts[materialization.asset_key.to_user_string()] = materialization.metadata[
+            "dagster/row_count"
+        ].value
+    assert {json.loads(key)[0] for key in materialized} >= set(counts)
+    assert set(counts) >= {"raw_events", "images", "photo_classes", "training_set"}
+    with deployment_env(deployment.env):
+        assert set(lake.table_names()) >= set(counts)
+        for name, rows in counts.items():
+            assert DeltaTable(lake.table_uri(name), storage_options=lake.storage_options())
+            assert lake.row_count(name) == rows, name
+
+    workers = step_workers(instance, asset_run.dagster_run.run_id)
+    assert set(workers) >= set(counts)
+    for step, worker in workers.items():
+        queue = "gpu" if step in GPU_STEPS else "cpu"
+        assert worker.startswith(f"{queue}@"), (step, worker)
+
+
+class deployment_env:
+    """The production AWS settings in this process while reading the lake back."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.settings = {k: v for k, v in env.items() if k.startswith("AWS_")}
+
+    def __enter__(self) -> None:
+        self.saved = {k: os.environ.get(k) for k in self.settings}
+        os.environ.update(self.settings)
+
+    def __exit__(self, *_: object) -> None:
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def expected_events(sources: str) -> pl.DataFrame:
+    store = ObjectStoreResource(uri=sources)
+    return pl.concat(
+        parse_log_day(store.read(log_key(day)), log_key(day), date.fromisoformat(day)).events
+        for day in DAYS
+    )
+
+
+def wait_for_runs(instance: dg.DagsterInstance, tag: str, count: int) -> list[dg.RunRecord]:
+    deadline = time.monotonic() + RUN_WAIT_S
+    while time.monotonic() < deadline:
+        records = instance.get_run_records(dg.RunsFilter(tags={"lakehouse/test": tag}))
+        if len(records) == count and all(r.dagster_run.is_finished for r in records):
+            return records
+        time.sleep(2)
+    raise AssertionError(f"runs tagged {tag} did not finish: {records}")
+
+
+def most_at_once(records: list[dg.RunRecord]) -> int:
+    """The largest number of runs that were executing at one moment."""
+    edges = sorted(
+        [(r.start_time, 1) for r in records] + [(r.end_time, -1) for r in records],
+        key=lambda edge: (edge[0], edge[1]),
+    )
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_seven_log_days_backfill_concurrently(deployment: Deployment, tmp_path: Path) -> None:
+    env = deployment.with_lake("s3://lake-bucket/backfill")
+    tag = uuid.uuid4().hex
+    daemon = start_in_own_group(
+        [str(BIN / "dagster-daemon"), "run", "-m", "lakehouse.definitions"],
+        env,
+        tmp_path / "daemon.log",
+    )
+    try:
+        deployment.run(
+            [str(BIN / "dagster"), "job", "backfill", "-m", "lakehouse.definitions"]
+            + ["-j", "backfill_logs", "--partitions", ",".join(DAYS), "--noprompt"]
+            + ["--tags", json.dumps({"lakehouse/test": tag})],
+            env,
+        )
+        records = wait_for_runs(deployment.instance(), tag, len(DAYS))
+    finally:
+        stop_group(daemon)
+
+    statuses = {r.dagster_run.tags["dagster/partition"]: r.dagster_run.status for r in records}
+    assert statuses == dict.fromkeys(DAYS, dg.DagsterRunStatus.SUCCESS), (
+        tmp_path / "daemon.log"
+    ).read_text()[-4000:]
+    assert 2 <= most_at_once(records) <= int(env["LAKEHOUSE_MAX_CONCURRENT_RUNS"])
+    lake = LakeResource(root=env["LAKEHOUSE_LAKE"])
+    with deployment_env(env):
+        events = lake.read("raw_events")
+        expected = expected_events(env["LAKEHOUSE_SOURCES"])
+        writers = {
+            commit.get("dagster_run_id")
+            for commit in lake.open("raw_events").history()
+            if commit.get("operation") != "CREATE TABLE"
+        }
+    key = ["day", "line"]
+    assert events.height == expected.height
+    assert events.select(expected.columns).sort(key).equals(expected.sort(key))
+    assert writers == {r.dagster_run.run_id for r in records}
+
+
+def upsert_many(root: str, env: dict[str, str], writer: int, commits: int) -> None:
+    """One writer process: `commits` merges of its own keys into the shared table."""
+    os.environ.update(env)
+    lake = LakeResource(root=root)
+    for n in range(commits):
+        rows = pl.DataFrame({"id": [writer * 1000 + n], "writer": [writer], "n": [n]})
+        lake.upsert("shared", rows, key=["id"], commit_info={"writer": str(writer)})
+
+
+def test_two_concurrent_writers_to_one_s3_table(deployment: Deployment) -> None:
+    root, commits = "s3://lake-bucket/concurrent", 12
+    aws = {k: v for k, v in deployment.env.items() if k.startswith("AWS_")}
+    spawn = multiprocessing.get_context("spawn")
+    writers = [
+        spawn.Process(target=upsert_many, args=(root, aws, writer, commits)) for writer in (1, 2)
+    ]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(timeout=300)
+    assert [process.exitcode for process in writers] == [0, 0]
+
+    lake = LakeResource(root=root)
+    with deployment_env(deployment.env):
+        table = lake.open("shared")
+        rows = lake.read("shared")
+        history = table.history()
+    assert rows.height == 2 * commits and rows["id"].n_unique() == 2 * commits
+    assert rows.group_by("writer").len().sort("writer")["len"].to_list() == [commits, commits]
+    assert table.version() == 2 * commits - 1
+    assert len(history) == 2 * commits
