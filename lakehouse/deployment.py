@@ -1,15 +1,24 @@
-"""How runs execute in the production profile: Dagster's Celery executor with `cpu`/`gpu` queues."""
+"""How runs execute in the production profile: Celery queues (`cpu`, `gpu`) or one pod per step."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
 import yaml
 
-from lakehouse.settings import PROJECT_ROOT, is_production, require_production_settings
+from lakehouse.settings import (
+    CELERY_BROKER_VAR,
+    PROJECT_ROOT,
+    ConfigError,
+    is_production,
+    require_production_settings,
+)
 
 CELERY_CONFIG = PROJECT_ROOT / "deploy" / "production" / "celery.yaml"
+EXECUTOR_VAR = "LAKEHOUSE_EXECUTOR"
+EXECUTORS = ("celery", "k8s")
 
 
 def celery_config(path: Path = CELERY_CONFIG) -> dict:
@@ -18,10 +27,22 @@ def celery_config(path: Path = CELERY_CONFIG) -> dict:
 
 
 def default_executor() -> dg.ExecutorDefinition | None:
-    """Celery in production (settings checked first); Dagster's default executor otherwise."""
+    """Production: Celery (the default) or Kubernetes jobs; elsewhere Dagster's default.
+
+    Both honour the same tags on the GPU assets: `dagster-celery/queue: gpu` and
+    `dagster-k8s/config` asking for `nvidia.com/gpu: 1`.
+    """
     if not is_production():
         return None
-    require_production_settings()
+    kind = os.environ.get(EXECUTOR_VAR) or "celery"
+    if kind not in EXECUTORS:
+        raise ConfigError(f"{EXECUTOR_VAR}={kind!r}: expected one of {', '.join(EXECUTORS)}")
+    if kind == "k8s":
+        require_production_settings()
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    require_production_settings(CELERY_BROKER_VAR)
     from dagster_celery import celery_executor
 
     return celery_executor.configured(celery_config(), name="celery")

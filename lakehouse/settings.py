@@ -23,7 +23,7 @@ CELERY_BROKER_VAR = "LAKEHOUSE_CELERY_BROKER"
 PRODUCTION = "production"
 ENVIRONMENTS = ("local", PRODUCTION)
 # What the production profile cannot run without: no local default stands in for these.
-PRODUCTION_VARS = (SOURCES_VAR, METADATA_DB_VAR, LAKE_VAR, CELERY_BROKER_VAR)
+PRODUCTION_VARS = (SOURCES_VAR, METADATA_DB_VAR, LAKE_VAR)
 
 DEFAULT_LOGS_START = "2026-10-01"
 
@@ -68,9 +68,9 @@ def is_production() -> bool:
     return environment() == PRODUCTION
 
 
-def require_production_settings() -> None:
+def require_production_settings(*also: str) -> None:
     """Fail at load time, naming every variable the production profile lacks."""
-    missing = [name for name in PRODUCTION_VARS if not os.environ.get(name)]
+    missing = [name for name in (*PRODUCTION_VARS, *also) if not os.environ.get(name)]
     if missing:
         raise ConfigError(
             f"{ENV_VAR}={PRODUCTION} needs these variables set: {', '.join(missing)} "

@@ -1,7 +1,8 @@
 """The production profile on real servers: Postgres instance, S3 lake and sources, Celery queues.
 
 One module-scoped deployment (Postgres, moto S3, Redis, a `cpu` and a `gpu` Celery worker
-started by `make workers`) serves every test; each test uses its own lake prefix.
+started by `make workers`) serves every test. The workers' environment names the lake, so
+the tests share it and run in file order: the log-day backfill first, on an empty lake.
 """
 
 from __future__ import annotations
@@ -25,9 +26,16 @@ import pytest
 import sqlalchemy as sa
 from deltalake import DeltaTable
 
+from lakehouse.deployment import EXECUTOR_VAR, default_executor
 from lakehouse.raw.logs import parse_log_day
 from lakehouse.resources import LakeResource, ObjectStoreResource
-from lakehouse.settings import PROJECT_ROOT
+from lakehouse.settings import (
+    CELERY_BROKER_VAR,
+    ENV_VAR,
+    PRODUCTION_VARS,
+    PROJECT_ROOT,
+    ConfigError,
+)
 from lakehouse.sources.assets import log_key
 from lakehouse_tests.conftest import WORLD
 from lakehouse_tests.servers.postgres import postgres_available, postgres_server
@@ -44,6 +52,9 @@ BIN = Path(sys.executable).parent
 DAYS = [f"2026-10-0{day}" for day in range(1, 8)]
 GPU_STEPS = {"style_content_classifier", "photo_classes"}
 RUN_WAIT_S = 600
+# The production profile's run config (make's EXECUTION): Celery needs none; a short
+# training keeps the test about routing, not about the classifier.
+RUN_CONFIG = {"ops": {"style_content_classifier": {"config": {"epochs": 3}}}}
 
 
 @dataclass
@@ -52,9 +63,6 @@ class Deployment:
 
     env: dict[str, str]
     dagster_db: str
-
-    def with_lake(self, lake: str) -> dict[str, str]:
-        return {**self.env, "LAKEHOUSE_LAKE": lake}
 
     def run(self, args: list[str], env: dict[str, str] | None = None) -> str:
         done = subprocess.run(
@@ -172,8 +180,80 @@ def step_workers(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
     return found
 
 
+def expected_events(sources: str) -> pl.DataFrame:
+    store = ObjectStoreResource(uri=sources)
+    return pl.concat(
+        parse_log_day(store.read(log_key(day)), log_key(day), date.fromisoformat(day)).events
+        for day in DAYS
+    )
+
+
+def wait_for_runs(instance: dg.DagsterInstance, tag: str, count: int) -> list[dg.RunRecord]:
+    deadline = time.monotonic() + RUN_WAIT_S
+    while time.monotonic() < deadline:
+        records = instance.get_run_records(dg.RunsFilter(tags={"lakehouse/test": tag}))
+        if len(records) == count and all(r.dagster_run.is_finished for r in records):
+            return records
+        time.sleep(2)
+    raise AssertionError(f"runs tagged {tag} did not finish: {records}")
+
+
+def most_at_once(records: list[dg.RunRecord]) -> int:
+    """The largest number of runs that were executing at one moment."""
+    edges = sorted(
+        [(r.start_time, 1) for r in records] + [(r.end_time, -1) for r in records],
+        key=lambda edge: (edge[0], edge[1]),
+    )
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_seven_log_days_backfill_concurrently(deployment: Deployment, tmp_path: Path) -> None:
+    env = deployment.env
+    tag = uuid.uuid4().hex
+    daemon = start_in_own_group(
+        [str(BIN / "dagster-daemon"), "run", "-m", "lakehouse.definitions"],
+        env,
+        tmp_path / "daemon.log",
+    )
+    try:
+        deployment.run(
+            [str(BIN / "dagster"), "job", "backfill", "-m", "lakehouse.definitions"]
+            + ["-j", "backfill_logs", "--partitions", ",".join(DAYS), "--noprompt"]
+            + ["--tags", json.dumps({"lakehouse/test": tag})],
+            env,
+        )
+        records = wait_for_runs(deployment.instance(), tag, len(DAYS))
+    finally:
+        stop_group(daemon)
+
+    statuses = {r.dagster_run.tags["dagster/partition"]: r.dagster_run.status for r in records}
+    assert statuses == dict.fromkeys(DAYS, dg.DagsterRunStatus.SUCCESS), (
+        tmp_path / "daemon.log"
+    ).read_text()[-4000:]
+    assert 2 <= most_at_once(records) <= int(env["LAKEHOUSE_MAX_CONCURRENT_RUNS"])
+    lake = LakeResource(root=env["LAKEHOUSE_LAKE"])
+    with deployment_env(env):
+        events = lake.read("raw_events")
+        expected = expected_events(env["LAKEHOUSE_SOURCES"])
+        writers = {
+            commit.get("dagster_run_id")
+            for commit in lake.open("raw_events").history()
+            if commit.get("operation") != "CREATE TABLE"
+        }
+    key = ["day", "line"]
+    assert events.height == expected.height
+    assert events.select(expected.columns).sort(key).equals(expected.sort(key))
+    assert writers == {r.dagster_run.run_id for r in records}
+
+
 def test_full_materialization_in_the_production_profile(deployment: Deployment) -> None:
-    deployment.run(["make", "--no-print-directory", "materialize"])
+    deployment.run(
+        ["make", "--no-print-directory", "materialize", f"EXECUTION={json.dumps(RUN_CONFIG)}"]
+    )
 
     instance = deployment.instance()
     assert instance.run_storage.__class__.__name__ == "PostgresRunStorage"
@@ -242,76 +322,6 @@ class deployment_env:
                 os.environ[key] = value
 
 
-def expected_events(sources: str) -> pl.DataFrame:
-    store = ObjectStoreResource(uri=sources)
-    return pl.concat(
-        parse_log_day(store.read(log_key(day)), log_key(day), date.fromisoformat(day)).events
-        for day in DAYS
-    )
-
-
-def wait_for_runs(instance: dg.DagsterInstance, tag: str, count: int) -> list[dg.RunRecord]:
-    deadline = time.monotonic() + RUN_WAIT_S
-    while time.monotonic() < deadline:
-        records = instance.get_run_records(dg.RunsFilter(tags={"lakehouse/test": tag}))
-        if len(records) == count and all(r.dagster_run.is_finished for r in records):
-            return records
-        time.sleep(2)
-    raise AssertionError(f"runs tagged {tag} did not finish: {records}")
-
-
-def most_at_once(records: list[dg.RunRecord]) -> int:
-    """The largest number of runs that were executing at one moment."""
-    edges = sorted(
-        [(r.start_time, 1) for r in records] + [(r.end_time, -1) for r in records],
-        key=lambda edge: (edge[0], edge[1]),
-    )
-    running = peak = 0
-    for _, step in edges:
-        running += step
-        peak = max(peak, running)
-    return peak
-
-
-def test_seven_log_days_backfill_concurrently(deployment: Deployment, tmp_path: Path) -> None:
-    env = deployment.with_lake("s3://lake-bucket/backfill")
-    tag = uuid.uuid4().hex
-    daemon = start_in_own_group(
-        [str(BIN / "dagster-daemon"), "run", "-m", "lakehouse.definitions"],
-        env,
-        tmp_path / "daemon.log",
-    )
-    try:
-        deployment.run(
-            [str(BIN / "dagster"), "job", "backfill", "-m", "lakehouse.definitions"]
-            + ["-j", "backfill_logs", "--partitions", ",".join(DAYS), "--noprompt"]
-            + ["--tags", json.dumps({"lakehouse/test": tag})],
-            env,
-        )
-        records = wait_for_runs(deployment.instance(), tag, len(DAYS))
-    finally:
-        stop_group(daemon)
-
-    statuses = {r.dagster_run.tags["dagster/partition"]: r.dagster_run.status for r in records}
-    assert statuses == dict.fromkeys(DAYS, dg.DagsterRunStatus.SUCCESS), (
-        tmp_path / "daemon.log"
-    ).read_text()[-4000:]
-    assert 2 <= most_at_once(records) <= int(env["LAKEHOUSE_MAX_CONCURRENT_RUNS"])
-    lake = LakeResource(root=env["LAKEHOUSE_LAKE"])
-    with deployment_env(env):
-        events = lake.read("raw_events")
-        expected = expected_events(env["LAKEHOUSE_SOURCES"])
-        writers = {
-            commit.get("dagster_run_id")
-            for commit in lake.open("raw_events").history()
-            if commit.get("operation") != "CREATE TABLE"
-        }
-    key = ["day", "line"]
-    assert events.height == expected.height
-    assert events.select(expected.columns).sort(key).equals(expected.sort(key))
-    assert writers == {r.dagster_run.run_id for r in records}
-
-
 def upsert_many(root: str, env: dict[str, str], writer: int, commits: int) -> None:
     """One writer process: `commits` merges of its own keys into the shared table."""
     os.environ.update(env)
@@ -343,3 +353,22 @@ def test_two_concurrent_writers_to_one_s3_table(deployment: Deployment) -> None:
     assert rows.group_by("writer").len().sort("writer")["len"].to_list() == [commits, commits]
     assert table.version() == 2 * commits - 1
     assert len(history) == 2 * commits
+
+
+def test_the_production_profile_names_every_missing_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in (*PRODUCTION_VARS, CELERY_BROKER_VAR, EXECUTOR_VAR):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(ENV_VAR, "production")
+    with pytest.raises(ConfigError) as missing:
+        default_executor()
+    monkeypatch.setenv(ENV_VAR, "staging")
+    with pytest.raises(ConfigError) as unknown:
+        default_executor()
+
+    assert str(missing.value).startswith(
+        "LAKEHOUSE_ENV=production needs these variables set: LAKEHOUSE_SOURCES, "
+        "LAKEHOUSE_METADATA_DB, LAKEHOUSE_LAKE, LAKEHOUSE_CELERY_BROKER"
+    )
+    assert str(unknown.value) == "LAKEHOUSE_ENV='staging': expected one of local, production"
