@@ -63,8 +63,8 @@ def photos_with_classes(lake: LakeResource, versions: dict[str, int]) -> pl.Data
 @dg.asset(
     deps=list(LABEL_INPUTS),
     code_version="1",
-    description="Unlabelled photos ranked by how unsure the classifier is (margin or entropy "
-    "of photo_classes, the less certain head counts), rank 1 first. "
+    description="Unlabelled photos with how unsure the classifier is about them (margin or "
+    "entropy of photo_classes; the less certain head counts); most uncertain first. "
     "`lakehouse labels export --n N` sends the top N to Label Studio.",
     **LABELS,
 )

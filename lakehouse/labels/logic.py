@@ -23,6 +23,7 @@ from lakehouse.synthetic import CONTENT_CLASSES
 STRATEGIES = ("margin", "entropy")
 HEADS = ("content", "style")
 PROB_COLUMNS = [f"p_{name}" for name in CONTENT_CLASSES]
+QUEUE_ORDER = ("uncertainty", "photo_id")  # descending uncertainty, then ascending photo_id
 
 
 def photo_images(photos: pl.DataFrame, images: pl.DataFrame) -> pl.DataFrame:
@@ -43,10 +44,12 @@ def head_uncertainty(probs: np.ndarray, strategy: str) -> np.ndarray:
 
 
 def queue_rows(candidates: pl.DataFrame, strategy: str) -> pl.DataFrame:
-    """Unlabelled photos with classifier outputs, most uncertain first (rank 1).
+    """Unlabelled photos with classifier outputs and how uncertain the classifier is.
 
     A photo is as uncertain as its less certain head: labelling it helps that
-    head most. Ties go to the lower photo_id, so the order is reproducible.
+    head most. The queue's order is QUEUE_ORDER (most uncertain first, ties to
+    the lower photo_id); no rank is stored, so a photo leaving the queue
+    rewrites no other row.
     """
     per_head = {
         head: head_uncertainty(_probs(candidates, f"{head}_probs"), strategy) for head in HEADS
@@ -66,9 +69,7 @@ def queue_rows(candidates: pl.DataFrame, strategy: str) -> pl.DataFrame:
             strategy=pl.lit(strategy),
         )
         .with_columns(pl.col(pl.Float32).cast(pl.Float64))
-        .sort(["uncertainty", "photo_id"], descending=[True, False])
-        .with_row_index("rank", offset=1)
-        .with_columns(pl.col("rank").cast(pl.Int64))
+        .sort(*QUEUE_ORDER, descending=[True, False])
     )
     return with_row_digest(rows)
 

@@ -220,7 +220,7 @@ def _annotation(entry: object, photo_id: int, where: str, problems: list[str]) -
     created = _timestamp(entry.get("created_at"), f"{where}: created_at", problems)
     updated = (
         created
-        if entry.get("updated_at") is None
+        if entry.get("updated_at") in (None, entry.get("created_at"))
         else _timestamp(entry.get("updated_at"), f"{where}: updated_at", problems)
     )
     answers = _choices(entry.get("result"), where, problems)

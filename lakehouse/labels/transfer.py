@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import polars as pl
 
+from lakehouse.labels.logic import QUEUE_ORDER
 from lakehouse.labels.studio import Resolution, label_config, parse_export, resolve, task
 from lakehouse.resources import LakeResource, MetadataDbResource
 from lakehouse.settings import is_s3
@@ -40,7 +41,7 @@ def export_tasks(
     queue = lake.read("label_queue")
     if queue is None:
         raise LookupError(f"no label_queue under {lake.root}: materialize it first")
-    top = queue.sort("rank").head(n)
+    top = queue.sort(*QUEUE_ORDER, descending=[True, False]).head(n)
     tasks = [
         task(photo, image_reference(sources_uri, str(photo["object_key"]), image_prefix))
         for photo in top.iter_rows(named=True)
