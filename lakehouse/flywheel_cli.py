@@ -6,9 +6,13 @@ import argparse
 import functools
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lakehouse import settings
 from lakehouse.query_cli import Command, add_format_option, reporting_errors, write_rows
+
+if TYPE_CHECKING:
+    from lakehouse.resources import LakeResource
 
 
 def add_flywheel_commands(commands: argparse._SubParsersAction) -> None:
@@ -63,7 +67,8 @@ def reporting_flywheel_errors(command: Command) -> Command:
     return reporting_errors(run)
 
 
-def lake():
+def lake() -> LakeResource:
+    """The lake of the environment (imported late: `lakehouse --help` stays fast)."""
     from lakehouse.resources import LakeResource
 
     return LakeResource(root=settings.lake_uri())

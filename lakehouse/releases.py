@@ -30,6 +30,10 @@ class ReleaseError(LookupError):
     """An unknown or duplicate release name, or an empty lake; says which."""
 
 
+class ReleaseExists(ReleaseError):
+    """The name is taken: a release is never overwritten."""
+
+
 @dataclass(frozen=True)
 class Release:
     name: str
@@ -67,7 +71,7 @@ def create_release(
     info = {"release": name, **(commit_info or {"written_by": "lakehouse release create"})}
     if lake.insert_new(RELEASES_TABLE, rows, ["release"], commit_info=info) == 0:
         existing = find_release(lake, name)
-        raise ReleaseError(
+        raise ReleaseExists(
             f"release {name!r} already exists (created {existing.created_at.isoformat()}); "
             "pick another name"
         )

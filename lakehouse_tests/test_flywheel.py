@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import shutil
@@ -30,14 +31,17 @@ from lakehouse.labels.label_model import (
 )
 from lakehouse.labels.labeling_functions import LABELING_FUNCTIONS
 from lakehouse.labels.logic import head_uncertainty
-from lakehouse.labels.transfer import config_path
+from lakehouse.labels.studio import LabelImportError, parse_export
+from lakehouse.labels.transfer import config_path, import_annotations
 from lakehouse.models.assets import labelled_images, weak_labelled_images
 from lakehouse.models.classifier import UNKNOWN
 from lakehouse.query import connect, table_diff
+from lakehouse.raw.metadata import validate_labels
 from lakehouse.releases import find_release, list_releases, release_diff
-from lakehouse.resources import LakeResource
+from lakehouse.resources import LakeResource, MetadataDbResource
 from lakehouse.synthetic import CONTENT_CLASSES, STYLES, generate_world
 from lakehouse_tests.conftest import RAW_LAYER, Lakehouse, materializations
+from lakehouse_tests.servers.postgres import postgres_available, postgres_server
 
 pytestmark = pytest.mark.flywheel
 
@@ -46,6 +50,7 @@ WORLD = {"photos": 40, "users": 8, "days": 12, "seed": 7}
 UPSTREAM = RAW_LAYER | {"images", "user_activity"}
 DOWNSTREAM = {"photo_features", "popularity_labels", "training_set", "label_queue", "weak_labels"}
 SEEDED_MODEL = "seeded-test-model"
+ANNOTATION_IDS = itertools.count(1000)
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,7 @@ def db_labels(house: Lakehouse) -> pl.DataFrame:
 def annotation(who: object, content: str, style: str, at: str, **extra: object) -> dict:
     """One annotation as Label Studio exports it: two `choices` results."""
     return {
-        "id": abs(hash((str(who), content, style, at))) % 10_000,
+        "id": next(ANNOTATION_IDS),
         "completed_by": who,
         "result": [
             {
@@ -237,6 +242,11 @@ def test_round_trip_changes_exactly_those_labels_and_reruns_only_their_dependent
         lake=str(house.lake),
     ).fetchall()
     assert {(row[0], row[1]) for row in diff} == {("added", i) for i in labelled}
+    in_lake = lake.read("raw_photo_labels").filter(pl.col("photo_id") == ids[1])
+    assert in_lake.select("labeled_by", "labeled_at").row(0) == (
+        "alice@example.com,carol@example.com",
+        datetime(2026, 11, 20, 11, 30, tzinfo=UTC),
+    )
     assert found["label_queue"]["rows_deleted"] == 2 and found["label_queue"]["rows_computed"] == 2
     assert labelled.isdisjoint(lake.read("label_queue")["photo_id"].to_list())
     weak = lake.read("weak_labels").filter(pl.col("photo_id").is_in(list(labelled)))
@@ -305,8 +315,6 @@ def test_a_malformed_export_changes_nothing(
 
 
 def test_the_error_names_every_problem() -> None:
-    from lakehouse.labels.studio import LabelImportError, parse_export
-
     text = json.dumps(
         [
             {
@@ -492,3 +500,32 @@ def test_the_nightly_run_creates_a_release_after_popularity_model(house: Lakehou
     assert "exists already" in nightly_release(context).skip_message
     scheduled = {"dagster/scheduled_execution_time": "2026-11-26T02:00:00+00:00"}
     assert nightly_release_name(scheduled, datetime.now(UTC)) == "nightly-2026-11-26"
+
+
+@pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries absent")
+def test_import_into_a_postgres_metadata_db(tmp_path: Path) -> None:
+    with postgres_server() as url:
+        generate_world(tmp_path, url, photos=12, users=3, days=3, seed=1)
+        database = MetadataDbResource(url=url)
+        labelled = set(database.read_table("photo_labels")["photo_id"].to_list())
+        photo_id = min(set(database.read_table("photos")["photo_id"].to_list()) - labelled)
+        export = [
+            {
+                "data": {"photo_id": photo_id},
+                "annotations": [annotation(BOB, "triangle", "gray", "2026-11-20T09:00:00Z")],
+            }
+        ]
+        import_annotations(database, json.dumps(export))
+        with pytest.raises(LabelImportError):
+            import_annotations(database, json.dumps([{**export[0], "data": {"photo_id": -5}}]))
+        rows = database.read_table("photo_labels")
+        checked = validate_labels(rows, pl.Series([photo_id, *labelled]))
+    assert checked.rejected.is_empty()
+    new = checked.accepted.filter(pl.col("photo_id") == photo_id)
+    assert new.select("content_label", "style_label", "labeled_by", "labeled_at").row(0) == (
+        "triangle",
+        "gray",
+        "user-2",
+        datetime(2026, 11, 20, 9, 0, tzinfo=UTC),
+    )
+    assert rows.height == len(labelled) + 1

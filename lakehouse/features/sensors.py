@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from lakehouse.features.assets import nightly_training
-from lakehouse.releases import ReleaseError, create_release, find_release
+from lakehouse.releases import ReleaseExists, create_release
 from lakehouse.resources import LakeResource
 
 SCHEDULED_TIME_TAG = "dagster/scheduled_execution_time"
@@ -34,8 +34,7 @@ def nightly_release(context: dg.RunStatusSensorContext, lake: LakeResource) -> d
     name = nightly_release_name(dict(run.tags), datetime.now(UTC))
     try:
         release = create_release(lake, name, commit_info={"dagster_run_id": run.run_id})
-    except ReleaseError:
-        find_release(lake, name)  # re-raise anything but "it exists already"
+    except ReleaseExists:
         return dg.SkipReason(f"release {name} exists already (an earlier run that day)")
     context.log.info(f"release {name}: {len(release.versions)} tables")
     return dg.SkipReason(f"created release {name} ({len(release.versions)} tables)")

@@ -65,7 +65,7 @@ def queue_rows(candidates: pl.DataFrame, strategy: str) -> pl.DataFrame:
         )
         .with_columns(
             **{f"{head}_uncertainty": pl.Series(values) for head, values in per_head.items()},
-            uncertainty=pl.Series(np.maximum(*per_head.values()) if len(candidates) else []),
+            uncertainty=pl.Series(np.maximum(*per_head.values())),
             strategy=pl.lit(strategy),
         )
         .with_columns(pl.col(pl.Float32).cast(pl.Float64))
@@ -122,11 +122,15 @@ def weak_label_rows(
     label_model: str,
 ) -> pl.DataFrame:
     """One row per photo: each function's vote (null = abstain), the gold label, majority
-    vote, and the probabilistic label of `label_model` (`generative` or `majority`)."""
+    vote, and the label of `label_model` (`generative` or `majority`) with its class
+    probabilities; `label` is null and `confidence` 0 where nothing decides it."""
     majority, majority_probs = majority_vote(matrix, len(CONTENT_CLASSES))
-    probs = model.posteriors if label_model == "generative" else majority_probs
-    best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
-    uncovered = (matrix == ABSTAIN).all(axis=1)
+    if label_model == "generative":
+        probs = model.posteriors
+        uncovered = (matrix == ABSTAIN).all(axis=1)
+        labels = np.where(uncovered, ABSTAIN, probs.argmax(axis=1))
+    else:
+        probs, labels = majority_probs, majority
     return with_row_digest(
         photos.select("photo_id", "gold_label").with_columns(
             *(
@@ -134,9 +138,9 @@ def weak_label_rows(
                 for j, name in enumerate(names)
             ),
             majority_label=pl.Series(_class_names(majority), dtype=pl.String),
-            label=pl.Series(_class_names(np.where(uncovered, ABSTAIN, best)), dtype=pl.String),
+            label=pl.Series(_class_names(labels), dtype=pl.String),
             confidence=pl.Series(
-                np.where(uncovered, 0.0, probs.max(axis=1) if len(probs) else []), dtype=pl.Float64
+                np.where(labels == ABSTAIN, 0.0, probs.max(axis=1)), dtype=pl.Float64
             ),
             **{
                 column: pl.Series(probs[:, k], dtype=pl.Float64)
