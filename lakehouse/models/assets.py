@@ -10,6 +10,7 @@ from pydantic import Field
 
 from lakehouse.curated.assets import TENSORS_TABLE
 from lakehouse.curated.augment import RECIPE, tensors_from_arrow
+from lakehouse.labels.logic import photo_images
 from lakehouse.layers import GPU, layer_defaults
 from lakehouse.models.classifier import (
     UNKNOWN,
@@ -98,15 +99,13 @@ def weak_labelled_images(
     objects = lake.read("images", columns=["sha256", "keys"])
     if weak is None or photos is None or objects is None:
         raise RuntimeError("use_weak_labels needs weak_labels: materialize it first")
-    by_key = objects.explode("keys").rename({"keys": "object_key"})
     return (
         weak.filter(
             (pl.col("confidence") >= min_confidence)
             & pl.col("label").is_in(CONTENT_CLASSES)
             & ~pl.col("photo_id").is_in(gold["photo_id"].implode())
         )
-        .join(photos, on="photo_id")
-        .join(by_key, on="object_key")
+        .join(photo_images(photos, objects), on="photo_id")
         .select(
             "photo_id",
             pl.col("label").alias("content_label"),
