@@ -22,6 +22,10 @@ LAYERS = {
     "popularity_labels": "features",
     "training_set": "features",
     "popularity_model": "models",
+    "label_queue": "labels",
+    "weak_labels": "labels",
+    "weak_label_stats": "labels",
+    "releases": "releases",
 }
 
 
@@ -49,5 +53,5 @@ def table_entries(lake: LakeResource) -> list[TableEntry]:
         entries.append(
             TableEntry(name, layer_of(name), lake.table_uri(name), table.version(), table.count())
         )
-    order = ["raw", "curated", "features", "models", "unknown", "system"]
+    order = ["raw", "curated", "features", "models", "labels", "releases", "unknown", "system"]
     return sorted(entries, key=lambda e: (order.index(e.layer) if e.layer in order else 9, e.name))

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from lakehouse import settings
+from lakehouse.flywheel_cli import add_flywheel_commands
 from lakehouse.query_cli import add_query_commands
 from lakehouse.settings import ConfigError
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     grid.set_defaults(run=run_show_augmentations)
 
     add_query_commands(commands)
+    add_flywheel_commands(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -10,6 +10,8 @@ from lakehouse.curated import assets as curated_assets
 from lakehouse.deployment import default_executor
 from lakehouse.features import assets as feature_assets
 from lakehouse.features import checks as feature_checks
+from lakehouse.features.sensors import nightly_release
+from lakehouse.labels import assets as label_assets
 from lakehouse.models import assets as model_assets
 from lakehouse.models import popularity_assets
 from lakehouse.raw import assets as raw_assets
@@ -69,6 +71,7 @@ def build_definitions(**locations: str | None) -> dg.Definitions:
                 model_assets,
                 feature_assets,
                 popularity_assets,
+                label_assets,
             ]
         ),
         asset_checks=dg.load_asset_checks_from_modules([raw_checks, feature_checks]),
@@ -87,6 +90,7 @@ def build_definitions(**locations: str | None) -> dg.Definitions:
             for job in (observe_sources, observe_logs)
         ]
         + [feature_assets.nightly_schedule, feature_assets.nightly_logs_schedule],
+        sensors=[nightly_release],
         resources=lakehouse_resources(**locations),
         executor=default_executor(),
     )

@@ -29,6 +29,19 @@ NATURAL_KEYS: dict[str, tuple[str, ...]] = {
     "raw_photo_labels": ("photo_id",),
     "raw_events": ("event_id",),
     "quarantine": ("quarantine_id",),
+    "images": ("sha256",),
+    "augmented_tensors": ("sha256", "aug_index", "recipe_version"),
+    "photo_classes": ("sha256", "model_version"),
+    "style_content_classifier": ("model_version",),
+    "user_activity": ("user_id", "hour"),
+    "photo_features": ("photo_id",),
+    "popularity_labels": ("photo_id",),
+    "training_set": ("photo_id",),
+    "popularity_model": ("model_version", "training_set_version"),
+    "label_queue": ("photo_id",),
+    "weak_labels": ("photo_id",),
+    "weak_label_stats": ("function",),
+    "releases": ("release", "table_name"),
     "_object_hashes": ("key",),
     "_ingested_files": ("asset", "key"),
 }
@@ -48,15 +61,30 @@ class QueryRefused(QueryError):
 
 
 def connect(
-    lake: str | None = None, versions: Mapping[str, int] | None = None
+    lake: str | None = None,
+    versions: Mapping[str, int] | None = None,
+    release: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """A locked-down DuckDB connection with a view per lake table (`versions` pins some).
 
+    With `release`, exactly the tables of that named release, each at its
+    recorded version: the lake as it was when the release was made.
     Tables starting with `_` are the lake's bookkeeping and get no view.
     """
     resource = LakeResource(root=lake or settings.lake_uri())
     names = [name for name in resource.table_names() if not name.startswith("_")]
     pins = dict(versions or {})
+    if release is not None:
+        from lakehouse.releases import ReleaseError, find_release
+
+        if pins:
+            raise QueryError("pin either a release or table versions, not both")
+        try:
+            pins = find_release(resource, release).versions
+        except ReleaseError as exc:
+            raise QueryError(str(exc)) from exc
+        pins = {name: version for name, version in pins.items() if not name.startswith("_")}
+        names = sorted(pins)
     unknown = sorted(set(pins) - set(names))
     if unknown:
         raise QueryError(

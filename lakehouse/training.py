@@ -37,9 +37,11 @@ def load(
     split: str | None = "train",
     as_polars: bool = False,
     lake: LakeResource | str | None = None,
+    release: str | None = None,
 ) -> TrainingRows | pl.DataFrame:
     """The rows of training_set at `version` (latest by default), one split (None: all).
 
+    `release` reads the version recorded in that named release instead.
     Delta time travel makes an old version return the same rows after the
     sources and the table itself moved on.
     """
@@ -48,6 +50,10 @@ def load(
     resource = (
         lake if isinstance(lake, LakeResource) else LakeResource(root=lake or settings.lake_uri())
     )
+    if release is not None:
+        if version is not None:
+            raise ValueError("pass either version or release, not both")
+        version = release_version(resource, release)
     rows = resource.read("training_set", version=version)
     if rows is None:
         raise LookupError(f"no training_set under {resource.root}: materialize it first")
@@ -55,3 +61,13 @@ def load(
         rows = rows.filter(pl.col("split") == split)
     rows = rows.sort("photo_id")
     return rows if as_polars else TrainingRows(rows)
+
+
+def release_version(lake: LakeResource, release: str) -> int:
+    """The training_set version recorded in a named release."""
+    from lakehouse.releases import ReleaseError, find_release
+
+    versions = find_release(lake, release).versions
+    if "training_set" not in versions:
+        raise ReleaseError(f"release {release!r} has no training_set (made before it existed)")
+    return versions["training_set"]

@@ -26,6 +26,7 @@ LAYERS = {
     "curated": {"images", "augmented_tensors", "photo_classes", "user_activity"},
     "features": {"photo_features", "popularity_labels", "training_set"},
     "models": {"style_content_classifier", "popularity_model"},
+    "labels": {"label_queue", "weak_labels"},
 }
 
 

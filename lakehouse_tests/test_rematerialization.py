@@ -24,7 +24,7 @@ def test_second_run_computes_nothing_and_commits_nothing(lakehouse: Lakehouse) -
     lakehouse.observe()
     second = materializations(lakehouse.materialize(select=EVERYTHING))
 
-    assert len(second) == 15, "every asset of the graph ran"
+    assert len(second) == 17, "every asset of the graph ran"
     assert {name: second[name]["rows_computed"] for name in second} == dict.fromkeys(second, 0)
     assert lakehouse.table_versions() == versions
     assert {n: second[n]["data_version"] for n in second} == {

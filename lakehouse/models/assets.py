@@ -6,11 +6,19 @@ from datetime import UTC, datetime
 import dagster as dg
 import polars as pl
 import torch
+from pydantic import Field
 
 from lakehouse.curated.assets import TENSORS_TABLE
 from lakehouse.curated.augment import RECIPE, tensors_from_arrow
+from lakehouse.labels.logic import photo_images
 from lakehouse.layers import GPU, layer_defaults
-from lakehouse.models.classifier import TrainConfig, accuracy, predict, train_classifier
+from lakehouse.models.classifier import (
+    UNKNOWN,
+    TrainConfig,
+    accuracy,
+    predict,
+    train_classifier,
+)
 from lakehouse.resources import LakeResource
 from lakehouse.resources.device import DeviceResource
 from lakehouse.resources.lake import commit_info_for, table_metadata
@@ -39,6 +47,14 @@ class ClassifierConfig(dg.Config):
     batch_size: int = TrainConfig.batch_size
     learning_rate: float = TrainConfig.learning_rate
     seed: int = TrainConfig.seed
+    use_weak_labels: bool = Field(
+        default=False,
+        description="Also train the content head on photos without a gold label whose "
+        "weak_labels label is at least weak_label_min_confidence (their style is not known). "
+        "Reads the latest weak_labels table: the loop closes across runs, not as a graph "
+        "dependency, which would be a cycle through photo_classes.",
+    )
+    weak_label_min_confidence: float = 0.9
 
 
 def is_held_out(photo_id: int) -> bool:
@@ -68,6 +84,39 @@ def labelled_images(lake: LakeResource) -> pl.DataFrame:
                 {s: i for i, s in enumerate(STYLES)}, return_dtype=pl.Int64
             ),
             held_out=pl.col("photo_id").map_elements(is_held_out, return_dtype=pl.Boolean),
+        )
+        .sort("photo_id")
+    )
+
+
+def weak_labelled_images(
+    lake: LakeResource, gold: pl.DataFrame, min_confidence: float
+) -> pl.DataFrame:
+    """Photos without a gold label whose probabilistic content label is confident enough,
+    shaped like `labelled_images` (style UNKNOWN, never held out: scores stay on gold)."""
+    weak = lake.read("weak_labels", columns=["photo_id", "label", "confidence"])
+    photos = lake.read("raw_photos", columns=["photo_id", "object_key"])
+    objects = lake.read("images", columns=["sha256", "keys"])
+    if weak is None or photos is None or objects is None:
+        raise RuntimeError("use_weak_labels needs weak_labels: materialize it first")
+    return (
+        weak.filter(
+            (pl.col("confidence") >= min_confidence)
+            & pl.col("label").is_in(CONTENT_CLASSES)
+            & ~pl.col("photo_id").is_in(gold["photo_id"].implode())
+        )
+        .join(photo_images(photos, objects), on="photo_id")
+        .select(
+            "photo_id",
+            pl.col("label").alias("content_label"),
+            pl.lit(None, pl.String).alias("style_label"),
+            "object_key",
+            "sha256",
+            content=pl.col("label").replace_strict(
+                {c: i for i, c in enumerate(CONTENT_CLASSES)}, return_dtype=pl.Int64
+            ),
+            style=pl.lit(UNKNOWN, pl.Int64),
+            held_out=pl.lit(False),
         )
         .sort("photo_id")
     )
@@ -104,7 +153,13 @@ def style_content_classifier(
 ) -> dg.MaterializeResult:
     info = commit_info_for(context)
     train_config = TrainConfig(config.epochs, config.batch_size, config.learning_rate, config.seed)
-    data = training_tensors(lake, labelled_images(lake))
+    labelled = labelled_images(lake)
+    weak = (
+        weak_labelled_images(lake, labelled, config.weak_label_min_confidence)
+        if config.use_weak_labels
+        else labelled.clear()
+    )
+    data = training_tensors(lake, pl.concat([labelled, weak], how="vertical_relaxed"))
     inputs = digest_strings(
         [
             CLASSIFIER_CODE_VERSION,
@@ -150,6 +205,7 @@ def style_content_classifier(
             "style_accuracy": row["style_accuracy"],
             "train_photos": row["train_photos"],
             "held_out_photos": row["held_out_photos"],
+            "weak_labelled_photos": weak.height,
         },
     )
 

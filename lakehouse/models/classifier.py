@@ -18,6 +18,7 @@ from lakehouse.synthetic import CONTENT_CLASSES, STYLES
 
 MEAN, STD = 0.5, 0.25
 MAX_SHIFT = 6
+UNKNOWN = -100  # a target the loss ignores: the style of a photo with only a weak content label
 
 
 class PhotoNet(nn.Module):
@@ -97,7 +98,7 @@ def train_classifier(
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.learning_rate, total_steps=steps
         )
-        loss_fn = nn.CrossEntropyLoss()
+        loss_fn = nn.CrossEntropyLoss(ignore_index=UNKNOWN)
         losses = []
         model.train()
         for _ in range(config.epochs):
@@ -107,8 +108,8 @@ def train_classifier(
                 index = order[start : start + config.batch_size]
                 batch = symmetries(pixels[index], generator).to(device)
                 content_logits, style_logits = model(as_input(batch))
-                loss = loss_fn(content_logits, content[index].to(device)) + loss_fn(
-                    style_logits, style[index].to(device)
+                loss = head_loss(loss_fn, content_logits, content[index].to(device)) + head_loss(
+                    loss_fn, style_logits, style[index].to(device)
                 )
                 optimizer.zero_grad()
                 loss.backward()
@@ -121,6 +122,16 @@ def train_classifier(
     model = model.cpu().eval()
     weights = serialized(model)
     return Trained(model, weights, hashlib.sha256(weights).hexdigest(), losses)
+
+
+def head_loss(
+    loss_fn: nn.CrossEntropyLoss, logits: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """The head's loss over its known targets; zero for a batch where all are UNKNOWN
+    (cross-entropy would be 0/0 there)."""
+    if bool((targets == UNKNOWN).all()):
+        return logits.sum() * 0.0
+    return loss_fn(logits, targets)
 
 
 def symmetries(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

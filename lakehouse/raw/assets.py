@@ -214,8 +214,9 @@ def raw_photos(
 
 @dg.asset(
     deps=["metadata_db", "raw_photos"],
-    code_version="1",
-    description="Snapshot of metadata_db.photo_labels for accepted photos.",
+    code_version="2",
+    description="Snapshot of metadata_db.photo_labels for accepted photos, with who labelled "
+    "each (`labeled_by`, null where the source does not say).",
     **RAW,
 )
 def raw_photo_labels(

@@ -35,7 +35,10 @@ LABEL_SCHEMA: dict[str, pl.DataType] = {
     "content_label": pl.String(),
     "style_label": pl.String(),
     "labeled_at": UTC_TS,
+    "labeled_by": pl.String(),
 }
+# Label columns a source may lack (null then): `labeled_by` arrives with the first import.
+OPTIONAL_LABEL_COLUMNS = ("labeled_by",)
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ def validate_photos(photos: pl.DataFrame, user_ids: pl.Series, objects: pl.DataF
 
 
 def validate_labels(labels: pl.DataFrame, photo_ids: pl.Series) -> Validated:
+    labels = labels.with_columns(
+        pl.lit(None, pl.String).alias(column)
+        for column in OPTIONAL_LABEL_COLUMNS
+        if column not in labels.columns
+    )
     typed = typed_frame(labels, LABEL_SCHEMA)
     checks = [
         *required(["photo_id", "content_label", "style_label"]),

@@ -182,6 +182,28 @@ class LakeResource(dg.ConfigurableResource):
         _retry_conflicts(attempt)
         return counts
 
+    def insert_new(
+        self, name: str, rows: pl.DataFrame, key: Sequence[str], *, commit_info: dict[str, str]
+    ) -> int:
+        """Insert the rows whose key is not in the table yet, in one commit; returns how many.
+
+        Two writers racing on the same key conflict, and the retry on a fresh
+        snapshot finds the key taken, so a key is inserted at most once.
+        """
+        if rows.is_empty():
+            return 0
+
+        def attempt() -> int:
+            if self.open(name) is None:
+                self._create(name, rows, commit_info, None)
+                return rows.height
+            metrics = (
+                self._merger(name, rows, key, commit_info).when_not_matched_insert_all().execute()
+            )
+            return int(metrics["num_target_rows_inserted"])
+
+        return _retry_conflicts(attempt)
+
     def delete_keys(self, name: str, keys: pl.DataFrame, *, commit_info: dict[str, str]) -> bool:
         """Delete the rows whose key columns match a row of `keys` (one commit, if any)."""
         if keys.is_empty() or self.open(name) is None:

@@ -12,10 +12,14 @@ from sqlalchemy.engine import make_url
 from lakehouse.settings import METADATA_DB_VAR, ConfigError
 
 SOURCE_TABLES = ("users", "photos", "photo_labels")
+LABELS_TABLE = "photo_labels"
+# Optional beyond the contract's columns: who gave a label (added when first written).
+LABELED_BY = "labeled_by"
 
 
 class MetadataDbResource(dg.ConfigurableResource):
-    """Reads the contract's tables (`users`, `photos`, `photo_labels`) as polars frames."""
+    """Reads the contract's tables (`users`, `photos`, `photo_labels`) as polars frames;
+    writes only labels, for `lakehouse labels import`."""
 
     url: str
 
@@ -30,6 +34,36 @@ class MetadataDbResource(dg.ConfigurableResource):
         except sa.exc.SQLAlchemyError as exc:
             raise ConfigError(
                 f"{METADATA_DB_VAR}={self.safe_url()!r}: cannot read table {name!r} "
+                f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
+            ) from exc
+        finally:
+            engine.dispose()
+
+    def write_labels(self, rows: list[dict[str, object]]) -> None:
+        """Replace the labels of these photos in one transaction (all or nothing).
+
+        `rows` have the contract's columns plus `labeled_by`; the column is added
+        to photo_labels first if the table lacks it. `labeled_at` goes in as ISO
+        8601 text with its offset, which both SQLite (as the synthetic world
+        stores it) and Postgres (`timestamptz`) take.
+        """
+        if not rows:
+            return
+        engine = self._engine()
+        try:
+            with engine.begin() as connection:
+                columns = {c["name"] for c in sa.inspect(connection).get_columns(LABELS_TABLE)}
+                if LABELED_BY not in columns:
+                    connection.execute(
+                        sa.text(f"ALTER TABLE {LABELS_TABLE} ADD COLUMN {LABELED_BY} TEXT")
+                    )
+                table = sa.table(LABELS_TABLE, *(sa.column(name) for name in rows[0]))
+                photo_ids = [row["photo_id"] for row in rows]
+                connection.execute(table.delete().where(table.c.photo_id.in_(photo_ids)))
+                connection.execute(table.insert(), rows)
+        except sa.exc.SQLAlchemyError as exc:
+            raise ConfigError(
+                f"{METADATA_DB_VAR}={self.safe_url()!r}: cannot write {LABELS_TABLE} "
                 f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
             ) from exc
         finally:

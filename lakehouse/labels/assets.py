@@ -1,0 +1,152 @@
+"""The labeling loop: what to label next (active learning) and weak labels for the rest.
+
+Both assets read pinned versions of their inputs, write with `sync_snapshot`
+(only changed rows, no commit when nothing changed) and report a DataVersion
+from their content.
+"""
+
+import dagster as dg
+import polars as pl
+
+from lakehouse.features.assets import pinned_versions, read_pinned, snapshot_result
+from lakehouse.labels.label_model import fit_generative, function_stats
+from lakehouse.labels.labeling_functions import LABELING_FUNCTIONS
+from lakehouse.labels.logic import (
+    STRATEGIES,
+    gold_indices,
+    label_matrix,
+    photo_images,
+    queue_rows,
+    stats_rows,
+    weak_label_rows,
+    with_place_labels,
+)
+from lakehouse.layers import layer_defaults
+from lakehouse.resources import LakeResource
+from lakehouse.resources.lake import commit_info_for
+from lakehouse.synthetic import CONTENT_CLASSES
+
+LABELS = layer_defaults("labels", "team:ml-data", kinds={"delta", "numpy"})
+LABEL_INPUTS = ("raw_photos", "raw_photo_labels", "images", "photo_classes")
+LABEL_MODELS = ("generative", "majority")
+STATS_TABLE = "weak_label_stats"
+
+
+class LabelQueueConfig(dg.Config):
+    strategy: str = "margin"
+
+
+class WeakLabelsConfig(dg.Config):
+    label_model: str = "generative"
+
+
+def photos_with_classes(lake: LakeResource, versions: dict[str, int]) -> pl.DataFrame:
+    """Accepted photos with their sha256, gold labels (null if none) and classifier outputs.
+
+    photo_classes holds the current model's rows only (older ones are removed).
+    """
+    photos = photo_images(
+        read_pinned(
+            lake, "raw_photos", versions, ["photo_id", "object_key", "title", "location_name"]
+        ),
+        read_pinned(lake, "images", versions, ["sha256", "keys"]),
+    )
+    gold = read_pinned(lake, "raw_photo_labels", versions, ["photo_id", "content_label"])
+    classes = read_pinned(lake, "photo_classes", versions)
+    return (
+        photos.join(gold.rename({"content_label": "gold_label"}), on="photo_id", how="left")
+        .join(classes, on="sha256", how="inner")
+        .sort("photo_id")
+    )
+
+
+@dg.asset(
+    deps=list(LABEL_INPUTS),
+    code_version="1",
+    description="Unlabelled photos with how unsure the classifier is about them (margin or "
+    "entropy of photo_classes; the less certain head counts); most uncertain first. "
+    "`lakehouse labels export --n N` sends the top N to Label Studio.",
+    **LABELS,
+)
+def label_queue(
+    context: dg.AssetExecutionContext, config: LabelQueueConfig, lake: LakeResource
+) -> dg.MaterializeResult:
+    if config.strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, not {config.strategy!r}")
+    versions = pinned_versions(lake, LABEL_INPUTS)
+    photos = photos_with_classes(lake, versions)
+    rows = queue_rows(photos.filter(pl.col("gold_label").is_null()), config.strategy)
+    return snapshot_result(
+        context, lake, "label_queue", rows, versions, {"strategy": config.strategy}
+    )
+
+
+@dg.asset(
+    deps=list(LABEL_INPUTS),
+    code_version="1",
+    description="The label matrix (photo × labeling function, null = abstain) with majority "
+    "vote and a Dawid–Skene generative model's probabilistic content labels; per-function "
+    f"coverage, overlap, conflict and accuracy against gold in `{STATS_TABLE}` and the metadata.",
+    **LABELS,
+)
+def weak_labels(
+    context: dg.AssetExecutionContext, config: WeakLabelsConfig, lake: LakeResource
+) -> dg.MaterializeResult:
+    if config.label_model not in LABEL_MODELS:
+        raise ValueError(f"label_model must be one of {LABEL_MODELS}, not {config.label_model!r}")
+    versions = pinned_versions(lake, LABEL_INPUTS)
+    photos = with_place_labels(photos_with_classes(lake, versions))
+    names = list(LABELING_FUNCTIONS)
+    matrix = label_matrix(photos, LABELING_FUNCTIONS)
+    gold = gold_indices(photos)
+    model = fit_generative(matrix, len(CONTENT_CLASSES))
+    rows = weak_label_rows(photos, names, matrix, model, config.label_model)
+    stats = stats_rows(names, function_stats(matrix, gold), model)
+    changes = lake.sync_snapshot(
+        STATS_TABLE, stats, ["function"], commit_info=commit_info_for(context)
+    )
+    context.log.info(f"{STATS_TABLE}: {changes}")
+    return snapshot_result(
+        context,
+        lake,
+        "weak_labels",
+        rows,
+        versions,
+        {
+            "functions": dg.MetadataValue.md(stats_markdown(stats)),
+            "label_model": config.label_model,
+            "label_model_iterations": model.iterations,
+            **gold_accuracies(rows),
+            "stats_delta_version": lake.version(STATS_TABLE),
+        },
+    )
+
+
+def gold_accuracies(rows: pl.DataFrame) -> dict[str, float | int]:
+    """How often majority vote and the label model agree with the gold label where one exists."""
+    judged = rows.filter(pl.col("gold_label").is_not_null())
+    if judged.is_empty():
+        return {"gold_photos": 0}
+    return {
+        "gold_photos": judged.height,
+        "majority_accuracy": float(
+            (judged["majority_label"] == judged["gold_label"]).fill_null(False).mean()
+        ),
+        "label_model_accuracy": float(
+            (judged["label"] == judged["gold_label"]).fill_null(False).mean()
+        ),
+    }
+
+
+def stats_markdown(stats: pl.DataFrame) -> str:
+    """The per-function statistics as a markdown table for the UI."""
+
+    def cell(value: object) -> str:
+        return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    columns = [c for c in stats.columns if c != "row_sha256"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in stats.select(columns).iter_rows()
+    ]
+    return "\n".join(lines)

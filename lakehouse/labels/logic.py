@@ -1,0 +1,185 @@
+"""Pure logic of the labeling loop: which photos to label next, and the weak-label tables.
+
+No Dagster, no lake: frames in, frames out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import polars as pl
+
+from lakehouse.features.logic import with_row_digest
+from lakehouse.labels.label_model import (
+    ABSTAIN,
+    FunctionStats,
+    GenerativeModel,
+    majority_vote,
+)
+from lakehouse.labels.labeling_functions import LabelingFunction
+from lakehouse.synthetic import CONTENT_CLASSES
+
+STRATEGIES = ("margin", "entropy")
+HEADS = ("content", "style")
+PROB_COLUMNS = [f"p_{name}" for name in CONTENT_CLASSES]
+QUEUE_ORDER = ("uncertainty", "photo_id")  # descending uncertainty, then ascending photo_id
+
+
+def photo_images(photos: pl.DataFrame, images: pl.DataFrame) -> pl.DataFrame:
+    """Photos joined to the sha256 of their object (images lists every key holding the bytes)."""
+    by_key = images.select("sha256", "keys").explode("keys").rename({"keys": "object_key"})
+    return photos.join(by_key, on="object_key", how="inner")
+
+
+def head_uncertainty(probs: np.ndarray, strategy: str) -> np.ndarray:
+    """How unsure one head is, in [0, 1]: 1 - (top1 - top2), or entropy / log(classes)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
+    if strategy == "margin":
+        top = np.sort(probs, axis=1)
+        return 1.0 - (top[:, -1] - top[:, -2])
+    clipped = np.clip(probs, 1e-12, 1.0)
+    return -(clipped * np.log(clipped)).sum(axis=1) / np.log(probs.shape[1])
+
+
+def queue_rows(candidates: pl.DataFrame, strategy: str) -> pl.DataFrame:
+    """Unlabelled photos with classifier outputs and how uncertain the classifier is.
+
+    A photo is as uncertain as its less certain head: labelling it helps that
+    head most. The queue's order is QUEUE_ORDER (most uncertain first, ties to
+    the lower photo_id); no rank is stored, so a photo leaving the queue
+    rewrites no other row.
+    """
+    per_head = {
+        head: head_uncertainty(_probs(candidates, f"{head}_probs"), strategy) for head in HEADS
+    }
+    rows = (
+        candidates.select(
+            "photo_id",
+            "sha256",
+            "object_key",
+            "title",
+            "model_version",
+            *(f"{head}_{part}" for head in HEADS for part in ("label", "score")),
+        )
+        .with_columns(
+            **{f"{head}_uncertainty": pl.Series(values) for head, values in per_head.items()},
+            uncertainty=pl.Series(np.maximum(*per_head.values())),
+            strategy=pl.lit(strategy),
+        )
+        .with_columns(pl.col(pl.Float32).cast(pl.Float64))
+        .sort(*QUEUE_ORDER, descending=[True, False])
+    )
+    return with_row_digest(rows)
+
+
+def _probs(frame: pl.DataFrame, column: str) -> np.ndarray:
+    values = frame[column].to_list()
+    return np.array(values, dtype=np.float64) if values else np.zeros((0, 2))
+
+
+def with_place_labels(photos: pl.DataFrame) -> pl.DataFrame:
+    """Add `place_labels`: gold content labels of the *other* labelled photos at the same
+    location_name (the photo's own label is never among them)."""
+    gold = photos.filter(pl.col("gold_label").is_not_null())
+    by_place: dict[str, list[tuple[int, str]]] = {}
+    for photo_id, place, label in gold.select(
+        "photo_id", "location_name", "gold_label"
+    ).iter_rows():
+        by_place.setdefault(place, []).append((photo_id, label))
+    neighbours = [
+        sorted(label for other, label in by_place.get(place, []) if other != photo_id)
+        for photo_id, place in photos.select("photo_id", "location_name").iter_rows()
+    ]
+    return photos.with_columns(place_labels=pl.Series(neighbours, dtype=pl.List(pl.String)))
+
+
+def label_matrix(photos: pl.DataFrame, functions: Mapping[str, LabelingFunction]) -> np.ndarray:
+    """photo × function matrix of class indices, ABSTAIN where a function said nothing."""
+    index = {label: i for i, label in enumerate(CONTENT_CLASSES)}
+    matrix = np.full((photos.height, len(functions)), ABSTAIN, dtype=np.int64)
+    for i, photo in enumerate(photos.iter_rows(named=True)):
+        for j, function in enumerate(functions.values()):
+            label = function(photo)
+            if label is not None:
+                if label not in index:
+                    raise ValueError(f"{list(functions)[j]} returned unknown class {label!r}")
+                matrix[i, j] = index[label]
+    return matrix
+
+
+def gold_indices(photos: pl.DataFrame) -> np.ndarray:
+    index = {label: i for i, label in enumerate(CONTENT_CLASSES)}
+    return np.array([index.get(label, ABSTAIN) for label in photos["gold_label"].to_list()])
+
+
+def weak_label_rows(
+    photos: pl.DataFrame,
+    names: list[str],
+    matrix: np.ndarray,
+    model: GenerativeModel,
+    label_model: str,
+) -> pl.DataFrame:
+    """One row per photo: each function's vote (null = abstain), the gold label, majority
+    vote, and the label of `label_model` (`generative` or `majority`) with its class
+    probabilities; `label` is null and `confidence` 0 where nothing decides it."""
+    majority, majority_probs = majority_vote(matrix, len(CONTENT_CLASSES))
+    if label_model == "generative":
+        probs = model.posteriors
+        uncovered = (matrix == ABSTAIN).all(axis=1)
+        labels = np.where(uncovered, ABSTAIN, probs.argmax(axis=1))
+    else:
+        probs, labels = majority_probs, majority
+    return with_row_digest(
+        photos.select("photo_id", "gold_label").with_columns(
+            *(
+                pl.Series(name, _class_names(matrix[:, j]), dtype=pl.String)
+                for j, name in enumerate(names)
+            ),
+            majority_label=pl.Series(_class_names(majority), dtype=pl.String),
+            label=pl.Series(_class_names(labels), dtype=pl.String),
+            confidence=pl.Series(
+                np.where(labels == ABSTAIN, 0.0, probs.max(axis=1)), dtype=pl.Float64
+            ),
+            **{
+                column: pl.Series(probs[:, k], dtype=pl.Float64)
+                for k, column in enumerate(PROB_COLUMNS)
+            },
+            label_model=pl.lit(label_model),
+        )
+    )
+
+
+def stats_rows(
+    names: list[str], stats: list[FunctionStats], model: GenerativeModel
+) -> pl.DataFrame:
+    """One row per labeling function: coverage, overlap, conflict, accuracy against gold
+    and the accuracy the generative model estimated without gold."""
+    estimated = model.accuracies()
+    return with_row_digest(
+        pl.DataFrame(
+            {
+                "function": names,
+                "coverage": [s.coverage for s in stats],
+                "overlap": [s.overlap for s in stats],
+                "conflict": [s.conflict for s in stats],
+                "gold_covered": [s.gold_covered for s in stats],
+                "accuracy": [s.accuracy for s in stats],
+                "estimated_accuracy": [float(a) for a in estimated],
+            },
+            schema={
+                "function": pl.String,
+                "coverage": pl.Float64,
+                "overlap": pl.Float64,
+                "conflict": pl.Float64,
+                "gold_covered": pl.Int64,
+                "accuracy": pl.Float64,
+                "estimated_accuracy": pl.Float64,
+            },
+        )
+    )
+
+
+def _class_names(indices: np.ndarray) -> list[str | None]:
+    return [None if i == ABSTAIN else CONTENT_CLASSES[i] for i in indices.tolist()]
