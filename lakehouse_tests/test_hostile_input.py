@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
+from lakehouse.raw.metadata import validate_photos
 from lakehouse.raw.quarantine import DETAIL_LIMIT
 from lakehouse.resources import LakeResource, ObjectStoreResource
 from lakehouse.resources.keys import UnsafeKeyError, checked_key
@@ -388,3 +389,24 @@ def test_a_symlink_out_of_the_lake_is_not_followed_for_writes(tmp_path: Path) ->
         lake.upsert("objects", pl.DataFrame({"id": [1]}), ["id"], commit_info={})
     assert list(outside.iterdir()) == []
     record("lake key", "objects/ symlinked outside the lake", "refused: UnsafeKeyError")
+
+
+def test_a_fractional_id_is_refused_not_truncated() -> None:
+    """A REAL in an INTEGER column (SQLite allows it) must not become another photo's id."""
+    photos = pl.DataFrame(
+        {
+            "photo_id": [1.0, 5.5],
+            "user_id": [10, 10],
+            "object_key": ["photos/a.jpg", "photos/a.jpg"],
+            "title": ["a", "b"],
+            "posted_at": ["2026-10-01T10:00:00+00:00"] * 2,
+            "latitude": [1.0, 1.0],
+            "longitude": [1.0, 1.0],
+            "location_name": ["x", "y"],
+        }
+    )
+    objects = pl.DataFrame({"key": ["photos/a.jpg"], "problem": [None]}).cast({"problem": str})
+    checked = validate_photos(photos, pl.Series([10]), objects)
+    assert checked.accepted["photo_id"].to_list() == [1]
+    assert checked.rejected["reason"].to_list() == ["invalid photo_id"]
+    record("photos row (frame)", "photo_id 5.5 in a REAL column", "quarantined: invalid photo_id")
