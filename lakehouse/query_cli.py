@@ -69,10 +69,11 @@ def reporting_errors(command: Command) -> Command:
         import duckdb
 
         from lakehouse.query import QueryError
+        from lakehouse.resources.keys import UnsafeKeyError
 
         try:
             return command(args)
-        except (QueryError, duckdb.Error) as exc:
+        except (QueryError, UnsafeKeyError, duckdb.Error) as exc:
             print(f"lakehouse: error: {exc}", file=sys.stderr)
             return 1
         except BrokenPipeError:

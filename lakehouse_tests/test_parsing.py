@@ -87,11 +87,11 @@ OBJECTS = pl.DataFrame(
 )
 
 
-def test_valid_photos_are_typed_and_nul_bytes_replaced() -> None:
+def test_valid_photos_are_typed_and_nul_bytes_quarantined() -> None:
     checked = validate_photos(photo_rows(), pl.Series([10]), OBJECTS)
-    assert checked.rejected.is_empty()
+    assert checked.accepted["photo_id"].to_list() == [1]
     assert checked.accepted["posted_at"].dtype == pl.Datetime("us", "UTC")
-    assert "\x00" not in checked.accepted["title"][1]
+    assert checked.rejected["reason"].to_list() == ["NUL byte in title"]
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -55,10 +56,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def graphql(url: str, query: str) -> dict:
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
     request = urllib.request.Request(
         f"{url}/graphql",
-        data=json.dumps({"query": query}).encode(),
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -81,24 +82,16 @@ def ui_world(tmp_path: Path, pristine_world: Path) -> tuple[Lakehouse, Path]:
     return lakehouse, home
 
 
-@pytest.fixture
-def webserver(ui_world: tuple[Lakehouse, Path]) -> Iterator[tuple[str, Path]]:
-    """`dagster-webserver` on loopback over that instance and world; always stopped."""
-    lakehouse, home = ui_world
+@contextmanager
+def running_webserver(home: Path, env: dict[str, str]) -> Iterator[tuple[str, Path]]:
+    """`dagster-webserver` on loopback over the instance in `home`; always stopped."""
     port = free_port()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "LAKEHOUSE_LAKE": str(lakehouse.lake),
-        "LAKEHOUSE_SOURCES": str(lakehouse.sources),
-        "LAKEHOUSE_METADATA_DB": lakehouse.db_url,
-    }
     log = home / "webserver.log"
     with log.open("w") as out:
         server = subprocess.Popen(
             [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(port)]
             + ["-m", "lakehouse.definitions"],
-            env=env,
+            env={**os.environ, **env, "DAGSTER_HOME": str(home)},
             cwd=home,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -124,6 +117,19 @@ def webserver(ui_world: tuple[Lakehouse, Path]) -> Iterator[tuple[str, Path]]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(timeout=30)
+
+
+@pytest.fixture
+def webserver(ui_world: tuple[Lakehouse, Path]) -> Iterator[tuple[str, Path]]:
+    """The webserver over that instance and world."""
+    lakehouse, home = ui_world
+    env = {
+        "LAKEHOUSE_LAKE": str(lakehouse.lake),
+        "LAKEHOUSE_SOURCES": str(lakehouse.sources),
+        "LAKEHOUSE_METADATA_DB": lakehouse.db_url,
+    }
+    with running_webserver(home, env) as running:
+        yield running
 
 
 def loaded_asset_nodes(url: str, expected: set[str], log: Path) -> dict[str, dict]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from lakehouse.raw.quarantine import REJECTION_COLUMNS, row_detail
+from lakehouse.raw.quarantine import DETAIL_LIMIT, REJECTION_COLUMNS, row_detail
 
 UTC_TS = pl.Datetime("us", "UTC")
 USER_SCHEMA: dict[str, pl.DataType] = {
@@ -52,7 +52,7 @@ class Validated:
 def validate_users(users: pl.DataFrame) -> Validated:
     typed = typed_frame(users, USER_SCHEMA)
     checks = [
-        *required(["user_id", "created_at"]),
+        *well_formed(USER_SCHEMA, required=["user_id", "created_at"]),
         (duplicated("user_id"), "duplicate user_id"),
     ]
     return split_rows(users, typed, checks, USER_SCHEMA, key="user_id")
@@ -71,7 +71,7 @@ def validate_photos(photos: pl.DataFrame, user_ids: pl.Series, objects: pl.DataF
         maintain_order="left",
     )
     checks = [
-        *required(["photo_id", "user_id", "object_key", "posted_at"]),
+        *well_formed(PHOTO_SCHEMA, required=["photo_id", "user_id", "object_key", "posted_at"]),
         (duplicated("photo_id"), "duplicate photo_id"),
         (~pl.col("user_id").is_in(user_ids.implode()), "unknown user_id (dangling reference)"),
         (pl.col("present").is_null(), "object missing from the store"),
@@ -90,7 +90,7 @@ def validate_labels(labels: pl.DataFrame, photo_ids: pl.Series) -> Validated:
     )
     typed = typed_frame(labels, LABEL_SCHEMA)
     checks = [
-        *required(["photo_id", "content_label", "style_label"]),
+        *well_formed(LABEL_SCHEMA, required=["photo_id", "content_label", "style_label"]),
         (duplicated("photo_id"), "duplicate label for photo_id"),
         (~pl.col("photo_id").is_in(photo_ids.implode()), "label for an unknown photo"),
     ]
@@ -113,8 +113,11 @@ def typed_frame(source: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.Data
 
 
 def converted(source: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.Expr:
+    """`column` in the lake's type; a value that does not convert becomes null (and is caught)."""
     current = source.schema[column]
     expr = pl.col(column)
+    if current == pl.Binary:  # SQLite lets any column hold a BLOB
+        expr, current = expr.map_elements(utf8_or_none, return_dtype=pl.String), pl.String()
     if dtype == UTC_TS:
         if current == pl.String:
             return expr.str.to_datetime(time_zone="UTC", strict=False, time_unit="us")
@@ -122,20 +125,36 @@ def converted(source: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.Expr:
             if current.time_zone is None:
                 return expr.dt.replace_time_zone("UTC").dt.cast_time_unit("us")
             return expr.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
-    if dtype == pl.String:
-        return expr.cast(pl.String).str.replace_all("\x00", "\ufffd")
+    if dtype.is_integer() and current.is_float():  # 5.5 is no id; truncating would invent 5
+        expr = pl.when(expr.round() == expr).then(expr)
     return expr.cast(dtype, strict=False)
 
 
-def required(columns: list[str]) -> list:
-    """Null-checks that tell a missing value from one that would not convert."""
+def utf8_or_none(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def well_formed(schema: dict[str, pl.DataType], required: list[str]) -> list:
+    """Checks that no value is lost or changed on the way in.
+
+    A required value may not be missing; no value may fail to convert to the
+    lake's type (it would become null); no text may hold a NUL byte (most
+    tools cut the text there, so the lake would not show what the source holds).
+    """
     return [
-        check
-        for column in columns
-        for check in (
-            (pl.col(f"_missing_{column}"), f"missing {column}"),
-            (pl.col(column).is_null() & ~pl.col(f"_missing_{column}"), f"invalid {column}"),
-        )
+        *((pl.col(f"_missing_{column}"), f"missing {column}") for column in required),
+        *(
+            (pl.col(column).is_null() & ~pl.col(f"_missing_{column}"), f"invalid {column}")
+            for column in schema
+        ),
+        *(
+            (pl.col(column).str.contains("\x00", literal=True), f"NUL byte in {column}")
+            for column, dtype in schema.items()
+            if dtype == pl.String
+        ),
     ]
 
 
@@ -178,7 +197,7 @@ def split_rows(
         line=pl.lit(None, pl.Int64),
         sha256=pl.col("detail").map_elements(sha256_text, return_dtype=pl.String),
         reason="reason",
-        detail="detail",
+        detail=pl.col("detail").str.slice(0, DETAIL_LIMIT),
     )
     return Validated(accepted, rejected.select(REJECTION_COLUMNS))
 

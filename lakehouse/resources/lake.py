@@ -23,6 +23,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.table import TableMerger
 
+from lakehouse.resources.keys import checked_key, local_path
 from lakehouse.resources.s3 import s3_client
 from lakehouse.settings import LAKE_VAR, ConfigError, is_s3, parse_s3, s3_storage_options
 
@@ -37,9 +38,10 @@ class LakeResource(dg.ConfigurableResource):
     root: str
 
     def table_uri(self, name: str) -> str:
+        """Where table `name` lives; a name reaching outside the root is refused."""
         if is_s3(self.root):
-            return f"{self.root.rstrip('/')}/{name}"
-        return str(Path(self.root).resolve() / name)
+            return f"{self.root.rstrip('/')}/{checked_key(self.root, name)}"
+        return str(local_path(self.root, name))
 
     def storage_options(self) -> dict[str, str] | None:
         return s3_storage_options() if is_s3(self.root) else None
@@ -228,7 +230,7 @@ class LakeResource(dg.ConfigurableResource):
                 Bucket=location.bucket, Key=f"{location.prefix}/{key}".lstrip("/"), Body=data
             )
             return key
-        path = Path(self.root) / key
+        path = local_path(self.root, key)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(f".partial-{uuid.uuid4().hex}")
@@ -237,11 +239,12 @@ class LakeResource(dg.ConfigurableResource):
         return key
 
     def get_object(self, key: str) -> bytes:
+        """Bytes stored by put_object; a key reaching outside the root is refused."""
         if is_s3(self.root):
             location = parse_s3(self.root)
-            target = f"{location.prefix}/{key}".lstrip("/")
+            target = f"{location.prefix}/{checked_key(self.root, key)}".lstrip("/")
             return s3_client().get_object(Bucket=location.bucket, Key=target)["Body"].read()
-        return (Path(self.root) / key).read_bytes()
+        return local_path(self.root, key).read_bytes()
 
     def replace_partitions(
         self,

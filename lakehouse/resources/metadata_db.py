@@ -30,7 +30,12 @@ class MetadataDbResource(dg.ConfigurableResource):
         engine = self._engine()
         try:
             with engine.connect() as connection:
-                return pl.read_database(f"SELECT * FROM {name}", connection)  # noqa: S608
+                # every row decides a column's type: SQLite lets any row hold any type
+                return pl.read_database(
+                    f"SELECT * FROM {name}",  # noqa: S608
+                    connection,
+                    infer_schema_length=None,
+                )
         except sa.exc.SQLAlchemyError as exc:
             raise ConfigError(
                 f"{METADATA_DB_VAR}={self.safe_url()!r}: cannot read table {name!r} "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from lakehouse.resources.keys import local_path
 from lakehouse.resources.s3 import s3_client
 from lakehouse.settings import SOURCES_VAR, ConfigError, is_s3, parse_s3
 
@@ -36,6 +37,15 @@ def collect_files(directory: str, strip: int, found: list[ObjectInfo]) -> None:
                 found.append(ObjectInfo(key, stat.st_size, f"{stat.st_size}:{stat.st_mtime_ns}"))
 
 
+def is_utf8(name: str) -> bool:
+    """Whether a file name (bytes the OS gave, undecodable ones as surrogates) is UTF-8 text."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class ObjectStoreResource(dg.ConfigurableResource):
     """Reads objects by key under `uri` (a local directory or `s3://bucket/prefix`)."""
 
@@ -50,6 +60,12 @@ class ObjectStoreResource(dg.ConfigurableResource):
         found: list[ObjectInfo] = []
         if os.path.isdir(base):
             collect_files(base, len(root) + 1, found)
+        unnamed = [os.fsencode(info.key) for info in found if not is_utf8(info.key)]
+        if unnamed:
+            raise ConfigError(
+                f"{SOURCES_VAR}={self.uri!r}: object names must be UTF-8 to be keys; "
+                f"rename {unnamed[:5]}"
+            )
         return sorted(found, key=lambda info: info.key)
 
     def read(self, key: str) -> bytes:
@@ -57,8 +73,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
             location = parse_s3(self.uri)
             body = s3_client().get_object(Bucket=location.bucket, Key=self._s3_key(key))["Body"]
             return body.read()
-        with open(os.path.join(self.uri, key), "rb") as handle:
-            return handle.read()
+        return local_path(self.uri, key).read_bytes()
 
     def sha256(self, key: str) -> str:
         """Hex SHA-256 of an object's bytes, streamed (big objects never sit in memory)."""
@@ -69,7 +84,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
             for chunk in iter(lambda: body.read(HASH_CHUNK), b""):
                 digest.update(chunk)
             return digest.hexdigest()
-        descriptor = os.open(os.path.join(self.uri, key), os.O_RDONLY)
+        descriptor = os.open(local_path(self.uri, key), os.O_RDONLY)
         try:
             while chunk := os.read(descriptor, HASH_CHUNK):
                 digest.update(chunk)

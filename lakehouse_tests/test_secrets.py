@@ -1,0 +1,206 @@
+"""Secrets come from the environment and go nowhere else.
+
+A sentinel database password (Postgres with trust auth still connects) and a
+sentinel S3 secret key (moto accepts any) are planted in the environment; the
+sources are observed and the raw layer materialized into an on-disk Dagster
+instance (sources and lake on S3, the metadata DB on Postgres), plus one run that
+fails on a wrong database and a missing bucket. Neither sentinel may appear in the
+logs (stdout, stderr, step errors), the Dagster
+instance directory (run and event storage, compute logs), the lake, or what the
+webserver answers over GraphQL. That user SQL stays read-only is proven in
+test_query.py (test_the_guard_refuses_everything_but_a_read and the shell test).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from lakehouse.definitions import build_definitions
+from lakehouse.settings import PROJECT_ROOT
+from lakehouse.synthetic import generate_world
+from lakehouse_tests.conftest import RAW_LAYER, WORLD, Lakehouse
+from lakehouse_tests.hostile import record
+from lakehouse_tests.servers.postgres import postgres_available, postgres_server
+from lakehouse_tests.servers.s3 import aws_settings, s3_server
+from lakehouse_tests.test_ui import graphql, loaded_asset_nodes, running_webserver
+
+pytestmark = [
+    pytest.mark.reliability,
+    pytest.mark.slow,
+    pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries absent"),
+]
+
+DB_PASSWORD = "pg-sentinel-5e7c1d"
+S3_SECRET = "s3-sentinel-9f4a2b"
+SENTINELS = (DB_PASSWORD, S3_SECRET)
+BUCKET = "lake-bucket"
+
+METADATA = """
+fragment entries on MetadataEntry {
+  label description
+  ... on TextMetadataEntry { text }
+  ... on PathMetadataEntry { path }
+  ... on MarkdownMetadataEntry { mdStr }
+  ... on JsonMetadataEntry { jsonString }
+  ... on UrlMetadataEntry { url }
+  ... on IntMetadataEntry { intRepr }
+}
+"""
+FAILURE = """
+fragment failure on PythonError { className message stack cause { message stack } }
+"""
+RUNS = """
+{ runsOrError { ... on Runs { results { runId status runConfigYaml tags { key value } } } } }
+"""
+RUN_EVENTS = (
+    METADATA
+    + FAILURE
+    + """
+query Events($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection { events {
+      __typename
+      ... on MessageEvent { message }
+      ... on ExecutionStepFailureEvent { error { ...failure } }
+      ... on RunFailureEvent { pipelineName }
+      ... on EngineEvent { metadataEntries { ...entries } error { ...failure } }
+      ... on MaterializationEvent { metadataEntries { ...entries } }
+      ... on ObservationEvent { metadataEntries { ...entries } }
+    } }
+  }
+}
+"""
+)
+ASSETS = (
+    METADATA
+    + """
+{ assetNodes {
+    assetKey { path }
+    assetMaterializations(limit: 3) { metadataEntries { ...entries } }
+    assetObservations(limit: 3) { metadataEntries { ...entries } }
+} }
+"""
+)
+RESOURCES = """
+{ workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError {
+    ... on RepositoryLocation { repositories { allTopLevelResourceDetails {
+        name configuredValues { key value type } } } }
+} } } } }
+"""
+
+
+@dataclass
+class SecretWorld:
+    home: Path
+    env: dict[str, str]
+    client: object
+
+
+@pytest.fixture
+def secret_world(tmp_path: Path) -> Iterator[SecretWorld]:
+    """Postgres with a password in its URL, sources and lake on S3 with a secret key."""
+    with postgres_server() as base, s3_server((BUCKET,)) as endpoint:
+        url = sa.make_url(base).set(password=DB_PASSWORD).render_as_string(hide_password=False)
+        world = tmp_path / "world"
+        world.mkdir()
+        generate_world(world, url, **WORLD)
+        aws = {**aws_settings(endpoint), "AWS_SECRET_ACCESS_KEY": S3_SECRET}
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_SECRET,
+            region_name=aws["AWS_REGION"],
+        )
+        for path in world.rglob("*"):
+            if path.is_file():
+                client.upload_file(str(path), BUCKET, f"sources/{path.relative_to(world)}")
+        home = tmp_path / "home"
+        home.mkdir()
+        shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+        env = {
+            **aws,
+            "DAGSTER_HOME": str(home),
+            "LAKEHOUSE_SOURCES": f"s3://{BUCKET}/sources",
+            "LAKEHOUSE_LAKE": f"s3://{BUCKET}/lake",
+            "LAKEHOUSE_METADATA_DB": url,
+        }
+        yield SecretWorld(home, env, client)
+
+
+def leaks(text: str | bytes) -> list[str]:
+    data = text.encode() if isinstance(text, str) else text
+    return [sentinel for sentinel in SENTINELS if sentinel.encode() in data]
+
+
+class EnvLakehouse(Lakehouse):
+    """The harness, with definitions built from the environment as in production."""
+
+    def definitions(self) -> dg.Definitions:
+        return build_definitions()
+
+
+def test_secrets_appear_in_no_log_record_metadata_lake_or_ui(
+    secret_world: SecretWorld, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    world = secret_world
+    for name, value in world.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(world.home)  # dagster.yaml keeps its storage under ./data/dagster
+    with dg.DagsterInstance.get() as instance:
+        lakehouse = EnvLakehouse(sources=Path(), lake=Path(), instance=instance)
+        lakehouse.observe()
+        lakehouse.materialize()
+        # a run whose database does not exist and whose lake bucket is gone: its errors are
+        # what a user reads first, and must not carry the secrets either
+        monkeypatch.setenv("LAKEHOUSE_METADATA_DB", world.env["LAKEHOUSE_METADATA_DB"] + "_gone")
+        monkeypatch.setenv("LAKEHOUSE_LAKE", "s3://no-such-bucket/lake")
+        failed = lakehouse.materialize(select={"raw_users", "raw_objects"}, raise_on_error=False)
+    assert not failed.success
+    errors = [e.step_failure_data.error for e in failed.all_events if e.is_step_failure]
+    shown = " ".join(error.to_string() for error in errors)
+    assert "cannot read table" in shown and "***" in shown, "the failure says why, masked"
+    output = "".join(capfd.readouterr())
+    assert "RUN_SUCCESS" in output and "STEP_FAILURE" in output
+    assert leaks(shown + output) == [], "logs and errors"
+    record("secret", "logs of 4 runs (stdout, stderr), step errors", "no sentinel; URL masked")
+
+    files = [path for path in world.home.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".db" for path in files), "run and event storage was written"
+    assert any("logs" in path.parts for path in files), "compute logs were written"
+    for path in files:
+        assert leaks(path.read_bytes()) == [], f"instance file {path}"
+    record("secret", f"instance directory: {len(files)} files", "no sentinel")
+
+    lake = [
+        item["Key"]
+        for page in world.client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        for item in page.get("Contents", [])
+        if item["Key"].startswith("lake/")
+    ]
+    assert any("/_delta_log/" in key for key in lake)
+    for key in lake:
+        body = world.client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        assert leaks(body) == [], f"lake object {key}"
+    record("secret", f"lake on S3: {len(lake)} objects", "no sentinel")
+
+    with running_webserver(world.home, world.env) as (url, log):
+        loaded_asset_nodes(url, set(RAW_LAYER), log)
+        runs = graphql(url, RUNS)["runsOrError"]["results"]
+        answers = [runs, graphql(url, ASSETS), graphql(url, RESOURCES)]
+        answers += [graphql(url, RUN_EVENTS, {"runId": r["runId"]}) for r in runs]
+    text = json.dumps(answers)
+    assert len(runs) == 4 and "LAKEHOUSE_METADATA_DB" in text and "ENV_VAR" in text
+    assert "quarantine" in text and "cannot read table" in text
+    assert leaks(text) == [], "GraphQL answers"
+    assert leaks(log.read_bytes()) == [], "webserver log"
+    record("secret", f"UI GraphQL: {len(runs)} runs, events, assets, resources", "no sentinel")
