@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from lakehouse.curated.decode import DecodeError, decode_image
+from lakehouse.failpoints import failpoint
 from lakehouse.resources.object_store import ObjectStoreResource
 
 TENSOR_SCHEMA: dict[str, pl.DataType] = {
@@ -105,6 +106,7 @@ class ImageItems(Dataset):
 
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor | str]:
         sha256, key = self.items[index]
+        failpoint("augment/image")
         try:
             decoded = decode_image(object_store(self.store_uri).read(key))
         except DecodeError as exc:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lakehouse.failpoints import failpoint
 from lakehouse.synthetic import CONTENT_CLASSES, STYLES
 
 MEAN, STD = 0.5, 0.25
@@ -102,6 +103,7 @@ def train_classifier(
         losses = []
         model.train()
         for _ in range(config.epochs):
+            failpoint("classifier/epoch")
             order = torch.randperm(len(pixels), generator=generator)
             total = 0.0
             for start in range(0, len(order), config.batch_size):

@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 
 from lakehouse import training
+from lakehouse.failpoints import failpoint
 from lakehouse.layers import layer_defaults
 from lakehouse.models.popularity import evaluate
 from lakehouse.resources import LakeResource
@@ -28,6 +29,7 @@ def train_model(lake: LakeResource, version: int) -> dict[str, object]:
     train = training.load(version=version, split="train", as_polars=True, lake=lake)
     val = training.load(version=version, split="val", as_polars=True, lake=lake)
     model, metrics = evaluate(train, val)  # type: ignore[arg-type]
+    failpoint("popularity/trained")
     key = lake.put_object(model.to_bytes())
     return {
         "model_version": key.rsplit("/", 1)[1][:16],

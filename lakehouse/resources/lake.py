@@ -23,6 +23,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.table import TableMerger
 
+from lakehouse.failpoints import during_write, failpoint
 from lakehouse.resources.keys import checked_key, local_path
 from lakehouse.resources.s3 import s3_client
 from lakehouse.settings import LAKE_VAR, ConfigError, is_s3, parse_s3, s3_storage_options
@@ -131,7 +132,7 @@ class LakeResource(dg.ConfigurableResource):
                 .execute()
             )
 
-        _retry_conflicts(attempt)
+        self._write(name, attempt)
         return True
 
     def sync_snapshot(
@@ -152,7 +153,7 @@ class LakeResource(dg.ConfigurableResource):
         current = self.read(name, columns=[*key, fingerprint])
         if current is None:
             # an empty snapshot still creates the table: readers see "no rows", not "missing"
-            _retry_conflicts(lambda: self._create(name, rows, commit_info, None))
+            self._write(name, lambda: self._create(name, rows, commit_info, None))
             return {"inserted": rows.height, "updated": 0, "deleted": 0}
         paired = rows.join(current, on=list(key), how="left", suffix="_old")
         inserted = paired.filter(pl.col(f"{fingerprint}_old").is_null())
@@ -181,7 +182,7 @@ class LakeResource(dg.ConfigurableResource):
                 .execute()
             )
 
-        _retry_conflicts(attempt)
+        self._write(name, attempt)
         return counts
 
     def insert_new(
@@ -210,10 +211,11 @@ class LakeResource(dg.ConfigurableResource):
         """Delete the rows whose key columns match a row of `keys` (one commit, if any)."""
         if keys.is_empty() or self.open(name) is None:
             return False
-        _retry_conflicts(
+        self._write(
+            name,
             lambda: (
                 self._merger(name, keys, keys.columns, commit_info).when_matched_delete().execute()
-            )
+            ),
         )
         return True
 
@@ -235,6 +237,7 @@ class LakeResource(dg.ConfigurableResource):
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(f".partial-{uuid.uuid4().hex}")
             partial.write_bytes(data)
+            failpoint("object/partial")
             partial.replace(path)  # atomic: a crash never leaves a half-written object
         return key
 
@@ -276,7 +279,16 @@ class LakeResource(dg.ConfigurableResource):
                 commit_properties=_commit(commit_info),
             )
 
-        _retry_conflicts(attempt)
+        self._write(name, attempt)
+
+    def _write(self, name: str, attempt: Callable[[], T]) -> T:
+        """Every commit to table `name` goes through here: conflicts retried on a fresh
+        snapshot, and the crash points `write/<name>` (data files written, no commit
+        yet) and `committed/<name>` (committed, nothing after it done yet)."""
+        with during_write(name, self.table_uri(name)):
+            result = _retry_conflicts(attempt)
+        failpoint(f"committed/{name}")
+        return result
 
     def _merger(
         self,
@@ -327,7 +339,7 @@ class LakeResource(dg.ConfigurableResource):
         root = Path(self.root)
         if not root.is_dir():
             return []
-        return sorted(p.name for p in root.iterdir() if (p / "_delta_log").is_dir())
+        return sorted(p.name for p in root.iterdir() if _has_commit(p))
 
 
 PREVIEW_ROWS = 5
@@ -388,6 +400,13 @@ def _cell(text: str) -> str:
     if len(text) > PREVIEW_TEXT:
         text = text[: PREVIEW_TEXT - 1] + "…"
     return text.replace("|", "\\|")
+
+
+def _has_commit(table: Path) -> bool:
+    """A directory is a table once a commit is in its log: a first write that crashed
+    leaves data files (and maybe an empty log) but no table."""
+    log = table / "_delta_log"
+    return log.is_dir() and any(log.glob("*.json"))
 
 
 def commit_info_for(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> dict[str, str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from lakehouse.failpoints import failpoint
 from lakehouse.resources.lake import LakeResource
 from lakehouse.resources.object_store import ObjectInfo, ObjectStoreResource
 from lakehouse.settings import is_s3
@@ -42,6 +43,7 @@ class Hashed:
 
 def read_object(store: ObjectStoreResource, key: str, inspect: Inspect | None) -> tuple[str, Any]:
     """SHA-256 of an object and, in the same single read, `inspect` of its bytes."""
+    failpoint("hash/object")
     if inspect is None:
         return store.sha256(key), None
     data = store.read(key)

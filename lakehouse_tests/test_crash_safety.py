@@ -1,0 +1,249 @@
+"""Crash safety: a materialization SIGKILLed at named points leaves every table at a
+committed version, and a rerun converges on the lake of a run that never crashed.
+
+Runs happen in processes forked from a `forkserver` that has already imported
+Dagster, torch and the lakehouse (a fresh interpreter per run would spend most
+of the budget on imports); nothing in that server touches deltalake, so forking
+from it is safe. The graph is cut into three stages; a kill point's test starts
+from the never-crashed reference lake before its stage, kills a run of the
+stage at the point, checks every table, reruns the stage and compares the lake
+and the DataVersions with the reference after the stage.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from lakehouse.resources import LakeResource
+from lakehouse.synthetic import generate_world
+
+pytestmark = pytest.mark.reliability
+
+# more than 7 log days, so some label windows are complete and both models train
+WORLD = {"photos": 24, "users": 6, "days": 10, "seed": 7}
+DAYS = ("2026-10-01", "2026-10-10")
+STAGE_NAMES = ("raw", "images", "models", "features")
+# the natural key of every table: "valid rows" includes "no key twice"
+TABLE_KEYS = {
+    "_object_hashes": ["key"],
+    "_ingested_files": ["asset", "key"],
+    "raw_objects": ["key", "sha256"],
+    "raw_users": ["user_id"],
+    "raw_photos": ["photo_id"],
+    "raw_photo_labels": ["photo_id"],
+    "raw_events": ["event_id"],
+    "quarantine": ["quarantine_id"],
+    "images": ["sha256"],
+    "augmented_tensors": ["sha256", "aug_index", "recipe_version"],
+    "style_content_classifier": ["model_version"],
+    "photo_classes": ["sha256", "model_version"],
+    "user_activity": ["day", "user_id", "hour"],
+    "photo_features": ["photo_id"],
+    "popularity_labels": ["photo_id"],
+    "training_set": ["photo_id"],
+    "popularity_model": ["model_version", "training_set_version"],
+}
+# when a row was written, not what it says: a rerun legitimately differs here
+WHEN_COLUMNS = {"first_seen", "last_seen", "resolved_at", "trained_at"}
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    stage: str
+    crash_at: str  # LAKEHOUSE_CRASH_AT
+    where: str
+
+    def __str__(self) -> str:
+        return self.crash_at
+
+
+KILL_POINTS = [
+    KillPoint("raw", "hash/object:5", "while hashing the 5th source object"),
+    KillPoint("raw", "write/_object_hashes", "mid Delta write of the hash cache"),
+    KillPoint("raw", "committed/_object_hashes", "hash cache committed, registry not yet"),
+    KillPoint("raw", "committed/raw_objects", "between raw_objects and its quarantine rows"),
+    KillPoint("raw", "write/quarantine", "mid Delta write of quarantine"),
+    KillPoint("raw", "write/raw_users", "mid Delta write creating raw_users"),
+    KillPoint("raw", "committed/raw_photos", "between raw_photos and its quarantine rows"),
+    KillPoint("raw", "write/raw_events", "mid Delta write of event partitions"),
+    KillPoint("raw", "committed/raw_events", "events committed, quarantine and ledger not"),
+    KillPoint("raw", "write/_ingested_files", "mid Delta write of the ingest ledger"),
+    KillPoint("raw", "committed/_ingested_files:1", "between two batches of log days"),
+    KillPoint("images", "write/images", "mid Delta write of images"),
+    KillPoint("images", "committed/images", "between images and its quarantine rows"),
+    KillPoint("images", "augment/image:10", "during augmentation, 10th image"),
+    KillPoint("images", "write/augmented_tensors", "mid Delta write of a tensor batch"),
+    KillPoint("models", "classifier/epoch:2", "during classifier training, epoch 2"),
+    KillPoint("models", "object/partial", "weights partly stored, not yet renamed"),
+    KillPoint("models", "committed/style_content_classifier", "model row committed"),
+    KillPoint("models", "write/photo_classes", "mid Delta write of photo_classes"),
+    KillPoint("features", "write/user_activity", "mid Delta write of activity partitions"),
+    KillPoint("features", "committed/user_activity", "between user_activity and its ledger"),
+    KillPoint("features", "write/photo_features", "mid Delta write of photo_features"),
+    KillPoint("features", "committed/popularity_labels", "between labels and training_set"),
+    KillPoint("features", "write/training_set", "mid Delta write of the training set"),
+    KillPoint("features", "popularity/trained", "popularity model fitted, not stored"),
+    KillPoint("features", "committed/popularity_model", "model committed, run not recorded"),
+]
+EXERCISED: list[str] = []
+
+
+def forked_run(*args: str | tuple[str, str]) -> None:
+    from lakehouse_tests import crash_runner  # already imported by the forkserver
+
+    crash_runner.materialize(*args)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Runner:
+    """Forks stage runs from a server that preloaded this module (and so the lakehouse)."""
+
+    context: multiprocessing.context.BaseContext
+    sources: Path
+
+    def run(self, lake: Path, stage: str, crash_at: str = "") -> tuple[int, dict[str, str]]:
+        """Exit code (-9 when killed) and data versions of a stage run."""
+        out = lake.parent / f"run-{stage}-{crash_at.replace('/', '_') or 'clean'}"
+        out.mkdir()
+        process = self.context.Process(
+            target=forked_run, args=(str(self.sources), str(lake), stage, DAYS, crash_at, str(out))
+        )
+        process.start()
+        process.join(timeout=300)
+        report = out / "versions.json"
+        versions = json.loads(report.read_text()) if report.exists() else {}
+        if process.exitcode not in (0, -signal.SIGKILL):
+            log = (out / "run.log").read_text()[-4000:]
+            raise AssertionError(f"{stage} run ({crash_at or 'no crash'}) failed:\n{log}")
+        return process.exitcode, versions
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> Runner:
+    sources = tmp_path_factory.mktemp("crash-world") / "sources"
+    sources.mkdir()
+    generate_world(sources, f"sqlite:///{sources / 'metadata.db'}", **WORLD)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["lakehouse_tests.crash_runner"])
+    return Runner(context, sources)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The never-crashed lake after each stage, and each stage's data versions."""
+
+    lakes: dict[str, Path]
+    versions: dict[str, dict[str, str]]
+    contents: dict[str, dict[str, list[str]]]
+
+    def before(self, stage: str) -> Path | None:
+        index = STAGE_NAMES.index(stage)
+        return self.lakes[STAGE_NAMES[index - 1]] if index else None
+
+
+@pytest.fixture(scope="module")
+def reference(runner: Runner, tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    root = tmp_path_factory.mktemp("crash-reference")
+    lake = root / "lake"
+    lakes, versions, found = {}, {}, {}
+    for stage in STAGE_NAMES:
+        code, versions[stage] = runner.run(lake, stage)
+        assert code == 0
+        lakes[stage] = root / f"after-{stage}"
+        shutil.copytree(lake, lakes[stage])
+        found[stage] = contents(lake)
+    return Reference(lakes, versions, found)
+
+
+def table_dirs(lake: Path) -> list[Path]:
+    """Tables with at least one commit (what LakeResource.table_names lists)."""
+    return [lake / name for name in LakeResource(root=str(lake)).table_names()]
+
+
+def read_committed(table: Path) -> pa.Table:
+    """The table at its latest committed version, read completely, keys checked unique."""
+    delta = DeltaTable(str(table))
+    rows = delta.to_pyarrow_table()
+    assert rows.num_rows == delta.count()
+    key = TABLE_KEYS.get(table.name)
+    assert key is not None, f"no natural key known for table {table.name}: add it to TABLE_KEYS"
+    distinct = rows.group_by(key).aggregate([]).num_rows
+    assert distinct == rows.num_rows, f"{table.name}: {rows.num_rows - distinct} duplicate keys"
+    return rows
+
+
+def contents(lake: Path) -> dict[str, list[str]]:
+    """Every table's rows, sorted, without the columns that say when a row was written;
+    and the content-addressed objects (complete ones only: a `.partial-*` is litter)."""
+    found: dict[str, list] = {}
+    for table in table_dirs(lake):
+        rows = read_committed(table)
+        rows = rows.drop_columns([c for c in rows.column_names if c in WHEN_COLUMNS])
+        found[table.name] = sorted(repr(row) for row in rows.to_pylist())  # NaN == NaN here
+    objects = lake / "objects"
+    found["objects/"] = sorted(
+        str(path.relative_to(objects))
+        for path in objects.rglob("*")
+        if path.is_file() and ".partial-" not in path.name
+    )
+    return found
+
+
+def uncommitted_files(table: Path) -> set[str]:
+    """Data files on disk that no committed version of the table references."""
+    on_disk = {p.name for p in table.rglob("*.parquet*") if "_delta_log" not in p.parts}
+    if table not in table_dirs(table.parent):
+        return on_disk
+    latest = DeltaTable(str(table)).version()
+    referenced = {
+        Path(uri).name
+        for version in range(latest + 1)
+        for uri in DeltaTable(str(table), version=version).file_uris()
+    }
+    return on_disk - referenced
+
+
+@pytest.mark.parametrize("point", KILL_POINTS, ids=str)
+def test_killed_run_leaves_committed_tables_and_a_rerun_converges(
+    point: KillPoint, runner: Runner, reference: Reference, tmp_path: Path
+) -> None:
+    lake = tmp_path / "lake"
+    start = reference.before(point.stage)
+    if start is None:
+        lake.mkdir()
+    else:
+        shutil.copytree(start, lake)
+
+    code, _ = runner.run(lake, point.stage, point.crash_at)
+    assert code == -signal.SIGKILL, f"{point.crash_at} ({point.where}) was never reached"
+    for table in table_dirs(lake):
+        read_committed(table)
+    if point.crash_at.startswith("write/"):
+        table = lake / point.crash_at.split("/")[1]
+        assert uncommitted_files(table), "killed after the data files were written, before commit"
+
+    code, versions = runner.run(lake, point.stage)
+    assert code == 0
+    assert versions == reference.versions[point.stage]
+    assert contents(lake) == reference.contents[point.stage]
+    EXERCISED.append(point.crash_at)
+
+
+def test_kill_points_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    """The harness's count: every kill point distinct, at least 20, and how many ran."""
+    names = [point.crash_at for point in KILL_POINTS]
+    assert len(set(names)) == len(names) >= 20
+    with capsys.disabled():
+        print(
+            f"\ncrash harness: {len(EXERCISED)} of {len(names)} kill points exercised "
+            f"(SIGKILL, committed tables checked, rerun converged on the reference)"
+        )
