@@ -3,7 +3,9 @@
 `LAKEHOUSE_CRASH_AT=name[:nth]` kills this process with SIGKILL the nth time
 (default first) execution reaches `failpoint(name)`. Unset, a failpoint costs
 one environment lookup. SIGKILL is the point: no `finally`, no atexit, no
-flush, exactly what a power cut or the OOM killer does to a run.
+flush, exactly what a power cut or the OOM killer does to a run. Tests that
+run in-process can instead attach an action to a point with `on` (stop the
+object store there, say).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import signal
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +22,7 @@ CRASH_VAR = "LAKEHOUSE_CRASH_AT"
 WATCH_INTERVAL_S = 0.0001
 
 _hits: Counter[str] = Counter()
+_actions: dict[str, Callable[[], None]] = {}
 
 
 def armed(name: str) -> bool:
@@ -39,9 +42,22 @@ def crash() -> None:
 
 
 def failpoint(name: str) -> None:
-    """Die here when LAKEHOUSE_CRASH_AT names this point (and this is its nth hit)."""
+    """Die here when LAKEHOUSE_CRASH_AT names this point (and this is its nth hit);
+    run the action attached to it, once, if there is one."""
+    if _actions and name in _actions:
+        _actions.pop(name)()
     if armed(name):
         crash()
+
+
+@contextmanager
+def on(name: str, action: Callable[[], None]) -> Iterator[None]:
+    """Run `action` the first time this process reaches failpoint `name`."""
+    _actions[name] = action
+    try:
+        yield
+    finally:
+        _actions.pop(name, None)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from lakehouse.raw.quarantine import DETAIL_LIMIT, REJECTION_COLUMNS, row_detail
+from lakehouse.settings import PermanentError
 
 UTC_TS = pl.Datetime("us", "UTC")
 USER_SCHEMA: dict[str, pl.DataType] = {
@@ -39,6 +40,10 @@ LABEL_SCHEMA: dict[str, pl.DataType] = {
 }
 # Label columns a source may lack (null then): `labeled_by` arrives with the first import.
 OPTIONAL_LABEL_COLUMNS = ("labeled_by",)
+
+
+class SourceSchemaError(PermanentError, ValueError):
+    """A source table changed incompatibly (a required column is gone): no retry helps."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,10 @@ def typed_frame(source: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.Data
     """
     missing = [column for column in schema if column not in source.columns]
     if missing:
-        raise ValueError(f"source table lacks required column(s) {missing}")
+        raise SourceSchemaError(
+            f"source table lacks required column(s) {missing} (has {source.columns}): "
+            "an incompatible schema change, nothing was written"
+        )
     return source.select(
         *(converted(source, column, dtype) for column, dtype in schema.items()),
         *(pl.col(column).is_null().alias(f"_missing_{column}") for column in schema),

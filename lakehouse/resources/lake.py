@@ -8,11 +8,14 @@ concurrency conflicts retried on a fresh snapshot.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,11 +29,40 @@ from deltalake.table import TableMerger
 from lakehouse.failpoints import during_write, failpoint
 from lakehouse.resources.keys import checked_key, local_path
 from lakehouse.resources.s3 import s3_client
-from lakehouse.settings import LAKE_VAR, ConfigError, is_s3, parse_s3, s3_storage_options
+from lakehouse.settings import (
+    LAKE_VAR,
+    ConfigError,
+    PermanentError,
+    is_s3,
+    parse_s3,
+    s3_storage_options,
+)
 
 T = TypeVar("T")
 
 COMMIT_RETRIES = 8
+# errors of the disk under the lake that no retry fixes
+PERMANENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+OS_ERROR = re.compile(r"\(os error (\d+)\)")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+UNREACHABLE = (
+    "error sending request",
+    "connect error",
+    "connection refused",
+    "connection reset",
+    "connection closed",
+    "timed out",
+    "dns error",
+    "could not connect",
+)
+
+
+class LakeWriteError(PermanentError):
+    """The lake's disk refused a write (full, read-only, no permission): nothing was committed."""
+
+
+class LakeUnavailable(RuntimeError):
+    """The object store holding the lake did not answer: transient, so the step is retried."""
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -60,14 +92,15 @@ class LakeResource(dg.ConfigurableResource):
         except OSError as exc:
             raise ConfigError(
                 f"{LAKE_VAR}={self.root!r}: the lake directory cannot be written ({exc.strerror})"
-            ) from exc
+            ) from None
 
     def open(self, name: str, version: int | None = None) -> DeltaTable | None:
         """The table at `version` (latest by default), or None if it was never written."""
         try:
-            return DeltaTable(
-                self.table_uri(name), version=version, storage_options=self.storage_options()
-            )
+            with self._storage_faults(name, "reading"):
+                return DeltaTable(
+                    self.table_uri(name), version=version, storage_options=self.storage_options()
+                )
         except TableNotFoundError:
             return None
 
@@ -91,7 +124,10 @@ class LakeResource(dg.ConfigurableResource):
         table = self.open(name, version)
         if table is None:
             return None
-        arrow = table.to_pyarrow_table(columns=list(columns) if columns else None, filters=filters)
+        with self._storage_faults(name, "reading"):
+            arrow = table.to_pyarrow_table(
+                columns=list(columns) if columns else None, filters=filters
+            )
         return pl.from_arrow(arrow)  # type: ignore[return-value]
 
     def read_or_empty(
@@ -226,28 +262,24 @@ class LakeResource(dg.ConfigurableResource):
     def put_object(self, data: bytes) -> str:
         """Store bytes under their SHA-256 (idempotent: same bytes, same key); returns the key."""
         key = self.object_key(hashlib.sha256(data).hexdigest())
-        if is_s3(self.root):
-            location = parse_s3(self.root)
-            s3_client().put_object(
-                Bucket=location.bucket, Key=f"{location.prefix}/{key}".lstrip("/"), Body=data
-            )
-            return key
-        path = local_path(self.root, key)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".partial-{uuid.uuid4().hex}")
-            partial.write_bytes(data)
-            failpoint("object/partial")
-            partial.replace(path)  # atomic: a crash never leaves a half-written object
+        with self._storage_faults("objects", "writing"):
+            if is_s3(self.root):
+                location = parse_s3(self.root)
+                s3_client().put_object(
+                    Bucket=location.bucket, Key=f"{location.prefix}/{key}".lstrip("/"), Body=data
+                )
+            else:
+                store_atomically(local_path(self.root, key), data)
         return key
 
     def get_object(self, key: str) -> bytes:
         """Bytes stored by put_object; a key reaching outside the root is refused."""
-        if is_s3(self.root):
-            location = parse_s3(self.root)
-            target = f"{location.prefix}/{checked_key(self.root, key)}".lstrip("/")
-            return s3_client().get_object(Bucket=location.bucket, Key=target)["Body"].read()
-        return local_path(self.root, key).read_bytes()
+        with self._storage_faults("objects", "reading"):
+            if is_s3(self.root):
+                location = parse_s3(self.root)
+                target = f"{location.prefix}/{checked_key(self.root, key)}".lstrip("/")
+                return s3_client().get_object(Bucket=location.bucket, Key=target)["Body"].read()
+            return local_path(self.root, key).read_bytes()
 
     def replace_partitions(
         self,
@@ -285,10 +317,36 @@ class LakeResource(dg.ConfigurableResource):
         """Every commit to table `name` goes through here: conflicts retried on a fresh
         snapshot, and the crash points `write/<name>` (data files written, no commit
         yet) and `committed/<name>` (committed, nothing after it done yet)."""
-        with during_write(name, self.table_uri(name)):
+        with self._storage_faults(name, "writing"), during_write(name, self.table_uri(name)):
             result = _retry_conflicts(attempt)
         failpoint(f"committed/{name}")
         return result
+
+    @contextmanager
+    def _storage_faults(self, name: str, doing: str) -> Iterator[None]:
+        """Storage failures as one line naming the table, where it lives and the cause,
+        instead of a chain of Rust errors; anything else passes through unchanged."""
+        try:
+            yield
+        except Exception as exc:
+            fault = storage_fault(exc)
+            if fault is None:
+                raise
+            transient, cause = fault
+            where = f"{LAKE_VAR}={self.root!r}: {doing} {name!r} at {self.table_uri(name)}"
+            if transient:
+                failpoint("lake/unavailable")
+                endpoint = os.environ.get("AWS_ENDPOINT_URL") or "S3"
+                raise LakeUnavailable(
+                    f"{where} failed: the object store ({endpoint}) is unreachable ({cause}); "
+                    "nothing was committed"
+                ) from None
+            kept = "" if doing == "reading" or name == "objects" else self._kept_version(name)
+            raise LakeWriteError(f"{where} failed: {cause}; nothing was committed{kept}") from None
+
+    def _kept_version(self, name: str) -> str:
+        version = self.version(name)
+        return f", the table stays at version {version}" if version is not None else ""
 
     def _merger(
         self,
@@ -400,6 +458,52 @@ def _cell(text: str) -> str:
     if len(text) > PREVIEW_TEXT:
         text = text[: PREVIEW_TEXT - 1] + "…"
     return text.replace("|", "\\|")
+
+
+def store_atomically(path: Path, data: bytes) -> None:
+    """Write `path` via a temporary name and a rename: a crash or a full disk never
+    leaves a half-written object under the final name (nor, on errors, the temporary)."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".partial-{uuid.uuid4().hex}")
+    try:
+        partial.write_bytes(data)
+        failpoint("object/partial")
+        partial.replace(path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def storage_fault(exc: BaseException) -> tuple[bool, str] | None:
+    """(transient?, cause in a few words) when `exc` is the storage failing, else None.
+
+    deltalake reports local disk errors as text ending in `(os error N)` and an
+    unreachable object store as a chain of HTTP client errors; boto3 raises its own.
+    """
+    if isinstance(exc, TableNotFoundError | CommitFailedError):
+        return None
+    text = ANSI.sub("", str(exc))
+    number = exc.errno if isinstance(exc, OSError) and exc.errno else None
+    if number is None and (found := OS_ERROR.search(text)):
+        number = int(found.group(1))
+    if number in PERMANENT_ERRNOS:
+        return False, f"{os.strerror(number)} ({errno.errorcode[number]})"
+    lowered = text.lower()
+    if _is_connection_error(exc) or any(sign in lowered for sign in UNREACHABLE):
+        lines = [line.strip(" ↳-") for line in text.splitlines() if line.strip(" ↳-")]
+        return True, lines[-1] if lines else type(exc).__name__
+    return None
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+    except ImportError:
+        return False
+    return isinstance(exc, BotoConnectionError | HTTPClientError)
 
 
 def _has_commit(table: Path) -> bool:
