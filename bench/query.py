@@ -231,6 +231,7 @@ def write_lake(root: Path, args: argparse.Namespace) -> LakeResource:
         lake.replace_partitions(
             "raw_events",
             events.filter(pl.col("day").is_in(batch)),
+            key=["event_id"],
             partition_column="day",
             values=batch,
             commit_info=COMMIT_INFO,

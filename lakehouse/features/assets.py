@@ -94,7 +94,12 @@ def user_activity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
     if changed:
         info = commit_info_for(context)
         lake.replace_partitions(
-            "user_activity", rows, partition_column="day", values=changed, commit_info=info
+            "user_activity",
+            rows,
+            key=["user_id", "hour"],
+            partition_column="day",
+            values=changed,
+            commit_info=info,
         )
         lake.upsert(
             LEDGER_TABLE,

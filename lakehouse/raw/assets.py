@@ -260,7 +260,12 @@ def ingest_log_days(
     ]
     events = pl.concat([p.events for p in parsed])
     lake.replace_partitions(
-        "raw_events", events, partition_column="day", values=days, commit_info=info
+        "raw_events",
+        events,
+        key=["event_id"],
+        partition_column="day",
+        values=days,
+        commit_info=info,
     )
     rejected = rejections_frame(LOGS_SOURCE, [row for p in parsed for row in p.rejected])
     sync_quarantine(lake, LOGS_SOURCE, rejected, now=now, commit_info=info, keys=keys)

@@ -106,7 +106,7 @@ def typed_frame(source: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.Data
     """The contract's columns in the lake's types; values that do not convert become null.
 
     A missing contract column is an incompatible schema change: it fails
-    before anything is written.
+    before anything is written. Columns beyond the contract keep their values.
     """
     missing = [column for column in schema if column not in source.columns]
     if missing:
@@ -116,8 +116,18 @@ def typed_frame(source: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.Data
         )
     return source.select(
         *(converted(source, column, dtype) for column, dtype in schema.items()),
+        *(
+            converted(source, column, source.schema[column])
+            for column in extra_columns(source, schema)
+        ),
         *(pl.col(column).is_null().alias(f"_missing_{column}") for column in schema),
     )
+
+
+def extra_columns(source: pl.DataFrame, schema: dict[str, pl.DataType]) -> list[str]:
+    """Source columns beyond the contract: kept, so the raw copy stays faithful when a
+    source gains a column (the lake table gains it too)."""
+    return [column for column in source.columns if column not in schema]
 
 
 def converted(source: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.Expr:
@@ -192,7 +202,9 @@ def split_rows(
         reason=pl.when(reasons != "").then(reasons),
         detail=pl.Series(details, dtype=pl.String),
     )
-    accepted = flagged.filter(pl.col("reason").is_null()).select(*schema)
+    accepted = flagged.filter(pl.col("reason").is_null()).select(
+        *schema, *extra_columns(source, schema)
+    )
     # fingerprints of the typed values, so Postgres and SQLite give the same lake versions
     accepted = accepted.with_columns(
         row_sha256=pl.Series(

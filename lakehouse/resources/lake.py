@@ -22,7 +22,7 @@ from typing import TypeVar
 import dagster as dg
 import polars as pl
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Schema, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.table import TableMerger
 
@@ -59,6 +59,10 @@ UNREACHABLE = (
 
 class LakeWriteError(PermanentError):
     """The lake's disk refused a write (full, read-only, no permission): nothing was committed."""
+
+
+class SchemaConflict(PermanentError):
+    """New rows change a column's type in a way that would lose values: nothing is written."""
 
 
 class LakeUnavailable(RuntimeError):
@@ -162,7 +166,7 @@ class LakeResource(dg.ConfigurableResource):
                 self._create(name, rows, commit_info, partition_by)
                 return
             (
-                self._merger(name, rows, key, commit_info, merge_schema=True)
+                self._merger(name, self._conform(name, rows, commit_info), key, commit_info)
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
                 .execute()
@@ -211,7 +215,7 @@ class LakeResource(dg.ConfigurableResource):
 
         def attempt() -> None:
             (
-                self._merger(name, changes, key, commit_info)
+                self._merger(name, self._conform(name, changes, commit_info), key, commit_info)
                 .when_matched_delete(predicate="s._delete")
                 .when_matched_update(updates=columns, predicate="NOT s._delete")
                 .when_not_matched_insert(updates=columns, predicate="NOT s._delete")
@@ -286,29 +290,32 @@ class LakeResource(dg.ConfigurableResource):
         name: str,
         rows: pl.DataFrame,
         *,
+        key: Sequence[str],
         partition_column: str,
         values: Sequence[str],
         commit_info: dict[str, str],
     ) -> None:
-        """Atomically swap some partitions' rows for `rows` (one commit, idempotent).
+        """Make some partitions hold exactly `rows` (one commit, idempotent).
 
-        `values` are partition keys we generated (dates), never user input.
+        A merge on (partition, key) that also deletes the partitions' rows missing
+        from `rows`, not an overwrite: deltalake does not see two overwrites of the
+        same partitions as conflicting, so two runs at once would both land; merges
+        do conflict, and the loser retries on a fresh snapshot. `values` are
+        partition keys we generated (dates), never user input.
         """
         listed = ", ".join(f"'{value}'" for value in values)
-        arrow = rows.to_arrow()
 
         def attempt() -> None:
             if self.open(name) is None:
                 self._create(name, rows, commit_info, [partition_column])
                 return
-            write_deltalake(
-                self.table_uri(name),
-                arrow,
-                mode="overwrite",
-                predicate=f"{partition_column} IN ({listed})",
-                partition_by=[partition_column],
-                storage_options=self.storage_options(),
-                commit_properties=_commit(commit_info),
+            on = [partition_column, *key]
+            (
+                self._merger(name, self._conform(name, rows, commit_info), on, commit_info)
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .when_not_matched_by_source_delete(predicate=f"t.{partition_column} IN ({listed})")
+                .execute()
             )
 
         self._write(name, attempt)
@@ -349,22 +356,67 @@ class LakeResource(dg.ConfigurableResource):
         return f", the table stays at version {version}" if version is not None else ""
 
     def _merger(
-        self,
-        name: str,
-        rows: pl.DataFrame,
-        key: Sequence[str],
-        commit_info: dict[str, str],
-        *,
-        merge_schema: bool = False,
+        self, name: str, rows: pl.DataFrame | pa.Table, key: Sequence[str], info: dict[str, str]
     ) -> TableMerger:
-        """A merge of `rows` (alias s) into the latest table (alias t) on the key columns."""
+        """A merge of `rows` (alias s) into the latest table (alias t) on the key columns;
+        columns new to the table are added to its schema."""
         return self.open(name).merge(  # type: ignore[union-attr]
-            rows.to_arrow(),
+            rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows,
             predicate=" AND ".join(f"t.{column} = s.{column}" for column in key),
             source_alias="s",
             target_alias="t",
-            merge_schema=merge_schema,
-            commit_properties=_commit(commit_info),
+            merge_schema=True,
+            commit_properties=_commit(info),
+        )
+
+    def _conform(self, name: str, rows: pl.DataFrame, commit_info: dict[str, str]) -> pa.Table:
+        """`rows` in the table's column types, never losing a value on the way.
+
+        deltalake's merge casts the source to the table's types unchecked (5.5 lands
+        as 5), so types are reconciled here first: a column whose values all fit the
+        table's type is cast to it; a table column whose values all fit the new,
+        wider type is widened (the table rewritten in one commit, same rows); any
+        other type change fails before anything is written.
+        """
+        table = self.open(name)
+        arrow = rows.to_arrow()
+        current = pa.schema(table.schema().to_arrow())  # type: ignore[union-attr]
+        stored = {field.name: field.type for field in table.schema().fields}  # type: ignore[union-attr]
+        widened: dict[str, pa.DataType] = {}
+        for field in Schema.from_arrow(arrow.schema).fields:
+            if stored.get(field.name, field.type) == field.type:
+                continue
+            try:
+                arrow = cast_column(arrow, field.name, current.field(field.name).type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                widened[field.name] = arrow.schema.field(field.name).type
+        if widened:
+            self._widen(name, widened, commit_info)
+        return arrow
+
+    def _widen(self, name: str, types: dict[str, pa.DataType], commit_info: dict[str, str]) -> None:
+        """Rewrite the table with some columns in wider types, in one commit, if every
+        stored value converts exactly; otherwise fail, naming the columns and types."""
+        table = self.open(name)
+        rows = table.to_pyarrow_table()  # type: ignore[union-attr]
+        try:
+            for column, wider in types.items():
+                rows = cast_column(rows, column, wider)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            found = {c: str(rows.schema.field(c).type) for c in types}
+            raise SchemaConflict(
+                f"table {name!r} at {self.table_uri(name)}: new rows bring column types "
+                f"{ {c: str(t) for c, t in types.items()} } that neither hold the stored "
+                f"values {found} nor fit into them; nothing was written"
+            ) from None
+        write_deltalake(
+            self.table_uri(name),
+            rows,
+            mode="overwrite",
+            schema_mode="overwrite",
+            partition_by=table.metadata().partition_columns or None,  # type: ignore[union-attr]
+            storage_options=self.storage_options(),
+            commit_properties=_commit({**commit_info, "widened": ", ".join(types)}),
         )
 
     def _create(
@@ -458,6 +510,32 @@ def _cell(text: str) -> str:
     if len(text) > PREVIEW_TEXT:
         text = text[: PREVIEW_TEXT - 1] + "…"
     return text.replace("|", "\\|")
+
+
+def type_family(dtype: pa.DataType) -> str:
+    """Numbers convert among themselves, texts among themselves; never a number to text."""
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        return "number"
+    if (
+        pa.types.is_string(dtype)
+        or pa.types.is_large_string(dtype)
+        or pa.types.is_string_view(dtype)
+    ):
+        return "text"
+    if pa.types.is_temporal(dtype):
+        return "time"
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return f"list of {type_family(dtype.value_type)}"
+    return str(dtype)
+
+
+def cast_column(rows: pa.Table, column: str, dtype: pa.DataType) -> pa.Table:
+    """`rows` with one column converted to `dtype` when every value converts exactly
+    (pyarrow's safe cast: no truncation, no overflow); raises ArrowInvalid otherwise."""
+    values = rows[column]
+    if type_family(values.type) != type_family(dtype):
+        raise pa.ArrowInvalid(f"{values.type} does not convert to {dtype}")
+    return rows.set_column(rows.schema.get_field_index(column), column, values.cast(dtype))
 
 
 def store_atomically(path: Path, data: bytes) -> None:
