@@ -2,12 +2,12 @@
 committed version, and a rerun converges on the lake of a run that never crashed.
 
 Runs happen in processes forked from a `forkserver` that has already imported
-Dagster, torch and the lakehouse (a fresh interpreter per run would spend most
-of the budget on imports); nothing in that server touches deltalake, so forking
-from it is safe. The graph is cut into three stages; a kill point's test starts
-from the never-crashed reference lake before its stage, kills a run of the
-stage at the point, checks every table, reruns the stage and compares the lake
-and the DataVersions with the reference after the stage.
+Dagster, torch and the lakehouse (see `crash_runner`): a fresh interpreter per
+run would spend most of the budget on imports. The graph is cut into four
+stages (raw, images, models, features); a kill point's test starts from the
+never-crashed reference lake before its stage, kills a run of the stage at the
+point, checks every table, reruns the stage and compares the lake and the
+DataVersions with the reference after the stage.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class Started:
 
 @dataclass(frozen=True)
 class Runner:
-    """Forks stage runs from a server that preloaded this module (and so the lakehouse)."""
+    """Forks stage runs from a forkserver that preloaded `crash_runner` (and so the lakehouse)."""
 
     context: multiprocessing.context.BaseContext
     sources: Path

@@ -57,8 +57,8 @@ UNREACHABLE = (
 )
 
 
-class LakeWriteError(PermanentError):
-    """The lake's disk refused a write (full, read-only, no permission): nothing was committed."""
+class LakeDiskError(PermanentError):
+    """The disk under the lake refused (full, read-only, no permission): nothing was committed."""
 
 
 class SchemaConflict(PermanentError):
@@ -349,7 +349,7 @@ class LakeResource(dg.ConfigurableResource):
                     "nothing was committed"
                 ) from None
             kept = "" if doing == "reading" or name == "objects" else self._kept_version(name)
-            raise LakeWriteError(f"{where} failed: {cause}; nothing was committed{kept}") from None
+            raise LakeDiskError(f"{where} failed: {cause}; nothing was committed{kept}") from None
 
     def _kept_version(self, name: str) -> str:
         version = self.version(name)
