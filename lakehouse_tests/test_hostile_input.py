@@ -353,7 +353,8 @@ def test_a_key_that_is_not_utf8_is_a_clear_error(lakehouse: Lakehouse) -> None:
     result = lakehouse.materialize(select={"raw_objects"}, raise_on_error=False)
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
-    message = failure.step_failure_data.error.cause.message
+    error = failure.step_failure_data.error
+    message = (error.cause or error).message  # a ConfigError is the failure itself: no retry
     assert "object names must be UTF-8" in message and "caf\\xe9" in message
     record("object", "file name not UTF-8", f"clear error: {message.strip()[:60]}")
 

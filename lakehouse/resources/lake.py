@@ -245,7 +245,7 @@ class LakeResource(dg.ConfigurableResource):
             )
             return int(metrics["num_target_rows_inserted"])
 
-        return _retry_conflicts(attempt)
+        return self._write(name, attempt)
 
     def delete_keys(self, name: str, keys: pl.DataFrame, *, commit_info: dict[str, str]) -> bool:
         """Delete the rows whose key columns match a row of `keys` (one commit, if any)."""
