@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 from pathlib import Path
 
 import dagster as dg
@@ -73,7 +72,6 @@ def materialize(
             raise_on_error=False,
         )
     )
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     versions = {
         event.asset_key.to_user_string(): event.event_specific_data.materialization.tags.get(
             "dagster/data_version"
@@ -81,7 +79,6 @@ def materialize(
         for event in result.get_asset_materialization_events()
     }
     (Path(out) / "versions.json").write_text(json.dumps(versions, sort_keys=True))
-    (Path(out) / "cpu_s").write_text(f"{usage.ru_utime + usage.ru_stime:.2f}")
     os._exit(0 if result.success else 1)
 
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -271,6 +272,29 @@ def test_full_disk_fails_clearly_and_leaves_tables_unchanged(
     assert run_raw_layer(str(lake.root), lakehouse.sources).success
 
 
+@contextmanager
+def read_only(directory: Path) -> Iterator[str]:
+    """Make `directory` read-only; yield the cause a write will meet. Root ignores file
+    modes, so as root the directory is bind-mounted read-only; otherwise chmod does."""
+    if os.geteuid() == 0:
+        mount(["--bind", str(directory), str(directory)])
+        try:
+            subprocess.run(["mount", "-o", "remount,ro,bind", str(directory)], check=True)
+            yield "Read-only file system"
+        finally:
+            subprocess.run(["umount", str(directory)], check=True)
+        return
+    paths = [directory, *directory.rglob("*")]
+    modes = {path: path.stat().st_mode for path in paths}
+    try:
+        for path in paths:
+            path.chmod(modes[path] & ~0o222)
+        yield "Permission denied"
+    finally:
+        for path in paths:
+            path.chmod(modes[path])
+
+
 def test_read_only_lake_fails_clearly_and_leaves_tables_unchanged(
     lakehouse: Lakehouse,
 ) -> None:
@@ -278,17 +302,13 @@ def test_read_only_lake_fails_clearly_and_leaves_tables_unchanged(
     lake = lakehouse.lake_resource
     versions, rows = committed_tables(lake), snapshot(lake)
     touch_a_photo(lakehouse.sources)
-    mount(["--bind", str(lakehouse.lake), str(lakehouse.lake)])
-    try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(lakehouse.lake)], check=True)
+    with read_only(lakehouse.lake) as cause:
         result = run_raw_layer(str(lake.root), lakehouse.sources)
-    finally:
-        subprocess.run(["umount", str(lakehouse.lake)], check=True)
 
     assert not result.success
     assert not retries(result), "a read-only lake is not retried"
     for message in map(clear_error, step_failures(result).values()):
-        assert str(lakehouse.lake) in message and "Read-only file system" in message
+        assert str(lakehouse.lake) in message and cause in message
     assert committed_tables(lake) == versions
     assert snapshot(lake) == rows
     assert run_raw_layer(str(lake.root), lakehouse.sources).success
