@@ -23,12 +23,11 @@ from lakehouse.raw.metadata import validate_photos
 from lakehouse.raw.quarantine import DETAIL_LIMIT
 from lakehouse.resources import LakeResource, ObjectStoreResource
 from lakehouse.resources.keys import UnsafeKeyError, checked_key
-from lakehouse.synthetic import generate_world
-from lakehouse_tests.conftest import WORLD, Lakehouse
+from lakehouse_tests.conftest import Lakehouse
 from lakehouse_tests.hostile import record
 from lakehouse_tests.servers.postgres import postgres_available, postgres_server
 from lakehouse_tests.test_images_decode import encoded, handmade_png, noisy_photo
-from lakehouse_tests.test_postgres_source import PostgresLakehouse
+from lakehouse_tests.test_postgres_source import postgres_lakehouse
 
 pytestmark = pytest.mark.reliability
 
@@ -232,11 +231,7 @@ def test_hostile_photo_rows_in_sqlite(lakehouse: Lakehouse) -> None:
 @pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries absent")
 def test_hostile_photo_rows_in_postgres(tmp_path: Path) -> None:
     with postgres_server() as url:
-        sources = tmp_path / "sources"
-        sources.mkdir()
-        generate_world(sources, url, **WORLD)
-        lakehouse = PostgresLakehouse(sources=sources, lake=tmp_path / "lake")
-        lakehouse.url = url
+        lakehouse = postgres_lakehouse(url, tmp_path)
         rows = [row for row in hostile_photo_rows(*a_good_photo(lakehouse)) if not row.sqlite_only]
         plant_photo_rows(url, rows)
         check_photo_rows(lakehouse, rows, "Postgres")

@@ -25,17 +25,23 @@ class PostgresLakehouse(Lakehouse):
         return self.url
 
 
+def postgres_lakehouse(url: str, root: Path) -> PostgresLakehouse:
+    """The test world with its metadata database in the Postgres at `url`, lake under `root`."""
+    sources = root / "pg-sources"
+    sources.mkdir()
+    generate_world(sources, url, **WORLD)
+    lakehouse = PostgresLakehouse(sources=sources, lake=root / "pg-lake")
+    lakehouse.url = url
+    return lakehouse
+
+
 def test_postgres_metadata_db_gives_the_same_lake(lakehouse: Lakehouse, tmp_path: Path) -> None:
     sqlite_run = materializations(lakehouse.materialize())
     with postgres_server() as url:
-        sources = tmp_path / "pg-sources"
-        sources.mkdir()
-        generate_world(sources, url, **WORLD)
-        other = PostgresLakehouse(sources=sources, lake=tmp_path / "pg-lake")
-        other.url = url
+        other = postgres_lakehouse(url, tmp_path)
         other.observe()
         pg_run = materializations(other.materialize())
-    shutil.rmtree(sources)
+    shutil.rmtree(other.sources)
     for name in ("raw_users", "raw_photos", "raw_photo_labels"):
         assert pg_run[name]["dagster/row_count"] == sqlite_run[name]["dagster/row_count"], name
         assert pg_run[name]["data_version"] == sqlite_run[name]["data_version"], name
