@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -64,22 +65,35 @@ class Deployment:
     env: dict[str, str]
     dagster_db: str
 
-    def run(self, args: list[str], env: dict[str, str] | None = None) -> str:
-        done = subprocess.run(
-            args, cwd=PROJECT_ROOT, env=env or self.env, capture_output=True, text=True
-        )
+    def run(self, args: list[str]) -> str:
+        done = subprocess.run(args, cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True)
         assert done.returncode == 0, f"{args}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
         return done.stdout
 
+    @property
+    def aws(self) -> dict[str, str]:
+        """The S3 settings alone: what reading the lake back needs."""
+        return {k: v for k, v in self.env.items() if k.startswith("AWS_")}
+
     def instance(self) -> dg.DagsterInstance:
         """The production instance, read from the test process (same env, same Postgres)."""
-        previous = dict(os.environ)
-        os.environ.update(self.env)
-        try:
+        with environment(self.env):
             return dg.DagsterInstance.get()
-        finally:
-            os.environ.clear()
-            os.environ.update(previous)
+
+
+@contextmanager
+def environment(settings: dict[str, str]) -> Iterator[None]:
+    """`settings` in this process's environment for the block, then as they were."""
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def create_databases(base_url: str, names: tuple[str, ...]) -> dict[str, str]:
@@ -212,7 +226,7 @@ def most_at_once(records: list[dg.RunRecord]) -> int:
 
 
 def test_seven_log_days_backfill_concurrently(deployment: Deployment, tmp_path: Path) -> None:
-    env = deployment.env
+    env = deployment.env  # the workers' environment: the lake they write
     tag = uuid.uuid4().hex
     daemon = start_in_own_group(
         [str(BIN / "dagster-daemon"), "run", "-m", "lakehouse.definitions"],
@@ -223,8 +237,7 @@ def test_seven_log_days_backfill_concurrently(deployment: Deployment, tmp_path: 
         deployment.run(
             [str(BIN / "dagster"), "job", "backfill", "-m", "lakehouse.definitions"]
             + ["-j", "backfill_logs", "--partitions", ",".join(DAYS), "--noprompt"]
-            + ["--tags", json.dumps({"lakehouse/test": tag})],
-            env,
+            + ["--tags", json.dumps({"lakehouse/test": tag})]
         )
         records = wait_for_runs(deployment.instance(), tag, len(DAYS))
     finally:
@@ -236,7 +249,7 @@ def test_seven_log_days_backfill_concurrently(deployment: Deployment, tmp_path: 
     ).read_text()[-4000:]
     assert 2 <= most_at_once(records) <= int(env["LAKEHOUSE_MAX_CONCURRENT_RUNS"])
     lake = LakeResource(root=env["LAKEHOUSE_LAKE"])
-    with deployment_env(env):
+    with environment(deployment.aws):
         events = lake.read("raw_events")
         expected = expected_events(env["LAKEHOUSE_SOURCES"])
         writers = {
@@ -291,7 +304,7 @@ def test_full_materialization_in_the_production_profile(deployment: Deployment) 
         ].value
     assert {json.loads(key)[0] for key in materialized} >= set(counts)
     assert set(counts) >= {"raw_events", "images", "photo_classes", "training_set"}
-    with deployment_env(deployment.env):
+    with environment(deployment.aws):
         assert set(lake.table_names()) >= set(counts)
         for name, rows in counts.items():
             assert DeltaTable(lake.table_uri(name), storage_options=lake.storage_options())
@@ -302,24 +315,6 @@ def test_full_materialization_in_the_production_profile(deployment: Deployment) 
     for step, worker in workers.items():
         queue = "gpu" if step in GPU_STEPS else "cpu"
         assert worker.startswith(f"{queue}@"), (step, worker)
-
-
-class deployment_env:
-    """The production AWS settings in this process while reading the lake back."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.settings = {k: v for k, v in env.items() if k.startswith("AWS_")}
-
-    def __enter__(self) -> None:
-        self.saved = {k: os.environ.get(k) for k in self.settings}
-        os.environ.update(self.settings)
-
-    def __exit__(self, *_: object) -> None:
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def upsert_many(root: str, env: dict[str, str], writer: int, commits: int) -> None:
@@ -333,10 +328,10 @@ def upsert_many(root: str, env: dict[str, str], writer: int, commits: int) -> No
 
 def test_two_concurrent_writers_to_one_s3_table(deployment: Deployment) -> None:
     root, commits = "s3://lake-bucket/concurrent", 12
-    aws = {k: v for k, v in deployment.env.items() if k.startswith("AWS_")}
     spawn = multiprocessing.get_context("spawn")
     writers = [
-        spawn.Process(target=upsert_many, args=(root, aws, writer, commits)) for writer in (1, 2)
+        spawn.Process(target=upsert_many, args=(root, deployment.aws, writer, commits))
+        for writer in (1, 2)
     ]
     for process in writers:
         process.start()
@@ -345,7 +340,7 @@ def test_two_concurrent_writers_to_one_s3_table(deployment: Deployment) -> None:
     assert [process.exitcode for process in writers] == [0, 0]
 
     lake = LakeResource(root=root)
-    with deployment_env(deployment.env):
+    with environment(deployment.aws):
         table = lake.open("shared")
         rows = lake.read("shared")
         history = table.history()
