@@ -21,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--days", type=int, default=30)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument(
+        "--logins-per-day",
+        type=float,
+        default=2.0,
+        help="mean logins a user a day: with --users, sets how many log events there are",
+    )
+    demo.add_argument(
         "--out", type=Path, help=f"sources directory (default ${settings.SOURCES_VAR})"
     )
     demo.set_defaults(run=run_demo_data)
@@ -60,7 +66,13 @@ def run_demo_data(args: argparse.Namespace) -> int:
     )
     out.mkdir(parents=True, exist_ok=True)
     summary = generate_world(
-        out, db_url, photos=args.photos, users=args.users, days=args.days, seed=args.seed
+        out,
+        db_url,
+        photos=args.photos,
+        users=args.users,
+        days=args.days,
+        seed=args.seed,
+        logins_per_day=args.logins_per_day,
     )
     print(f"synthetic world written to {out}: {summary}")
     return 0
