@@ -39,6 +39,7 @@ class ClassifierConfig(dg.Config):
     batch_size: int = TrainConfig.batch_size
     learning_rate: float = TrainConfig.learning_rate
     seed: int = TrainConfig.seed
+    max_steps: int = TrainConfig.max_steps
 
 
 def is_held_out(photo_id: int) -> bool:
@@ -103,7 +104,9 @@ def style_content_classifier(
     device: DeviceResource,
 ) -> dg.MaterializeResult:
     info = commit_info_for(context)
-    train_config = TrainConfig(config.epochs, config.batch_size, config.learning_rate, config.seed)
+    train_config = TrainConfig(
+        config.epochs, config.batch_size, config.learning_rate, config.seed, config.max_steps
+    )
     data = training_tensors(lake, labelled_images(lake))
     inputs = digest_strings(
         [
