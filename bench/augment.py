@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from bench.common import run_in_workdir
+from bench.common import Result, run_in_workdir
 from lakehouse.curated.augment import RECIPE, augmented_batches
 from lakehouse.curated.decode import DecodeError, decode_image
 from lakehouse.resources import ObjectStoreResource
@@ -180,6 +180,27 @@ def print_report(best: dict[str, Timing]) -> None:
         f"in images per CPU second: {cpu:.3f}"
     )
     print(f"target ours/peer >= 1.0 -> {'MET' if total >= 1.0 else 'NOT MET'}")
+
+
+def compare(sources: Path, images: int, workers: int, repeats: int) -> Result:
+    """The issue's augmentation comparison on the first `images` good photos of a world."""
+    items = good_items(ObjectStoreResource(uri=str(sources)))[0][:images]
+    paths = [str(sources / key) for _, key in items]
+    best = best_of(
+        {
+            "ours": lambda: timed(ours(str(sources), items, workers), len(items)),
+            "peer": lambda: timed(peer(paths, workers), len(items)),
+        },
+        repeats,
+    )
+    return Result.of(
+        f"augment {len(items)} images x{K}, {workers} workers: ours vs plain DataLoader",
+        best["ours"].images_per_s,
+        best["peer"].images_per_s,
+        "images/s",
+        best["ours"].images_per_s / best["peer"].images_per_s,
+        ">= 1.0",
+    )
 
 
 def run(work: Path, args: argparse.Namespace) -> None:

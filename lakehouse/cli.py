@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date
 from pathlib import Path
 
 from lakehouse import settings
@@ -20,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--users", type=int, default=40)
     demo.add_argument("--days", type=int, default=30)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--start",
+        type=date.fromisoformat,
+        default=date(2026, 10, 1),
+        help="first log day, YYYY-MM-DD (log partitions begin at $LAKEHOUSE_LOGS_START)",
+    )
     demo.add_argument(
         "--logins-per-day",
         type=float,
@@ -73,6 +80,7 @@ def run_demo_data(args: argparse.Namespace) -> int:
         days=args.days,
         seed=args.seed,
         logins_per_day=args.logins_per_day,
+        start=args.start,
     )
     print(f"synthetic world written to {out}: {summary}")
     return 0
