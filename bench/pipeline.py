@@ -52,7 +52,10 @@ def rows_computed(result: dg.ExecuteInProcessResult) -> dict[str, int]:
     return found
 
 
-def dagster_run(defs: dg.Definitions, first: str, last: str) -> dict[str, int]:
+Configs = dict[str, dict[str, object]]
+
+
+def dagster_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -> dict[str, int]:
     """Observe the sources, then materialize every asset over [first, last] in one run."""
     instance = dg.DagsterInstance.ephemeral()
     for name in OBSERVE_JOBS:
@@ -64,9 +67,10 @@ def dagster_run(defs: dg.Definitions, first: str, last: str) -> dict[str, int]:
     graph = defs.resolve_asset_graph()
     keys = {key for key in graph.materializable_asset_keys}
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
+    ops = {name: {"config": config} for name, config in configs.items()}
     result = job.execute_in_process(
         instance=instance,
-        run_config=QUIET,
+        run_config={**QUIET, "ops": ops},
         tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
     )
     if not result.success:
@@ -78,6 +82,7 @@ def call_directly(
     definition: dg.AssetsDefinition | dg.AssetChecksDefinition,
     resources: dict[str, object],
     context: dg.AssetExecutionContext | None,
+    config: dict[str, object],
 ) -> object:
     """Invoke a definition as a function, with its default config; resources come from the
     context (assets) or as arguments (checks, which take no context)."""
@@ -89,11 +94,11 @@ def call_directly(
         elif name in resources and context is None:
             kwargs[name] = resources[name]
         elif name == "config":
-            kwargs[name] = parameter.annotation()
+            kwargs[name] = parameter.annotation(**config)
     return definition(**kwargs)
 
 
-def plain_run(defs: dg.Definitions, first: str, last: str) -> dict[str, int]:
+def plain_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -> dict[str, int]:
     """The same observations, assets and checks, called in dependency order without a run."""
     graph = defs.resolve_asset_graph()
     resources = dict(defs.resources or {})
@@ -105,12 +110,13 @@ def plain_run(defs: dg.Definitions, first: str, last: str) -> dict[str, int]:
         context = dg.build_asset_context(
             resources=resources, partition_key_range=days if partitioned else None
         )
-        result = call_directly(assets_def, resources, context)
+        config = configs.get(key.to_user_string(), {})
+        result = call_directly(assets_def, resources, context, config)
         metadata = getattr(result, "metadata", None) or {}
         if "rows_computed" in metadata:
             found[key.to_user_string()] = int(metadata["rows_computed"])
         for check in checks_of(defs, key):
-            outcome = call_directly(check, resources, None)
+            outcome = call_directly(check, resources, None, {})
             blocking = any(spec.blocking for spec in check.check_specs)
             if blocking and isinstance(outcome, dg.AssetCheckResult) and not outcome.passed:
                 raise RuntimeError(f"blocking check failed: {outcome}")
@@ -133,11 +139,14 @@ def main() -> int:
     parser.add_argument("--first", required=True)
     parser.add_argument("--last", required=True)
     parser.add_argument("--report", type=Path, required=True)
+    parser.add_argument(
+        "--config", type=json.loads, default={}, help='JSON {"asset": {config}}, both modes'
+    )
     args = parser.parse_args()
     defs = definitions(args.sources, args.lake)
     run = dagster_run if args.mode == "dagster" else plain_run
     start = time.perf_counter()
-    computed = run(defs, args.first, args.last)
+    computed = run(defs, args.first, args.last, args.config)
     seconds = time.perf_counter() - start
     args.report.write_text(json.dumps({"seconds": seconds, "rows_computed": computed}))
     return 0
