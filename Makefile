@@ -9,7 +9,7 @@ export DAGSTER_HOME := $(CURDIR)
 # two CPU-hungry steps fighting over the cores. `EXECUTION=` uses Dagster's default.
 EXECUTION ?= {"execution": {"config": {"in_process": {}}}}
 
-.PHONY: demo test ui install instance materialize lint clean
+.PHONY: demo test ui install instance materialize lint clean bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ materialize: instance
 
 test: install
 	$(BIN)/python -m pytest lakehouse_tests
+
+## bench: the benchmark against its peers, SCALE=tiny|small|full (the issue's 100k photos)
+SCALE ?= full
+bench: install
+	$(BIN)/python -m bench --scale $(SCALE)
 
 ui: instance
 	$(BIN)/dagster dev -m lakehouse.definitions -h 127.0.0.1

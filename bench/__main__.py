@@ -187,84 +187,184 @@ def change_one_photo(sources: Path) -> str:
     return key
 
 
-def pipeline_results(sources: Path, small_sources: Path, work: Path, scale: Scale, start: date):
-    """Full run (Dagster and plain script), no-change rerun, one-photo change, memory."""
-    log("plain script: the same asset functions, no Dagster run, on a fresh lake")
-    plain = pipeline("plain", sources, work / "lake-plain", start, scale, work)
-    log(f"plain script: {plain.seconds:.1f} s, peak RSS {plain.peak_rss_mb:.0f} MiB")
-    log("dagster: observe the sources, materialize every asset, on a fresh lake")
-    first = pipeline("dagster", sources, work / "lake", start, scale, work)
-    log(f"dagster first run: {first.seconds:.1f} s, peak RSS {first.peak_rss_mb:.0f} MiB")
-    log("dagster: rerun with no change")
-    again = pipeline("dagster", sources, work / "lake", start, scale, work)
-    redone = sum(again.rows_computed.values())
-    log(f"no-change rerun: {again.seconds:.1f} s, rows computed {redone}")
-    key = change_one_photo(sources)
-    log(f"dagster: rerun after changing one photo ({key})")
-    changed = pipeline("dagster", sources, work / "lake", start, scale, work)
-    rows = {name: changed.rows_computed.get(name, 0) for name in DERIVED_TABLES}
-    log(f"one-photo change: {changed.seconds:.1f} s, rows computed {rows}")
-    log("dagster: the same run on a world with 10x fewer photos (memory flatness)")
-    smaller = pipeline("dagster", small_sources, work / "lake-small", start, scale, work)
-    log(f"10x fewer photos: peak RSS {smaller.peak_rss_mb:.0f} MiB")
-    worst = max(
-        n / (AUGMENTATIONS_PER_IMAGE if name == "augmented_tensors" else 1)
-        for name, n in rows.items()
-    )
-    peak = max(plain.peak_rss_mb, first.peak_rss_mb, again.peak_rss_mb, changed.peak_rss_mb)
-    results = [
-        Result.of(
-            "no-change rerun vs first full run",
-            again.seconds,
-            first.seconds,
-            "s",
-            again.seconds / first.seconds,
-            "<= 0.05",
-        ),
-        Result.of(
-            "one-photo change: rerun vs first full run",
-            changed.seconds,
-            first.seconds,
-            "s",
-            changed.seconds / first.seconds,
-            "<= 0.05",
-        ),
-        Result.of(
-            "one-photo change: most images recomputed in a derived table ("
-            + ", ".join(f"{name} {n}" for name, n in rows.items())
-            + " rows)",
-            worst,
-            1,
-            "images",
-            worst,
-            "<= 1.0",
-        ),
-        Result.of(
-            "orchestration overhead: dagster run vs the same functions in a plain script",
-            first.seconds,
-            plain.seconds,
-            "s",
-            first.seconds / plain.seconds,
-            "<= 1.15",
-        ),
-        Result.of(
-            "peak RSS of the whole run (process tree, workers included) vs 4 GiB",
-            peak,
-            MEMORY_BUDGET_MB,
-            "MiB",
-            peak / MEMORY_BUDGET_MB,
-            "<= 1.0",
-        ),
-        Result.of(
-            f"peak RSS at {scale.photos} photos vs {scale.photos // 10} photos (flat)",
-            first.peak_rss_mb,
-            smaller.peak_rss_mb,
-            "MiB",
-            first.peak_rss_mb / smaller.peak_rss_mb,
-            RSS_FLAT_TARGET,
-        ),
-    ]
-    return results, {"plain": plain, "first": first, "again": again, "changed": changed}
+class Bench:
+    """The phases of one benchmark, in order; results are written after each phase,
+    so a run cut short still leaves every comparison it finished (and lists the rest)."""
+
+    def __init__(self, work: Path, scale_name: str, out: Path, note: str) -> None:
+        self.work, self.scale_name, self.out, self.note = work, scale_name, out, note
+        self.scale = SCALES[scale_name]
+        self.start = world_start(self.scale.days)
+        self.sources, self.fewer = work / "sources", work / "sources-10x-fewer"
+        self.results: list[Result] = []
+        self.facts: dict[str, str] = {}
+        self.began = time.perf_counter()
+
+    def pipeline(self, mode: str, sources: Path, lake: str) -> Run:
+        return pipeline(mode, sources, self.work / lake, self.start, self.scale, self.work)
+
+    def add(self, *results: Result) -> None:
+        for result in results:
+            self.results.append(result)
+            log(result.line())
+
+    def world(self) -> None:
+        scale = self.scale
+        seconds = generate(self.sources, scale.photos, scale.users, scale, self.start)
+        log(f"world generated in {seconds:.1f} s")
+        generate(self.fewer, scale.photos // 10, scale.users // 10, scale, self.start)
+        self.facts["world generation"] = f"{seconds:.1f} s"
+
+    def ingest(self) -> None:
+        log("ingest: raw_objects vs xargs -P2 sha256sum")
+        self.add(ingest.compare(self.work / "ingest", self.sources, self.scale.repeats))
+
+    def augment(self) -> None:
+        images, workers = self.scale.augment_images, self.scale.augment_workers
+        log(f"augment: {images} images, ours vs a plain DataLoader")
+        self.add(augment.compare(self.sources, images, workers, self.scale.repeats))
+
+    def first_run(self) -> None:
+        log("dagster: observe the sources, materialize every asset, on a fresh lake")
+        self.first = self.pipeline("dagster", self.sources, "lake")
+        log(f"dagster first run: {self.first.seconds:.1f} s, peak {self.first.peak_rss_mb:.0f} MiB")
+        self.facts["first full run (dagster)"] = f"{self.first.seconds:.1f} s"
+        self.facts["rows computed by the first run"] = json.dumps(self.first.rows_computed)
+        self.add(
+            Result.of(
+                "peak RSS of the whole run (process tree, workers included) vs 4 GiB",
+                self.first.peak_rss_mb,
+                MEMORY_BUDGET_MB,
+                "MiB",
+                self.first.peak_rss_mb / MEMORY_BUDGET_MB,
+                "<= 1.0",
+            )
+        )
+
+    def lake_comparisons(self) -> None:
+        log("point-in-time features on the lake's raw_photos and raw_events")
+        photos, events = lake_frames(self.work / "lake")
+        self.facts["events in raw_events"] = f"{events.height:,}"
+        self.add(*pit_join.compare(photos, events, self.scale.repeats))
+        log("queries: the lake's views vs the same rows as plain Parquet")
+        from lakehouse.resources import LakeResource
+
+        lake = LakeResource(root=str(self.work / "lake"))
+        self.add(*query.compare(lake, self.work, max(3, self.scale.repeats)))
+
+    def reruns(self) -> None:
+        log("dagster: rerun with no change")
+        again = self.pipeline("dagster", self.sources, "lake")
+        redone = sum(again.rows_computed.values())
+        log(f"no-change rerun: {again.seconds:.1f} s, rows computed {redone}")
+        key = change_one_photo(self.sources)
+        log(f"dagster: rerun after changing one photo ({key})")
+        changed = self.pipeline("dagster", self.sources, "lake")
+        rows = {name: changed.rows_computed.get(name, 0) for name in DERIVED_TABLES}
+        log(f"one-photo change: {changed.seconds:.1f} s, rows computed {rows}")
+        worst = max(
+            n / (AUGMENTATIONS_PER_IMAGE if name == "augmented_tensors" else 1)
+            for name, n in rows.items()
+        )
+        first = self.first.seconds
+        self.add(
+            Result.of(
+                f"no-change rerun vs first full run ({redone} rows computed)",
+                again.seconds,
+                first,
+                "s",
+                again.seconds / first,
+                "<= 0.05",
+            ),
+            Result.of(
+                "one-photo change: rerun vs first full run",
+                changed.seconds,
+                first,
+                "s",
+                changed.seconds / first,
+                "<= 0.05",
+            ),
+            Result.of(
+                "one-photo change: most images recomputed in a derived table ("
+                + ", ".join(f"{name} {n}" for name, n in rows.items())
+                + " rows)",
+                worst,
+                1,
+                "images",
+                worst,
+                "<= 1.0",
+            ),
+        )
+
+    def plain_run(self) -> None:
+        log("plain script: the same asset functions, no Dagster run, on a fresh lake")
+        plain = self.pipeline("plain", self.sources, "lake-plain")
+        log(f"plain script: {plain.seconds:.1f} s, peak RSS {plain.peak_rss_mb:.0f} MiB")
+        self.facts["first full run (plain script)"] = f"{plain.seconds:.1f} s"
+        self.add(
+            Result.of(
+                "orchestration overhead: dagster run vs the same functions in a plain script",
+                self.first.seconds,
+                plain.seconds,
+                "s",
+                self.first.seconds / plain.seconds,
+                "<= 1.15",
+            )
+        )
+
+    def memory_flatness(self) -> None:
+        log("dagster: the same run on a world with 10x fewer photos (memory flatness)")
+        smaller = self.pipeline("dagster", self.fewer, "lake-10x-fewer")
+        log(f"10x fewer photos: peak RSS {smaller.peak_rss_mb:.0f} MiB")
+        photos = self.scale.photos
+        self.add(
+            Result.of(
+                f"peak RSS at {photos} photos vs {photos // 10} photos (flat)",
+                self.first.peak_rss_mb,
+                smaller.peak_rss_mb,
+                "MiB",
+                self.first.peak_rss_mb / smaller.peak_rss_mb,
+                RSS_FLAT_TARGET,
+            )
+        )
+
+    def phases(self) -> list:
+        return [
+            self.world,
+            self.ingest,
+            self.augment,
+            self.first_run,
+            self.lake_comparisons,
+            self.reruns,
+            self.plain_run,
+            self.memory_flatness,
+        ]
+
+    def write(self, pending: list[str]) -> None:
+        scale = self.scale
+        header = {
+            "scale": f"{self.scale_name} ({scale.photos:,} photos, {scale.users:,} users, "
+            f"{scale.days} days of logs at {scale.logins_per_day} logins a user a day)",
+            "machine": machine(),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            **self.facts,
+            "benchmark so far": f"{time.perf_counter() - self.began:.0f} s",
+        }
+        if pending:
+            header["not measured yet"] = ", ".join(pending)
+        if self.note:
+            header["note"] = self.note
+        write_results(self.out, self.results, header)
+
+    def run(self) -> list[Result]:
+        log(f"scale {self.scale_name}: {self.scale}; work dir {self.work}")
+        phases = self.phases()
+        for done, phase in enumerate(phases, start=1):
+            phase()
+            self.write([p.__name__ for p in phases[done:]])
+        met = sum(r.met for r in self.results)
+        log(f"{met} of {len(self.results)} targets met; wrote {self.out}/results.json, RESULTS.md")
+        return self.results
 
 
 def lake_frames(lake: Path):
@@ -312,51 +412,6 @@ def machine() -> str:
     )
 
 
-def run(work: Path, scale_name: str, out: Path, note: str) -> list[Result]:
-    scale = SCALES[scale_name]
-    start = world_start(scale.days)
-    began = time.perf_counter()
-    sources, small_sources = work / "sources", work / "sources-10x-fewer"
-    log(f"scale {scale_name}: {scale}; work dir {work}")
-    seconds = generate(sources, scale.photos, scale.users, scale, start)
-    log(f"world generated in {seconds:.1f} s")
-    generate(small_sources, scale.photos // 10, scale.users // 10, scale, start)
-    results, runs = pipeline_results(sources, small_sources, work, scale, start)
-    log("ingest: raw_objects vs xargs -P2 sha256sum")
-    results.append(ingest.compare(work / "ingest", sources, scale.repeats))
-    log(results[-1].line())
-    log(f"augment: {scale.augment_images} images, ours vs a plain DataLoader")
-    results.append(
-        augment.compare(sources, scale.augment_images, scale.augment_workers, scale.repeats)
-    )
-    log(results[-1].line())
-    log("point-in-time features on the lake's raw_photos and raw_events")
-    photos, events = lake_frames(work / "lake")
-    results += pit_join.compare(photos, events, scale.repeats)
-    log(results[-1].line())
-    log("queries: the lake's views vs the same rows as plain Parquet")
-    from lakehouse.resources import LakeResource
-
-    results += query.compare(LakeResource(root=str(work / "lake")), work, max(3, scale.repeats))
-    for result in results:
-        log(result.line())
-    header = {
-        "scale": f"{scale_name} ({scale.photos:,} photos, {events.height:,} events "
-        f"over {scale.days} days, {scale.users:,} users)",
-        "machine": machine(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "first full run": f"{runs['first'].seconds:.1f} s (dagster), "
-        f"{runs['plain'].seconds:.1f} s (plain script)",
-        "whole benchmark": f"{time.perf_counter() - began:.0f} s",
-    }
-    if note:
-        header["note"] = note
-    write_results(out, results, header)
-    met = sum(r.met for r in results)
-    log(f"{met} of {len(results)} targets met; wrote {out / 'results.json'} and RESULTS.md")
-    return results
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=list(SCALES), default="full")
@@ -368,10 +423,10 @@ def main() -> int:
         if args.keep.exists():
             shutil.rmtree(args.keep)
         args.keep.mkdir(parents=True)
-        run(args.keep, args.scale, args.out, args.note)
+        Bench(args.keep, args.scale, args.out, args.note).run()
     else:
         with tempfile.TemporaryDirectory(prefix="bench-") as work:
-            run(Path(work), args.scale, args.out, args.note)
+            Bench(Path(work), args.scale, args.out, args.note).run()
     return 0
 
 

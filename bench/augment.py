@@ -24,17 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
+from torch.utils.data import DataLoader
 
 from bench.common import Result, run_in_workdir
+from bench.peer_loader import K, PeerImages
 from lakehouse.curated.augment import RECIPE, augmented_batches
 from lakehouse.curated.decode import DecodeError, decode_image
 from lakehouse.resources import ObjectStoreResource
 from lakehouse.synthetic import generate_world
 
-K = 4
 BATCH = 64
 PHOTO_PREFIX = "photos/"
 
@@ -63,23 +61,6 @@ class Timing:
     def cpu_ms_per_image(self) -> float:
         """CPU cost, spawn included: steadier than wall time when neighbours share the cores."""
         return self.cpu_seconds / self.images * 1000
-
-
-class PeerImages(Dataset):
-    """The usual loader: PIL open, RGB tensor, the recipe's transforms built once."""
-
-    def __init__(self, paths: list[str]) -> None:
-        self.paths = paths
-        self.plain, self.random = RECIPE.plain(), RECIPE.random()
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        with Image.open(self.paths[index]) as image:
-            pixels = v2.functional.pil_to_tensor(image.convert("RGB"))
-        views = [self.plain(pixels)] + [self.random(pixels) for _ in range(K - 1)]
-        return torch.stack(views)
 
 
 def parse_args() -> argparse.Namespace:

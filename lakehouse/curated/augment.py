@@ -2,6 +2,7 @@
 
 A row's random state comes only from (sha256, aug_index, recipe_version), so
 the same image gives the same tensor bytes in any run, order or worker count.
+Nothing here imports Dagster: spawned loader workers import this module.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from lakehouse.curated.decode import DecodeError, decode_image
-from lakehouse.resources.object_store import ObjectStoreResource
+from lakehouse.object_reads import read_object
 
 TENSOR_SCHEMA: dict[str, pl.DataType] = {
     "sha256": pl.String(),
@@ -86,12 +87,6 @@ def augment(image: torch.Tensor, sha256: str, k: int, recipe: Recipe) -> list[to
     return [view.contiguous() for view in views]
 
 
-@functools.cache
-def object_store(uri: str) -> ObjectStoreResource:
-    """One store per worker process, not one per image."""
-    return ObjectStoreResource(uri=uri)
-
-
 class ImageItems(Dataset):
     """Decode + augment one image per item, read from the object store by key."""
 
@@ -106,7 +101,7 @@ class ImageItems(Dataset):
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor | str]:
         sha256, key = self.items[index]
         try:
-            decoded = decode_image(object_store(self.store_uri).read(key))
+            decoded = decode_image(read_object(self.store_uri, key))
         except DecodeError as exc:
             return sha256, str(exc)
         pixels = torch.from_numpy(np.asarray(decoded.image).copy()).permute(2, 0, 1)

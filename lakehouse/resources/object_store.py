@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from lakehouse.object_reads import read_object, s3_client, s3_key
 from lakehouse.settings import SOURCES_VAR, ConfigError, is_s3, parse_s3
 
 HASH_CHUNK = 1 << 20
@@ -52,12 +53,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
         return sorted(found, key=lambda info: info.key)
 
     def read(self, key: str) -> bytes:
-        if is_s3(self.uri):
-            location = parse_s3(self.uri)
-            body = self._s3().get_object(Bucket=location.bucket, Key=self._s3_key(key))["Body"]
-            return body.read()
-        with open(os.path.join(self.uri, key), "rb") as handle:
-            return handle.read()
+        return read_object(self.uri, key)
 
     def sha256(self, key: str) -> str:
         """Hex SHA-256 of an object's bytes, streamed (big objects never sit in memory)."""
@@ -86,13 +82,10 @@ class ObjectStoreResource(dg.ConfigurableResource):
         return root
 
     def _s3(self):
-        import boto3
-
-        return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        return s3_client()
 
     def _s3_key(self, key: str) -> str:
-        prefix = parse_s3(self.uri).prefix
-        return f"{prefix}/{key}" if prefix else key
+        return s3_key(self.uri, key)
 
     def _list_s3(self, prefix: str) -> list[ObjectInfo]:
         location = parse_s3(self.uri)
