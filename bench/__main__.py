@@ -72,6 +72,7 @@ class Run:
 
     seconds: float
     rows_computed: dict[str, int]
+    step_seconds: dict[str, float]
     peak_rss_mb: float
 
 
@@ -163,7 +164,7 @@ def pipeline(mode: str, sources: Path, lake: Path, start: date, scale: Scale, wo
     ]
     peak = run_watched(command, environment(start))
     found = json.loads(report.read_text())
-    return Run(found["seconds"], found["rows_computed"], peak)
+    return Run(found["seconds"], found["rows_computed"], found["step_seconds"], peak)
 
 
 def change_one_photo(sources: Path) -> str:
@@ -230,6 +231,8 @@ class Bench:
         log(f"dagster first run: {self.first.seconds:.1f} s, peak {self.first.peak_rss_mb:.0f} MiB")
         self.facts["first full run (dagster)"] = f"{self.first.seconds:.1f} s"
         self.facts["rows computed by the first run"] = json.dumps(self.first.rows_computed)
+        steps = {name: round(s, 1) for name, s in self.first.step_seconds.items()}
+        self.facts["seconds per step of the first run"] = json.dumps(steps)
         self.add(
             Result.of(
                 "peak RSS of the whole run (process tree, workers included) vs 4 GiB",

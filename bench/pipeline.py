@@ -8,7 +8,8 @@ observe_logs jobs, then materialize every asset (checks included) over the
 day range in one in-process run. `plain` calls the very same observation,
 asset and check functions in topological order with hand-built contexts and no
 run, event log or executor around them. Both write {seconds, rows_computed}
-to the report: the wall time after imports, and what each asset said it computed.
+and step_seconds to the report: the wall time after imports, what each asset said it
+computed, and how long each asset (with its checks, in the plain script) took.
 The parent (bench/__main__.py) runs this in a subprocess so that it can watch
 the memory of the whole process tree, loader workers included.
 """
@@ -42,6 +43,14 @@ def definitions(sources: Path, lake: Path) -> dg.Definitions:
     )
 
 
+def step_seconds(result: dg.ExecuteInProcessResult) -> dict[str, float]:
+    """Wall seconds of each step of the run (one step per asset)."""
+    return {
+        event.step_key: event.event_specific_data.duration_ms / 1000  # type: ignore[union-attr]
+        for event in result.get_step_success_events()
+    }
+
+
 def rows_computed(result: dg.ExecuteInProcessResult) -> dict[str, int]:
     """What each materialized asset reported in its `rows_computed` metadata."""
     found = {}
@@ -55,7 +64,10 @@ def rows_computed(result: dg.ExecuteInProcessResult) -> dict[str, int]:
 Configs = dict[str, dict[str, object]]
 
 
-def dagster_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -> dict[str, int]:
+Report = tuple[dict[str, int], dict[str, float]]
+
+
+def dagster_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -> Report:
     """Observe the sources, then materialize every asset over [first, last] in one run."""
     instance = dg.DagsterInstance.ephemeral()
     for name in OBSERVE_JOBS:
@@ -75,7 +87,7 @@ def dagster_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -
     )
     if not result.success:
         raise RuntimeError("materialization failed")
-    return rows_computed(result)
+    return rows_computed(result), step_seconds(result)
 
 
 def call_directly(
@@ -98,13 +110,15 @@ def call_directly(
     return definition(**kwargs)
 
 
-def plain_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -> dict[str, int]:
+def plain_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -> Report:
     """The same observations, assets and checks, called in dependency order without a run."""
     graph = defs.resolve_asset_graph()
     resources = dict(defs.resources or {})
     days = dg.PartitionKeyRange(first, last)
     found: dict[str, int] = {}
+    seconds: dict[str, float] = {}
     for key in graph.toposorted_asset_keys:
+        began = time.perf_counter()
         assets_def = defs.get_assets_def(key)
         partitioned = assets_def.partitions_def is not None
         context = dg.build_asset_context(
@@ -120,7 +134,8 @@ def plain_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -> 
             blocking = any(spec.blocking for spec in check.check_specs)
             if blocking and isinstance(outcome, dg.AssetCheckResult) and not outcome.passed:
                 raise RuntimeError(f"blocking check failed: {outcome}")
-    return found
+        seconds[key.to_user_string()] = time.perf_counter() - began
+    return found, seconds
 
 
 def checks_of(defs: dg.Definitions, key: dg.AssetKey) -> list[dg.AssetChecksDefinition]:
@@ -146,9 +161,10 @@ def main() -> int:
     defs = definitions(args.sources, args.lake)
     run = dagster_run if args.mode == "dagster" else plain_run
     start = time.perf_counter()
-    computed = run(defs, args.first, args.last, args.config)
+    computed, steps = run(defs, args.first, args.last, args.config)
     seconds = time.perf_counter() - start
-    args.report.write_text(json.dumps({"seconds": seconds, "rows_computed": computed}))
+    report = {"seconds": seconds, "rows_computed": computed, "step_seconds": steps}
+    args.report.write_text(json.dumps(report))
     return 0
 
 
