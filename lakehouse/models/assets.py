@@ -74,11 +74,16 @@ def labelled_images(lake: LakeResource) -> pl.DataFrame:
     )
 
 
-def training_tensors(lake: LakeResource, labelled: pl.DataFrame) -> pl.DataFrame:
-    """Every view of the training photos, only the plain view of held-out ones."""
+def training_tensors(
+    lake: LakeResource,
+    labelled: pl.DataFrame,
+    columns: tuple[str, ...] = ("sha256", "aug_index", "tensor", "shape"),
+) -> pl.DataFrame:
+    """Every view of the training photos, only the plain view of held-out ones
+    (without the pixels when `columns` leaves them out: enough to know the inputs)."""
     views = lake.read(
         TENSORS_TABLE,
-        columns=["sha256", "aug_index", "tensor", "shape"],
+        columns=list(columns),
         filters=[("recipe_version", "=", RECIPE.version)],
     )
     return (
@@ -107,7 +112,9 @@ def style_content_classifier(
     train_config = TrainConfig(
         config.epochs, config.batch_size, config.learning_rate, config.seed, config.max_steps
     )
-    data = training_tensors(lake, labelled_images(lake))
+    labelled = labelled_images(lake)
+    # which views train the model decides whether to train: their pixels are read only then
+    data = training_tensors(lake, labelled, columns=("sha256", "aug_index"))
     inputs = digest_strings(
         [
             CLASSIFIER_CODE_VERSION,
@@ -126,7 +133,8 @@ def style_content_classifier(
         context.log.info(f"inputs unchanged: reusing model {row['model_version']}, no training")
         trained_now = 0
     else:
-        row = train_and_evaluate(context, lake, data, train_config, inputs, device)
+        views = training_tensors(lake, labelled)
+        row = train_and_evaluate(context, lake, views, train_config, inputs, device)
         trained_now = 1
     if not row["current"] or trained_now:
         marked = models.filter(
