@@ -29,7 +29,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# INFO: what each asset logs (its progress) shows while the run goes; the event chatter does not
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 OBSERVE_JOBS = ("observe_sources", "observe_logs")
 
 
