@@ -30,7 +30,7 @@ from dagster._core.storage.tags import (
 )
 
 # INFO: what each asset logs (its progress) shows while the run goes; the event chatter does not
-QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+RUN_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 OBSERVE_JOBS = ("observe_sources", "observe_logs")
 
 
@@ -73,7 +73,7 @@ def dagster_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -
     instance = dg.DagsterInstance.ephemeral()
     for name in OBSERVE_JOBS:
         observed = defs.resolve_job_def(name).execute_in_process(
-            instance=instance, run_config=QUIET
+            instance=instance, run_config=RUN_LOGS
         )
         if not observed.success:
             raise RuntimeError(f"{name} failed")
@@ -83,7 +83,7 @@ def dagster_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -
     ops = {name: {"config": config} for name, config in configs.items()}
     result = job.execute_in_process(
         instance=instance,
-        run_config={**QUIET, "ops": ops},
+        run_config={**RUN_LOGS, "ops": ops},
         tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
     )
     if not result.success:
