@@ -20,7 +20,6 @@ import argparse
 import inspect
 import json
 import time
-import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -29,16 +28,14 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from lakehouse.definitions import build_definitions
+
 # INFO: what each asset logs (its progress) shows while the run goes; the event chatter does not
 RUN_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 OBSERVE_JOBS = ("observe_sources", "observe_logs")
 
 
 def definitions(sources: Path, lake: Path) -> dg.Definitions:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from lakehouse.definitions import build_definitions
-
     return build_definitions(
         lake=str(lake), sources=str(sources), metadata_db=f"sqlite:///{sources / 'metadata.db'}"
     )
