@@ -231,8 +231,7 @@ class Bench:
         log(f"dagster first run: {self.first.seconds:.1f} s, peak {self.first.peak_rss_mb:.0f} MiB")
         self.facts["first full run (dagster)"] = f"{self.first.seconds:.1f} s"
         self.facts["rows computed by the first run"] = json.dumps(self.first.rows_computed)
-        steps = {name: round(s, 1) for name, s in self.first.step_seconds.items()}
-        self.facts["seconds per step of the first run"] = json.dumps(steps)
+        self.facts["seconds per step of the first run"] = step_facts(self.first)
         self.add(
             Result.of(
                 "peak RSS of the whole run (process tree, workers included) vs 4 GiB",
@@ -265,6 +264,8 @@ class Bench:
         changed = self.pipeline("dagster", self.sources, "lake")
         rows = {name: changed.rows_computed.get(name, 0) for name in DERIVED_TABLES}
         log(f"one-photo change: {changed.seconds:.1f} s, rows computed {rows}")
+        self.facts["seconds per step of the no-change rerun"] = step_facts(again)
+        self.facts["seconds per step of the one-photo rerun"] = step_facts(changed)
         worst = max(
             n / (AUGMENTATIONS_PER_IMAGE if name == "augmented_tensors" else 1)
             for name, n in rows.items()
@@ -368,6 +369,12 @@ class Bench:
         met = sum(r.met for r in self.results)
         log(f"{met} of {len(self.results)} targets met; wrote {self.out}/results.json, RESULTS.md")
         return self.results
+
+
+def step_facts(run: Run) -> str:
+    """The slowest steps of a run, as `name seconds` (for RESULTS.md)."""
+    slowest = sorted(run.step_seconds.items(), key=lambda item: -item[1])[:8]
+    return ", ".join(f"{name} {seconds:.1f}" for name, seconds in slowest)
 
 
 def lake_frames(lake: Path):
