@@ -20,6 +20,7 @@ import argparse
 import inspect
 import json
 import time
+import typing
 from pathlib import Path
 
 import dagster as dg
@@ -98,13 +99,14 @@ def call_directly(
     context (assets) or as arguments (checks, which take no context)."""
     fn = definition.op.compute_fn.decorated_fn  # type: ignore[union-attr]
     kwargs: dict[str, object] = {}
-    for name, parameter in inspect.signature(fn).parameters.items():
+    hints = typing.get_type_hints(fn)  # resolves annotations written as strings too
+    for name in inspect.signature(fn).parameters:
         if name == "context":
             kwargs[name] = context
         elif name in resources and context is None:
             kwargs[name] = resources[name]
         elif name == "config":
-            kwargs[name] = parameter.annotation(**config)
+            kwargs[name] = hints[name](**config)
     return definition(**kwargs)
 
 
