@@ -87,7 +87,8 @@ def likes_per_author_city(t: Frames) -> pl.LazyFrame:
 
 
 def gap_to_previous_event(t: Frames) -> pl.LazyFrame:
-    previous = pl.col("ts").shift().over("user_id", order_by="ts")
+    # event_id breaks ties: the lake's log times are whole seconds, so a user's events can tie
+    previous = pl.col("ts").shift().over("user_id", order_by=["ts", "event_id"])
     return (
         t["raw_events"]
         .with_columns(gap_s=(pl.col("ts") - previous).dt.total_microseconds() / 1e6)
@@ -127,7 +128,7 @@ QUERIES = (
         "window",
         "mean time since the user's previous event, per kind (lag over all events)",
         """SELECT event, avg(epoch(ts) - epoch(previous)) AS mean_gap_s FROM (
-             SELECT event, ts, lag(ts) OVER (PARTITION BY user_id ORDER BY ts) AS previous
+             SELECT event, ts, lag(ts) OVER (PARTITION BY user_id ORDER BY ts, event_id) AS previous
              FROM raw_events) GROUP BY event""",
         gap_to_previous_event,
         ("event",),
