@@ -22,7 +22,7 @@ CPU_WORKER_CONCURRENCY ?= 2
 LAKEHOUSE_MAX_CONCURRENT_RUNS ?= 4
 
 .PHONY: demo test ui install instance materialize lint clean workers worker-cpu worker-gpu \
-	daemon servers
+	daemon servers bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,11 @@ workers:
 ## daemon: dequeues queued runs (backfills, schedules, sensors, automation)
 daemon: instance
 	$(BIN)/dagster-daemon run -m lakehouse.definitions
+
+## bench: the benchmark against its peers, SCALE=tiny|small|full (the issue's 100k photos)
+SCALE ?= full
+bench: install
+	$(BIN)/python -m bench --scale $(SCALE)
 
 ui: instance
 	$(BIN)/dagster dev -m lakehouse.definitions -h 127.0.0.1

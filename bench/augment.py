@@ -24,17 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
+from torch.utils.data import DataLoader
 
-from bench.common import run_in_workdir
+from bench.common import Result, run_in_workdir
+from bench.peer_loader import K, PeerImages
 from lakehouse.curated.augment import RECIPE, augmented_batches
 from lakehouse.curated.decode import DecodeError, decode_image
 from lakehouse.resources import ObjectStoreResource
 from lakehouse.synthetic import generate_world
 
-K = 4
 BATCH = 64
 PHOTO_PREFIX = "photos/"
 
@@ -63,23 +61,6 @@ class Timing:
     def cpu_ms_per_image(self) -> float:
         """CPU cost, spawn included: steadier than wall time when neighbours share the cores."""
         return self.cpu_seconds / self.images * 1000
-
-
-class PeerImages(Dataset):
-    """The usual loader: PIL open, RGB tensor, the recipe's transforms built once."""
-
-    def __init__(self, paths: list[str]) -> None:
-        self.paths = paths
-        self.plain, self.random = RECIPE.plain(), RECIPE.random()
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        with Image.open(self.paths[index]) as image:
-            pixels = v2.functional.pil_to_tensor(image.convert("RGB"))
-        views = [self.plain(pixels)] + [self.random(pixels) for _ in range(K - 1)]
-        return torch.stack(views)
 
 
 def parse_args() -> argparse.Namespace:
@@ -180,6 +161,27 @@ def print_report(best: dict[str, Timing]) -> None:
         f"in images per CPU second: {cpu:.3f}"
     )
     print(f"target ours/peer >= 1.0 -> {'MET' if total >= 1.0 else 'NOT MET'}")
+
+
+def compare(sources: Path, images: int, workers: int, repeats: int) -> Result:
+    """The issue's augmentation comparison on the first `images` good photos of a world."""
+    items = good_items(ObjectStoreResource(uri=str(sources)))[0][:images]
+    paths = [str(sources / key) for _, key in items]
+    best = best_of(
+        {
+            "ours": lambda: timed(ours(str(sources), items, workers), len(items)),
+            "peer": lambda: timed(peer(paths, workers), len(items)),
+        },
+        repeats,
+    )
+    return Result.of(
+        f"augment {len(items)} images x{K}, {workers} workers: ours vs plain DataLoader",
+        best["ours"].images_per_s,
+        best["peer"].images_per_s,
+        "images/s",
+        best["ours"].images_per_s / best["peer"].images_per_s,
+        ">= 1.0",
+    )
 
 
 def run(work: Path, args: argparse.Namespace) -> None:

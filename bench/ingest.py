@@ -25,7 +25,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from bench.common import run_in_workdir
+from bench.common import Result, run_in_workdir
 from lakehouse.resources import LakeResource, ObjectStoreResource
 from lakehouse.sources.hashing import hashing_threads, object_hashes
 from lakehouse.synthetic import generate_world
@@ -224,11 +224,31 @@ def profile_raw_objects(work: Path, sources: Path, top: int = 30) -> None:
         print(text.getvalue())
 
 
+def photo_files(sources: Path) -> int:
+    return sum(1 for p in (sources / "photos").rglob("*") if p.is_file())
+
+
+def compare(work: Path, sources: Path, repeats: int) -> Result:
+    """The issue's ingest comparison on an existing world: raw_objects vs `xargs -P2 sha256sum`."""
+    files = photo_files(sources)
+    full, _ = time_materialize(work, sources, repeats)
+    ours = Timing("raw_objects", "dagster materialize", full, files)
+    peer = Timing("xargs -P2", "sha256sum", time_peer(sources / "photos", 2, None, repeats), files)
+    return Result.of(
+        f"ingest {files} photos: raw_objects vs xargs -P2 sha256sum",
+        ours.files_per_s,
+        peer.files_per_s,
+        "files/s",
+        ratio(ours, peer),
+        ">= 1.0",
+    )
+
+
 def run(work: Path, args: argparse.Namespace) -> None:
     start = time.perf_counter()
     sources = make_sources(work, args.photos, args.users)
     photos_dir = sources / "photos"
-    files = sum(1 for p in photos_dir.rglob("*") if p.is_file())
+    files = photo_files(sources)
     size = sum(p.stat().st_size for p in photos_dir.rglob("*") if p.is_file())
     elapsed = time.perf_counter() - start
     print(f"{files} files, {size / 2**20:.1f} MiB in {photos_dir} (generated in {elapsed:.1f} s)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date
 from pathlib import Path
 
 from lakehouse import settings
@@ -21,6 +22,18 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--users", type=int, default=40)
     demo.add_argument("--days", type=int, default=30)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--start",
+        type=date.fromisoformat,
+        default=date(2026, 10, 1),
+        help="first log day, YYYY-MM-DD (log partitions begin at $LAKEHOUSE_LOGS_START)",
+    )
+    demo.add_argument(
+        "--logins-per-day",
+        type=float,
+        default=2.0,
+        help="mean logins a user a day: with --users, sets how many log events there are",
+    )
     demo.add_argument(
         "--out", help=f"sources directory or s3:// URI (default ${settings.SOURCES_VAR})"
     )
@@ -64,7 +77,14 @@ def run_demo_data(args: argparse.Namespace) -> int:
         if args.out is None or settings.is_s3(out)
         else f"sqlite:///{Path(out).resolve()}/metadata.db"
     )
-    world = dict(photos=args.photos, users=args.users, days=args.days, seed=args.seed)
+    world = dict(
+        photos=args.photos,
+        users=args.users,
+        days=args.days,
+        seed=args.seed,
+        logins_per_day=args.logins_per_day,
+        start=args.start,
+    )
     if settings.is_s3(out):
         with tempfile.TemporaryDirectory(prefix="lakehouse-world-") as staging:
             summary = generate_world(Path(staging), db_url, **world)

@@ -1,7 +1,8 @@
-"""Read-only SQL over the lake: DuckDB views on native `delta_scan`, with time travel.
+"""Read-only SQL over the lake: DuckDB views on the native Delta reader, with time travel.
 
 `connect()` hands out an in-memory DuckDB connection holding one view per lake
-table, then locks it down (no files outside the lake, no network, no extension
+table (each over the table's snapshot at connect time, or a pinned version),
+then locks it down (no files outside the lake, no network, no extension
 loading, no configuration changes). DuckDB still lets a locked connection write
 a file inside the lake or create secrets, so SQL from anyone but the caller's
 own code goes through `run_read_query`, which accepts a single SELECT that reads
@@ -108,7 +109,9 @@ def locked_connection(
         conn.execute(f"LOAD {sql_string(extension_path('httpfs'))}")
         conn.execute(s3_secret_sql())
     for view, (table, version) in views.items():
-        conn.execute(f"CREATE VIEW {sql_identifier(view)} AS {scan_sql(lake, table, version)}")
+        snapshot = sql_identifier(f"_delta_{view}")
+        conn.execute(attach_sql(lake, table, version, snapshot))
+        conn.execute(f"CREATE VIEW {sql_identifier(view)} AS SELECT * FROM {snapshot}")  # noqa: S608
     conn.execute(f"SET allowed_directories=[{sql_string(lake_prefix(lake))}]")
     conn.execute("SET enable_external_access=false")
     conn.execute("SET lock_configuration=true")
@@ -155,10 +158,15 @@ def lake_prefix(lake: LakeResource) -> str:
     return root.rstrip("/") + "/"
 
 
-def scan_sql(lake: LakeResource, table: str, version: int | None) -> str:
-    """`SELECT * FROM delta_scan(...)` of one table, at `version` when given."""
-    pin = "" if version is None else f", version => {int(version)}"
-    return f"SELECT * FROM delta_scan({sql_string(lake.table_uri(table))}{pin})"  # noqa: S608
+def attach_sql(lake: LakeResource, table: str, version: int | None, alias: str) -> str:
+    """ATTACH one table as `alias`, pinned to its snapshot of now (or to `version`).
+
+    A pinned snapshot reads the Delta log once, at connect(), not once per query:
+    the views answer as of that moment, like a database transaction, and cost
+    about what the same Parquet files cost without a log.
+    """
+    pin = "" if version is None else f", VERSION {int(version)}"
+    return f"ATTACH {sql_string(lake.table_uri(table))} AS {alias} (TYPE delta, PIN_SNAPSHOT{pin})"
 
 
 def check_version(lake: LakeResource, table: str, version: int) -> None:

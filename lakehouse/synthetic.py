@@ -14,11 +14,13 @@ import colorsys
 import io
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import sqlalchemy as sa
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from sqlalchemy.dialects import sqlite
@@ -133,19 +135,20 @@ def generate_world(
     days: int = 30,
     seed: int = 0,
     start: date = date(2026, 10, 1),
+    logins_per_day: float = 2.0,
 ) -> WorldSummary:
     """Write the synthetic sources; `photos/` and `logs/` and the three tables are replaced.
 
     Files whose bytes are already right are left untouched (mtime included), so
     regenerating the same world changes nothing that the lakehouse observes.
     """
-    if photos < 1 or users < 1 or days < 3:
-        raise ValueError("need photos >= 1, users >= 1 and days >= 3")
+    if photos < 1 or users < 1 or days < 3 or logins_per_day <= 0:
+        raise ValueError("need photos >= 1, users >= 1, days >= 3 and logins_per_day > 0")
     world_rng, image_rng, event_rng = np.random.default_rng(seed).spawn(3)
     window_start = datetime(start.year, start.month, start.day, tzinfo=UTC)
     horizon_s = days * SECONDS_PER_DAY
 
-    rates = _login_rates(world_rng, users)
+    rates = _login_rates(world_rng, users, logins_per_day)
     homes = world_rng.integers(0, len(CITIES), users)
     posts = _posts(world_rng, photos, rates, horizon_s)
     logins = _logins(event_rng, rates, days)
@@ -160,8 +163,7 @@ def generate_world(
     objects += _write_bad_objects(sources_dir, image_rng, bad)
 
     day_lines = _log_lines_by_day(events, days, window_start)
-    bad_lines = _insert_bad_log_lines(day_lines, posts, window_start)
-    _write_logs(sources_dir / "logs", start, day_lines)
+    _write_logs(sources_dir / "logs", start, _with_bad_lines(day_lines, days, posts, window_start))
     written = {*keys, *bad.object_kinds, *bad.image_keys, *_log_keys(start, days)}
     _prune(sources_dir, ("photos", "logs"), keep=written)
 
@@ -180,7 +182,7 @@ def generate_world(
         labels=len(labels),
         log_days=days,
         events=len(events.ts_s),
-        bad_log_lines=bad_lines,
+        bad_log_lines=BAD_LINE_KINDS,
         bad_photo_rows=len(bad.rows) - len(bad.object_kinds),
     )
 
@@ -188,9 +190,9 @@ def generate_world(
 # --- people and posts -------------------------------------------------------------
 
 
-def _login_rates(rng: np.random.Generator, users: int) -> np.ndarray:
+def _login_rates(rng: np.random.Generator, users: int, mean: float) -> np.ndarray:
     """Mean logins per day for each user; gamma so a few users are far more active."""
-    return rng.gamma(shape=2.0, scale=1.0, size=users)
+    return rng.gamma(shape=2.0, scale=mean / 2.0, size=users)
 
 
 def _posts(rng: np.random.Generator, photos: int, rates: np.ndarray, horizon_s: int) -> _Posts:
@@ -236,16 +238,17 @@ def _logins(rng: np.random.Generator, rates: np.ndarray, days: int) -> _Events:
 
 
 def _author_logins_before(logins: _Events, posts: _Posts) -> np.ndarray:
-    """Author logins in the 24 h before each post: the activity feature likes depend on."""
-    counts = np.zeros(len(posts.authors), dtype=np.int64)
-    for user in np.unique(posts.authors):
-        times = np.sort(logins.ts_s[logins.user == user])
-        mine = posts.authors == user
-        posted = posts.posted_s[mine]
-        counts[mine] = np.searchsorted(times, posted) - np.searchsorted(
-            times, posted - SECONDS_PER_DAY
-        )
-    return counts
+    """Author logins in the 24 h before each post: the activity feature likes depend on.
+
+    One sorted key per login, (user, time), so every post's window is two binary
+    searches: no per-user pass over all logins, which at millions of users would not end.
+    """
+    stride = (
+        int(max(logins.ts_s.max(initial=0), posts.posted_s.max(initial=0))) + 2 * SECONDS_PER_DAY
+    )
+    keys = np.sort(logins.user.astype(np.int64) * stride + logins.ts_s + SECONDS_PER_DAY)
+    until = posts.authors.astype(np.int64) * stride + posts.posted_s + SECONDS_PER_DAY
+    return np.searchsorted(keys, until) - np.searchsorted(keys, until - SECONDS_PER_DAY)
 
 
 def _expected_likes(
@@ -293,21 +296,43 @@ def _reactions_of(
     return _Events(ts_s, user, np.full_like(user, EVENT_TYPES.index(event)), photo)
 
 
-def _log_lines_by_day(events: _Events, days: int, window_start: datetime) -> list[list[str]]:
-    """JSON lines per day file, sorted by ts (ties broken by the other fields)."""
+def _log_lines_by_day(events: _Events, days: int, window_start: datetime) -> Iterator[list[str]]:
+    """JSON lines per day file, sorted by ts (ties broken by the other fields), a day at a time.
+
+    Polars formats the lines in bulk, exactly as `json.dumps` with compact
+    separators would, so ten million events take seconds, not many minutes.
+    """
     order = np.lexsort((events.photo, events.event, events.user, events.ts_s))
-    lines: list[list[str]] = [[] for _ in range(days)]
-    for i in order:
-        ts_s = int(events.ts_s[i])
-        photo = int(events.photo[i])
-        record = {
-            "ts": _iso_z(_at(window_start, ts_s)),
-            "user_id": int(events.user[i]),
-            "event": EVENT_TYPES[events.event[i]],
-            "photo_id": photo if photo > 0 else None,
-        }
-        lines[ts_s // SECONDS_PER_DAY].append(_json_line(record))
-    return lines
+    bounds = np.searchsorted(events.ts_s[order], np.arange(days + 1) * SECONDS_PER_DAY)
+    start_us = int(window_start.timestamp()) * 1_000_000
+    names = dict(enumerate(EVENT_TYPES))
+    for day in range(days):
+        rows = order[bounds[day] : bounds[day + 1]]
+        frame = pl.DataFrame(
+            {
+                "ts": events.ts_s[rows] * 1_000_000 + start_us,
+                "user_id": events.user[rows],
+                "event": events.event[rows],
+                "photo_id": events.photo[rows],
+            },
+            schema={"ts": pl.Int64, "user_id": pl.Int64, "event": pl.Int64, "photo_id": pl.Int64},
+        )
+        lines = frame.select(
+            pl.concat_str(
+                pl.lit('{"ts":"'),
+                pl.col("ts").cast(pl.Datetime("us", "UTC")).dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                pl.lit('","user_id":'),
+                pl.col("user_id"),
+                pl.lit(',"event":"'),
+                pl.col("event").replace_strict(names, return_dtype=pl.String),
+                pl.lit('","photo_id":'),
+                pl.when(pl.col("photo_id") > 0)
+                .then(pl.col("photo_id").cast(pl.String))
+                .otherwise(pl.lit("null")),
+                pl.lit("}"),
+            )
+        )
+        yield lines.to_series().to_list()
 
 
 def _iso_z(moment: datetime) -> str:
@@ -318,20 +343,26 @@ def _json_line(record: dict) -> str:
     return json.dumps(record, separators=(",", ":"))
 
 
-def _insert_bad_log_lines(day_lines: list[list[str]], posts: _Posts, window_start: datetime) -> int:
+BAD_LINE_KINDS = 3  # a broken line, one without user_id, one unknown event
+
+
+def _with_bad_lines(
+    day_lines: Iterator[list[str]], days: int, posts: _Posts, window_start: datetime
+) -> Iterator[list[str]]:
     """Put a broken line, one without user_id and one unknown event mid-file on three days."""
     makers = (_broken_line, _line_without_user, _line_with_unknown_event)
-    for k, make in enumerate(makers):
-        day = len(day_lines) * k // 3
-        lines = day_lines[day]
-        middle = len(lines) // 2
-        ts = (
-            json.loads(lines[middle - 1])["ts"]
-            if middle
-            else _iso_z(_at(window_start, day * SECONDS_PER_DAY))
-        )
-        lines.insert(middle, make(ts, _latest_photo(posts, window_start, ts)))
-    return len(makers)
+    bad_days = {days * k // BAD_LINE_KINDS: make for k, make in enumerate(makers)}
+    for day, lines in enumerate(day_lines):
+        make = bad_days.get(day)
+        if make is not None:
+            middle = len(lines) // 2
+            ts = (
+                json.loads(lines[middle - 1])["ts"]
+                if middle
+                else _iso_z(_at(window_start, day * SECONDS_PER_DAY))
+            )
+            lines.insert(middle, make(ts, _latest_photo(posts, window_start, ts)))
+        yield lines
 
 
 def _latest_photo(posts: _Posts, window_start: datetime, ts: str) -> int | None:
@@ -355,7 +386,7 @@ def _line_with_unknown_event(ts: str, photo: int | None) -> str:
     return _json_line({"ts": ts, "user_id": 1, "event": "share", "photo_id": photo})
 
 
-def _write_logs(logs_dir: Path, start: date, day_lines: list[list[str]]) -> None:
+def _write_logs(logs_dir: Path, start: date, day_lines: Iterator[list[str]]) -> None:
     for offset, lines in enumerate(day_lines):
         day = start + timedelta(days=offset)
         _write_object(

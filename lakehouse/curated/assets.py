@@ -166,7 +166,11 @@ def augmented_tensors(
 ) -> dg.MaterializeResult:
     info = commit_info_for(context)
     wanted = (
-        lake.read_or_empty("images", {"sha256": pl.String(), "object_key": pl.String()})
+        lake.read_or_empty(
+            "images",
+            {"sha256": pl.String(), "object_key": pl.String()},
+            columns=["sha256", "object_key"],
+        )
         .select("sha256", "object_key")
         .join(
             pl.DataFrame({"aug_index": list(range(config.k))}, schema={"aug_index": pl.Int32}),
@@ -175,7 +179,8 @@ def augmented_tensors(
         .with_columns(recipe_version=pl.lit(RECIPE.version))
     )
     key = ["sha256", "aug_index", "recipe_version"]
-    have = lake.read_or_empty(TENSORS_TABLE, {c: TENSOR_SCHEMA[c] for c in key}).select(key)
+    # the keys only: the tensor bytes are most of the table (about 110 kB an image)
+    have = lake.read_or_empty(TENSORS_TABLE, {c: TENSOR_SCHEMA[c] for c in key}, columns=key)
     missing = wanted.join(have, on=key, how="anti")
     stale = have.join(wanted.select(key), on=key, how="anti")
     todo = missing.select("sha256", "object_key").unique("sha256").sort("sha256")
@@ -254,8 +259,12 @@ def photo_classes(
     info = commit_info_for(context)
     model_row = current_classifier(lake)
     model_version = str(model_row["model_version"])
-    images_now = lake.read_or_empty("images", {"sha256": pl.String()}).select("sha256")
-    have = lake.read_or_empty("photo_classes", CLASSES_SCHEMA).select("sha256", "model_version")
+    images_now = lake.read_or_empty("images", {"sha256": pl.String()}, columns=["sha256"])
+    have = lake.read_or_empty(
+        "photo_classes",
+        {c: CLASSES_SCHEMA[c] for c in ("sha256", "model_version")},
+        columns=["sha256", "model_version"],
+    )
     todo = images_now.join(
         have.filter(pl.col("model_version") == model_version), on="sha256", how="anti"
     )

@@ -47,6 +47,7 @@ class ClassifierConfig(dg.Config):
     batch_size: int = TrainConfig.batch_size
     learning_rate: float = TrainConfig.learning_rate
     seed: int = TrainConfig.seed
+    max_steps: int = TrainConfig.max_steps
     use_weak_labels: bool = Field(
         default=False,
         description="Also train the content head on photos without a gold label whose "
@@ -122,11 +123,16 @@ def weak_labelled_images(
     )
 
 
-def training_tensors(lake: LakeResource, labelled: pl.DataFrame) -> pl.DataFrame:
-    """Every view of the training photos, only the plain view of held-out ones."""
+def training_tensors(
+    lake: LakeResource,
+    labelled: pl.DataFrame,
+    columns: tuple[str, ...] = ("sha256", "aug_index", "tensor", "shape"),
+) -> pl.DataFrame:
+    """Every view of the training photos, only the plain view of held-out ones
+    (without the pixels when `columns` leaves them out: enough to know the inputs)."""
     views = lake.read(
         TENSORS_TABLE,
-        columns=["sha256", "aug_index", "tensor", "shape"],
+        columns=list(columns),
         filters=[("recipe_version", "=", RECIPE.version)],
     )
     return (
@@ -152,14 +158,18 @@ def style_content_classifier(
     device: DeviceResource,
 ) -> dg.MaterializeResult:
     info = commit_info_for(context)
-    train_config = TrainConfig(config.epochs, config.batch_size, config.learning_rate, config.seed)
+    train_config = TrainConfig(
+        config.epochs, config.batch_size, config.learning_rate, config.seed, config.max_steps
+    )
     labelled = labelled_images(lake)
     weak = (
         weak_labelled_images(lake, labelled, config.weak_label_min_confidence)
         if config.use_weak_labels
         else labelled.clear()
     )
-    data = training_tensors(lake, pl.concat([labelled, weak], how="vertical_relaxed"))
+    labelled = pl.concat([labelled, weak], how="vertical_relaxed")
+    # which views train the model decides whether to train: their pixels are read only then
+    data = training_tensors(lake, labelled, columns=("sha256", "aug_index"))
     inputs = digest_strings(
         [
             CLASSIFIER_CODE_VERSION,
@@ -178,7 +188,8 @@ def style_content_classifier(
         context.log.info(f"inputs unchanged: reusing model {row['model_version']}, no training")
         trained_now = 0
     else:
-        row = train_and_evaluate(context, lake, data, train_config, inputs, device)
+        views = training_tensors(lake, labelled)
+        row = train_and_evaluate(context, lake, views, train_config, inputs, device)
         trained_now = 1
     if not row["current"] or trained_now:
         marked = models.filter(

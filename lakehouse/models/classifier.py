@@ -65,6 +65,9 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 3e-3
     seed: int = 0
+    # Bounds the cost at any number of labels (the demo's 60 epochs take 960 steps): with
+    # tens of thousands of labelled photos, fewer passes over far more data train as well.
+    max_steps: int = 1200
 
 
 @dataclass(frozen=True)
@@ -95,18 +98,23 @@ def train_classifier(
     try:
         model = PhotoNet().to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
-        steps = config.epochs * max(1, -(-len(pixels) // config.batch_size))
+        steps = min(config.max_steps, config.epochs * max(1, -(-len(pixels) // config.batch_size)))
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.learning_rate, total_steps=steps
         )
         loss_fn = nn.CrossEntropyLoss(ignore_index=UNKNOWN)
         losses = []
         model.train()
+        done = 0
         for _ in range(config.epochs):
             failpoint("classifier/epoch")
+            if done == steps:
+                break
             order = torch.randperm(len(pixels), generator=generator)
-            total = 0.0
+            total, seen = 0.0, 0
             for start in range(0, len(order), config.batch_size):
+                if done == steps:
+                    break
                 index = order[start : start + config.batch_size]
                 batch = symmetries(pixels[index], generator).to(device)
                 content_logits, style_logits = model(as_input(batch))
@@ -117,8 +125,9 @@ def train_classifier(
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                total += loss.item() * len(index)
-            losses.append(total / len(order))
+                done += 1
+                total, seen = total + loss.item() * len(index), seen + len(index)
+            losses.append(total / seen)
     finally:
         torch.use_deterministic_algorithms(previous)
     model = model.cpu().eval()

@@ -139,9 +139,11 @@ class LakeResource(dg.ConfigurableResource):
         name: str,
         schema: dict[str, pl.DataType],
         filters: list[tuple[str, str, object]] | None = None,
+        columns: Sequence[str] | None = None,
     ) -> pl.DataFrame:
-        """Rows of a table, or an empty frame of `schema` if it was never written."""
-        rows = self.read(name, filters=filters)
+        """Rows of a table (only `columns`, if given), or an empty frame of `schema` if it
+        was never written."""
+        rows = self.read(name, columns=columns, filters=filters)
         return pl.DataFrame(schema=schema) if rows is None else rows
 
     def upsert(
