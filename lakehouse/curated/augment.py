@@ -115,8 +115,14 @@ class ImageItems(Dataset):
         return sha256, torch.stack(augment(pixels, sha256, self.k, self.recipe))
 
 
-def keep_as_list(batch: list) -> list:
-    return batch
+def rows_and_failures(
+    batch: list[tuple[str, torch.Tensor | str]], recipe: Recipe
+) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
+    """A loader batch as (tensor rows, failures), built in the worker that made it: the
+    main process only writes, instead of also copying every view into rows."""
+    good = [(sha, views) for sha, views in batch if isinstance(views, torch.Tensor)]
+    failed = [(sha, views) for sha, views in batch if isinstance(views, str)]
+    return tensor_rows(good, recipe), failed
 
 
 def augmented_batches(
@@ -137,14 +143,11 @@ def augmented_batches(
         ImageItems(store_uri, items, k, recipe),
         batch_size=images_per_batch,
         num_workers=workers,
-        collate_fn=keep_as_list,
+        collate_fn=functools.partial(rows_and_failures, recipe=recipe),
         multiprocessing_context="spawn" if workers > 0 else None,
         persistent_workers=False,
     )
-    for batch in loader:
-        good = [(sha, views) for sha, views in batch if isinstance(views, torch.Tensor)]
-        failed = [(sha, views) for sha, views in batch if isinstance(views, str)]
-        yield tensor_rows(good, recipe), failed
+    yield from loader
 
 
 def tensor_rows(images: list[tuple[str, torch.Tensor]], recipe: Recipe) -> pl.DataFrame:
