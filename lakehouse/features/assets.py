@@ -5,6 +5,8 @@ computes set-wise in DuckDB/polars, and writes through `sync_snapshot` or
 `replace_partitions`, so a rerun on unchanged inputs writes no new table version.
 """
 
+import json
+
 import dagster as dg
 import polars as pl
 
@@ -59,8 +61,10 @@ def snapshot_result(
     versions: dict[str, int],
     extra: dict[str, object] | None = None,
 ) -> dg.MaterializeResult:
-    """Sync `rows` into the table (changed rows only) and report content and input versions."""
-    changes = lake.sync_snapshot(name, rows, ["photo_id"], commit_info=commit_info_for(context))
+    """Sync `rows` into the table (changed rows only) and report content and input versions
+    (in the metadata and in the commit, as `input_versions`: JSON {table: version})."""
+    info = {**commit_info_for(context), "input_versions": json.dumps(versions, sort_keys=True)}
+    changes = lake.sync_snapshot(name, rows, ["photo_id"], commit_info=info)
     context.log.info(f"{name}: {changes}")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(frame_digest(rows, ["photo_id"], ["photo_id", "row_sha256"])),
@@ -194,8 +198,9 @@ def popularity_labels(
     deps=list(TRAINING_INPUTS),
     code_version="1",
     description="photo_features joined with complete popularity labels; split train/val/test "
-    "by a SHA-256 of photo_id; the Delta version of each input is in `input_versions` (a JSON "
-    "column and metadata). Read it back with lakehouse.training.load(version=...).",
+    "by a SHA-256 of photo_id; the Delta version of each input is in `input_versions` (JSON, "
+    "in the metadata and in each table version's commit: LakeResource.commit_metadata). "
+    "Read it back with lakehouse.training.load(version=...).",
     **FEATURES,
 )
 def training_set(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
@@ -203,7 +208,6 @@ def training_set(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
     rows = training_rows(
         read_pinned(lake, "photo_features", versions),
         read_pinned(lake, "popularity_labels", versions),
-        versions,
     )
     splits = dict(rows.group_by("split").len().iter_rows())
     return snapshot_result(

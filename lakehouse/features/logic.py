@@ -10,7 +10,6 @@ Windows are half-open: author activity counts events in [posted_at - w, posted_a
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
@@ -277,10 +276,11 @@ def split_of(photo_ids: pl.Series) -> pl.Series:
     return pl.Series("split", names, dtype=pl.String)
 
 
-def training_rows(
-    features: pl.DataFrame, labels: pl.DataFrame, input_versions: Mapping[str, int]
-) -> pl.DataFrame:
-    """Features of photos with a complete label window and every feature present."""
+def training_rows(features: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+    """Features of photos with a complete label window and every feature present.
+
+    The input versions go in each commit (`input_versions`), not in each row: a row
+    changes only when its own photo's features or label do."""
     joined = (
         features.drop("row_sha256")
         .join(
@@ -291,11 +291,7 @@ def training_rows(
         .drop_nulls(NUMERIC_FEATURES)
         .sort("photo_id")
     )
-    rows = joined.with_columns(
-        split_of(joined["photo_id"]),
-        input_versions=pl.lit(json.dumps(dict(sorted(input_versions.items())))),
-    )
-    return with_row_digest(rows)
+    return with_row_digest(joined.with_columns(split_of(joined["photo_id"])))
 
 
 def with_row_digest(frame: pl.DataFrame) -> pl.DataFrame:

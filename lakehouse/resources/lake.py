@@ -112,6 +112,14 @@ class LakeResource(dg.ConfigurableResource):
         table = self.open(name)
         return None if table is None else table.version()
 
+    def commit_metadata(self, name: str, version: int | None = None) -> dict[str, object]:
+        """What the commit that made `version` (latest by default) recorded besides the rows."""
+        table = self.open(name, version)
+        if table is None:
+            return {}
+        wanted = table.version()
+        return next((c for c in table.history() if c.get("version") == wanted), {})
+
     def row_count(self, name: str) -> int:
         """Rows in the latest version (0 for a table never written)."""
         table = self.open(name)
