@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+import numpy as np
 import polars as pl
 
 from lakehouse.raw.quarantine import DETAIL_LIMIT, rejection
@@ -24,6 +25,16 @@ MAX_LINE_BYTES = 1 << 20
 SHOWN_CHARS = 80
 EARLY_SLACK = timedelta(days=1)
 LATE_SLACK = timedelta(days=2)
+# A line exactly as the writer formats it (`lakehouse.synthetic`): fields in order, no
+# spaces, plain integers (at most 18 digits, so below 2**63), ts in seconds with a zone.
+CANONICAL_LINE = (
+    r'^\{"ts":"(?<date>[0-9]{4}-[0-9]{2}-[0-9]{2})'
+    r"T(?<hour>[0-9]{2}):(?<minute>[0-9]{2}):(?<second>[0-9]{2})"
+    r'(?<zone>Z|[+-][0-9]{2}:[0-9]{2})",'
+    r'"user_id":(?<user_id>0|[1-9][0-9]{0,17}),'
+    r'"event":"(?<event>login|view|like)",'
+    r'"photo_id":(?<photo_id>null|0|[1-9][0-9]{0,17})\}$'
+)
 UTC_TS = pl.Datetime("us", "UTC")
 EVENT_SCHEMA: dict[str, pl.DataType] = {
     "event_id": pl.String(),
@@ -46,29 +57,132 @@ class LineError(ValueError):
     """Why one log line is not an event."""
 
 
-def parse_log_day(data: bytes, key: str, day: date) -> ParsedDay:
-    """Events and rejections of one day's file; `lines in = events + rejected`."""
-    events: list[tuple] = []
-    rejected: list[dict[str, object]] = []
-    first_line_of: dict[str, int] = {}
+def parse_log_day(data: bytes, key: str, day: date, *, in_bulk: bool = True) -> ParsedDay:
+    """Events and rejections of one day's file; `lines in = events + rejected`.
+
+    Lines in the writer's exact shape are parsed in bulk (`canonical_events`), the
+    rest one by one (`parse_event`), which says what is wrong with a bad line;
+    `in_bulk=False` sends every line the slow way, as a reference for the fast one.
+    The first line of an event wins; a later copy is rejected as its duplicate.
+    """
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    for number, raw in enumerate(lines, start=1):
+    bulk = canonical_events(lines, day) if in_bulk else pl.DataFrame(schema=EVENT_SCHEMA)
+    one_by_one = np.ones(len(lines) + 1, dtype=bool)
+    one_by_one[0] = False
+    one_by_one[bulk["line"].to_numpy()] = False
+    parsed: list[tuple] = []
+    rejected: list[dict[str, object]] = []
+    for number in np.flatnonzero(one_by_one).tolist():
+        raw = lines[number - 1]
         try:
             ts, user_id, event, photo_id = parse_event(raw, day)
-            event_id = event_identity(ts, user_id, event, photo_id)
-            if event_id in first_line_of:
-                raise LineError(f"duplicate of line {first_line_of[event_id]}")
         except LineError as exc:
-            sha = hashlib.sha256(raw).hexdigest()
-            detail = raw[:DETAIL_LIMIT].decode("utf-8", errors="replace")
-            rejected.append(rejection(key, str(exc), sha256=sha, line=number, detail=detail))
+            rejected.append(rejected_line(key, number, raw, str(exc)))
             continue
-        first_line_of[event_id] = number
-        events.append((event_id, ts, user_id, event, photo_id, number, day.isoformat()))
-    frame = pl.DataFrame(events, schema=EVENT_SCHEMA, orient="row")
-    return ParsedDay(frame, rejected)
+        event_id = event_identity(ts, user_id, event, photo_id)
+        parsed.append((event_id, ts, user_id, event, photo_id, number, day.isoformat()))
+    candidates = pl.concat([bulk, pl.DataFrame(parsed, schema=EVENT_SCHEMA, orient="row")])
+    first = pl.col("event_id").is_first_distinct()
+    candidates = candidates.sort("line")
+    events = candidates.filter(first)
+    copies = candidates.filter(~first).join(
+        events.select("event_id", first_line="line"), on="event_id", how="left"
+    )
+    for number, first_line in copies.select("line", "first_line").iter_rows():
+        rejected.append(
+            rejected_line(key, number, lines[number - 1], f"duplicate of line {first_line}")
+        )
+    rejected.sort(key=lambda row: row["line"])  # type: ignore[arg-type,return-value]
+    return ParsedDay(events, rejected)
+
+
+def rejected_line(key: str, number: int, raw: bytes, reason: str) -> dict[str, object]:
+    """A quarantine row for line `number`: its hash, and its start as text for a person."""
+    sha = hashlib.sha256(raw).hexdigest()
+    detail = raw[:DETAIL_LIMIT].decode("utf-8", errors="replace")
+    return rejection(key, reason, sha256=sha, line=number, detail=detail)
+
+
+def canonical_events(lines: list[bytes], day: date) -> pl.DataFrame:
+    """The events of the lines in the writer's exact shape, parsed in bulk.
+
+    Only a line that `CANONICAL_LINE` matches whole, with a real time near the
+    file's day and a photo where the event needs one, is here, with the values
+    `parse_event` and `event_identity` give it; every other line is left out,
+    for the per-line path to accept or reject with its reason.
+    """
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    f = {name: pl.col(name) for name in ("hour", "minute", "second", "zone")}
+    zone_hours = f["zone"].str.slice(1, 2).cast(pl.Int64, strict=False)
+    zone_minutes = f["zone"].str.slice(4, 2).cast(pl.Int64, strict=False)
+    zone_sign = pl.when(f["zone"].str.starts_with("-")).then(-1).otherwise(1)
+    offset_s = (
+        pl.when(f["zone"] == "Z")
+        .then(0)
+        .otherwise(zone_sign * (zone_hours * 3600 + zone_minutes * 60))
+    )
+    clock = [f[name].cast(pl.Int64) for name in ("hour", "minute", "second")]
+    local_s = clock[0] * 3600 + clock[1] * 60 + clock[2]
+    ts = pl.col("date").str.to_date("%Y-%m-%d", strict=False).cast(UTC_TS) + pl.duration(
+        seconds=local_s - offset_s
+    )
+    real_time = (
+        (clock[0] < 24)
+        & (clock[1] < 60)
+        & (clock[2] < 60)
+        & ((f["zone"] == "Z") | ((zone_hours < 24) & (zone_minutes < 60)))
+    )
+    photo_id = pl.when(pl.col("photo_id") != "null").then(pl.col("photo_id").cast(pl.Int64))
+    frame = (
+        pl.DataFrame({"text": line_texts(lines)})
+        .with_row_index("line", offset=1)
+        .select(pl.col("line").cast(pl.Int64), pl.col("text").str.extract_groups(CANONICAL_LINE))
+        .unnest("text")
+        .filter(pl.col("date").is_not_null())
+        .with_columns(ts=ts, real_time=real_time, photo_id=photo_id)
+        .filter(
+            pl.col("real_time")
+            & pl.col("ts").is_between(start - EARLY_SLACK, start + LATE_SLACK, closed="left")
+            & ((pl.col("event") == "login") | pl.col("photo_id").is_not_null())
+        )
+    )
+    identities = frame.select(
+        pl.concat_str(
+            pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+            pl.col("user_id"),
+            pl.col("event"),
+            pl.col("photo_id").cast(pl.String).fill_null(""),
+            separator="|",
+        ).cast(pl.Binary)
+    ).to_series()
+    event_ids = [hashlib.sha256(text).hexdigest()[:32] for text in identities.to_list()]
+    return frame.select(
+        event_id=pl.Series(event_ids, dtype=pl.String),
+        ts="ts",
+        user_id=pl.col("user_id").cast(pl.Int64),
+        event="event",
+        photo_id="photo_id",
+        line="line",
+        day=pl.lit(day.isoformat()),
+    )
+
+
+def line_texts(lines: list[bytes]) -> pl.Series:
+    """The lines as text; a line that is not UTF-8 is null (the per-line path says why)."""
+    raw = pl.Series(lines, dtype=pl.Binary)
+    try:
+        return raw.cast(pl.String)
+    except pl.exceptions.ComputeError:
+        return pl.Series([text_or_none(line) for line in lines], dtype=pl.String)
+
+
+def text_or_none(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def parse_event(raw: bytes, day: date) -> tuple[datetime, int, str, int | None]:
