@@ -83,9 +83,9 @@ def parse_log_day(data: bytes, key: str, day: date, *, in_bulk: bool = True) -> 
             continue
         event_id = event_identity(ts, user_id, event, photo_id)
         parsed.append((event_id, ts, user_id, event, photo_id, number, day.isoformat()))
-    candidates = pl.concat([bulk, pl.DataFrame(parsed, schema=EVENT_SCHEMA, orient="row")])
+    one_by_one_events = pl.DataFrame(parsed, schema=EVENT_SCHEMA, orient="row")
+    candidates = pl.concat([bulk, one_by_one_events]).sort("line")
     first = pl.col("event_id").is_first_distinct()
-    candidates = candidates.sort("line")
     events = candidates.filter(first)
     copies = candidates.filter(~first).join(
         events.select("event_id", first_line="line"), on="event_id", how="left"
