@@ -25,12 +25,11 @@ MAX_LINE_BYTES = 1 << 20
 SHOWN_CHARS = 80
 EARLY_SLACK = timedelta(days=1)
 LATE_SLACK = timedelta(days=2)
-# A line exactly as the writer formats it (`lakehouse.synthetic`): fields in order, no
-# spaces, plain integers (at most 18 digits, so below 2**63), ts in seconds with a zone.
+# A line exactly as the writer formats it (`lakehouse.synthetic`): fields in this order,
+# no spaces, integers of at most 18 digits (below 2**63), ts to the second in UTC.
 CANONICAL_LINE = (
-    r'^\{"ts":"(?<date>[0-9]{4}-[0-9]{2}-[0-9]{2})'
-    r"T(?<hour>[0-9]{2}):(?<minute>[0-9]{2}):(?<second>[0-9]{2})"
-    r'(?<zone>Z|[+-][0-9]{2}:[0-9]{2})",'
+    r'^\{"ts":"(?<ts>[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])'
+    r'(?:Z|[+-]00:00)",'
     r'"user_id":(?<user_id>0|[1-9][0-9]{0,17}),'
     r'"event":"(?<event>login|view|like)",'
     r'"photo_id":(?<photo_id>null|0|[1-9][0-9]{0,17})\}$'
@@ -108,62 +107,48 @@ def rejected_line(key: str, number: int, raw: bytes, reason: str) -> dict[str, o
 def canonical_events(lines: list[bytes], day: date) -> pl.DataFrame:
     """The events of the lines in the writer's exact shape, parsed in bulk.
 
-    Only a line that `CANONICAL_LINE` matches whole, with a real time near the
-    file's day and a photo where the event needs one, is here, with the values
-    `parse_event` and `event_identity` give it; every other line is left out,
-    for the per-line path to accept or reject with its reason.
+    Only a line that `CANONICAL_LINE` matches whole, on a real date near the
+    file's day and with a photo where the event needs one, is here, with the
+    values `parse_event` and `event_identity` give it; every other line is left
+    out, for the per-line path to accept or reject with its reason.
     """
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    f = {name: pl.col(name) for name in ("hour", "minute", "second", "zone")}
-    zone_hours = f["zone"].str.slice(1, 2).cast(pl.Int64, strict=False)
-    zone_minutes = f["zone"].str.slice(4, 2).cast(pl.Int64, strict=False)
-    zone_sign = pl.when(f["zone"].str.starts_with("-")).then(-1).otherwise(1)
-    offset_s = (
-        pl.when(f["zone"] == "Z")
-        .then(0)
-        .otherwise(zone_sign * (zone_hours * 3600 + zone_minutes * 60))
+    ts = pl.col("ts").str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S", time_unit="us", time_zone="UTC", strict=False
     )
-    clock = [f[name].cast(pl.Int64) for name in ("hour", "minute", "second")]
-    local_s = clock[0] * 3600 + clock[1] * 60 + clock[2]
-    ts = pl.col("date").str.to_date("%Y-%m-%d", strict=False).cast(UTC_TS) + pl.duration(
-        seconds=local_s - offset_s
-    )
-    real_time = (
-        (clock[0] < 24)
-        & (clock[1] < 60)
-        & (clock[2] < 60)
-        & ((f["zone"] == "Z") | ((zone_hours < 24) & (zone_minutes < 60)))
-    )
-    photo_id = pl.when(pl.col("photo_id") != "null").then(pl.col("photo_id").cast(pl.Int64))
     frame = (
         pl.DataFrame({"text": line_texts(lines)})
         .with_row_index("line", offset=1)
         .select(pl.col("line").cast(pl.Int64), pl.col("text").str.extract_groups(CANONICAL_LINE))
         .unnest("text")
-        .filter(pl.col("date").is_not_null())
-        .with_columns(ts=ts, real_time=real_time, photo_id=photo_id)
+        .filter(pl.col("ts").is_not_null())
+        .with_columns(
+            ts_text=pl.col("ts"),
+            ts=ts,
+            photo_id=pl.when(pl.col("photo_id") != "null").then(pl.col("photo_id")),
+        )
         .filter(
-            pl.col("real_time")
-            & pl.col("ts").is_between(start - EARLY_SLACK, start + LATE_SLACK, closed="left")
+            pl.col("ts").is_between(start - EARLY_SLACK, start + LATE_SLACK, closed="left")
             & ((pl.col("event") == "login") | pl.col("photo_id").is_not_null())
         )
     )
+    # `datetime.isoformat` of a UTC time to the second, as `event_identity` writes it
     identities = frame.select(
         pl.concat_str(
-            pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
-            pl.col("user_id"),
-            pl.col("event"),
-            pl.col("photo_id").cast(pl.String).fill_null(""),
+            pl.col("ts_text") + "+00:00",
+            "user_id",
+            "event",
+            pl.col("photo_id").fill_null(""),
             separator="|",
         ).cast(pl.Binary)
     ).to_series()
-    event_ids = [hashlib.sha256(text).hexdigest()[:32] for text in identities.to_list()]
+    event_ids = [sha.hexdigest()[:32] for sha in map(hashlib.sha256, identities.to_list())]
     return frame.select(
         event_id=pl.Series(event_ids, dtype=pl.String),
         ts="ts",
         user_id=pl.col("user_id").cast(pl.Int64),
         event="event",
-        photo_id="photo_id",
+        photo_id=pl.col("photo_id").cast(pl.Int64),
         line="line",
         day=pl.lit(day.isoformat()),
     )
