@@ -112,6 +112,13 @@ def test_hostile_and_edge_lines_among_good_ones_parse_the_same(
     assert any("out of range" in reason for reason in reasons)
 
 
+def test_a_date_that_does_not_exist_is_not_moved_into_the_window() -> None:
+    lines = [canonical(f"2026-02-{day}T10:00:00Z") for day in ("28", "29", "30")]
+    parsed = both_ways(lines, date(2026, 3, 1))
+    assert parsed.events["line"].to_list() == [1]
+    assert all("not ISO 8601" in row["reason"] for row in parsed.rejected)
+
+
 zones = st.sampled_from(["Z", "+00:00", "-00:00", "+02:00", "-13:30", "+23:59", "+24:00"])
 numbers = st.sampled_from(["0", "1", "07", str(2**63 - 1), str(2**63), "9" * 18, "null"])
 canonical_lines = st.builds(
