@@ -22,6 +22,7 @@ from typing import TypeVar
 import dagster as dg
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Schema, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.table import TableMerger
@@ -45,6 +46,8 @@ COMMIT_RETRIES = 8
 WRITER = WriterProperties(compression="ZSTD")
 # errors of the disk under the lake that no retry fixes
 PERMANENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+# key bounds written into merge predicates: no quote, backslash or control character
+PLAIN_TEXT = re.compile(r"[\w .:/@+=-]*")
 OS_ERROR = re.compile(r"\(os error (\d+)\)")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 UNREACHABLE = (
@@ -372,9 +375,11 @@ class LakeResource(dg.ConfigurableResource):
     ) -> TableMerger:
         """A merge of `rows` (alias s) into the latest table (alias t) on the key columns;
         columns new to the table are added to its schema."""
+        source = rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows
+        matches = [f"t.{column} = s.{column}" for column in key]
         return self.open(name).merge(  # type: ignore[union-attr]
-            rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows,
-            predicate=" AND ".join(f"t.{column} = s.{column}" for column in key),
+            source,
+            predicate=" AND ".join([*key_ranges(source, key), *matches]),
             source_alias="s",
             target_alias="t",
             merge_schema=True,
@@ -470,6 +475,38 @@ class LakeResource(dg.ConfigurableResource):
 PREVIEW_ROWS = 5
 PREVIEW_TEXT = 40
 PREVIEW_ITEMS = 3
+
+
+def key_ranges(rows: pa.Table, key: Sequence[str]) -> list[str]:
+    """`t.k >= min AND t.k <= max` for each integer or plain-string key column of `rows`.
+
+    deltalake's merge reads every file of the table unless the predicate bounds the
+    target's columns: with these bounds it skips files by their min/max statistics,
+    so a batch merged into a large table reads the few files it can touch (measured:
+    1 of 12 files instead of 12), not the whole table again and again.
+    """
+    bounds = []
+    for column in key:
+        values = rows.column(column)
+        kind = values.type
+        if not (
+            pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        ):
+            continue
+        low, high = pc.min_max(values).values()
+        if not (low.is_valid and high.is_valid):
+            continue
+        literals = [literal(value.as_py()) for value in (low, high)]
+        if None not in literals:
+            bounds += [f"t.{column} >= {literals[0]}", f"t.{column} <= {literals[1]}"]
+    return bounds
+
+
+def literal(value: int | str) -> str | None:
+    """A SQL literal of a key bound; None for text that would need escaping rules."""
+    if isinstance(value, int):
+        return str(value)
+    return f"'{value}'" if PLAIN_TEXT.fullmatch(value) else None
 
 
 def table_metadata(lake: LakeResource, name: str, rows: int, computed: int) -> dict:
