@@ -79,7 +79,7 @@ def fill_views(lake: LakeResource, views: pl.DataFrame) -> torch.Tensor:
     filled = 0
     for rows in view_batches(lake, placed):
         hits = placed.join(rows, on=VIEW_KEY)
-        pixels[torch.as_tensor(hits["position"].cast(pl.Int64).to_numpy())] = view_pixels(hits)
+        pixels[hits["position"].cast(pl.Int64).to_torch()] = view_pixels(hits)
         filled += hits.height
     if filled != views.height:
         raise RuntimeError(
