@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
@@ -32,10 +33,10 @@ def view_batches(
     wanted = keys_of(views).unique()
     if wanted.is_empty():
         return
-    predicate = (
-        (pc.field("recipe_version") == RECIPE.version)
-        & pc.field("aug_index").isin(wanted["aug_index"].unique().to_list())
-        & pc.field("sha256").isin(wanted["sha256"].unique().to_list())
+    # sha256 is matched after reading: Arrow compares an is_in set on a string column with
+    # the files' string_view statistics and finds no kernel for that (pyarrow 26, deltalake 1.6)
+    predicate = (pc.field("recipe_version") == RECIPE.version) & pc.field("aug_index").isin(
+        pa.array(wanted["aug_index"].unique().to_list(), pa.int32())
     )
     pending: list[pl.DataFrame] = []
     held = 0
