@@ -20,7 +20,7 @@ from lakehouse.resources.lake import LakeResource
 TENSORS_TABLE = "augmented_tensors"
 VIEW_KEY = ["sha256", "aug_index"]
 VIEW_COLUMNS = [*VIEW_KEY, "tensor", "shape"]
-VIEWS_PER_BATCH = 4096  # about 113 MB of pixels
+VIEWS_PER_BATCH = 1024  # about 28 MB of pixels; allocators keep a few copies' worth
 
 
 def view_batches(
