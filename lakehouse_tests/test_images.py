@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lakehouse.curated.assets import plain_views
+from lakehouse.curated.views import read_views, view_pixels
 from lakehouse.definitions import defs
 from lakehouse.models.classifier import TrainConfig, load_classifier, predict, train_classifier
 from lakehouse_tests.conftest import DemoLake, Lakehouse, materializations
@@ -92,11 +92,17 @@ def test_augmented_tensors_are_k_per_image_and_typed(demo_world) -> None:
     assert "data:image/png;base64," in found["augmented_tensors"]["preview"]
 
 
+def plain_views_of(images: pl.DataFrame) -> pl.DataFrame:
+    """The keys of aug_index 0 (the plain resize) of these images."""
+    return images.select("sha256", aug_index=pl.lit(0))
+
+
 def test_cpu_inference_agrees_across_batch_sizes(demo_world) -> None:
     lakehouse, found = demo_world
     lake = lakehouse.lake_resource
     model = load_classifier(lake.get_object(found["style_content_classifier"]["weights"]))
-    shas, pixels = plain_views(lake, lake.read("images")["sha256"].head(40))
+    rows = read_views(lake, plain_views_of(lake.read("images").head(40)))
+    shas, pixels = rows["sha256"], view_pixels(rows)
     results = [
         predict(model, pixels, device=torch.device("cpu"), batch_size=size) for size in (1, 7, 64)
     ]
@@ -113,7 +119,7 @@ def test_cuda_and_cpu_agree(demo_world) -> None:
     lakehouse, found = demo_world
     lake = lakehouse.lake_resource
     model = load_classifier(lake.get_object(found["style_content_classifier"]["weights"]))
-    _, pixels = plain_views(lake, lake.read("images")["sha256"])
+    pixels = view_pixels(read_views(lake, plain_views_of(lake.read("images"))))
     cpu = predict(model, pixels, device=torch.device("cpu"), batch_size=64)
     gpu = predict(model, pixels, device=torch.device("cuda"), batch_size=64, mixed_precision=True)
     assert torch.allclose(cpu[0], gpu[0], atol=1e-3)

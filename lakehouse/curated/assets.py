@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 import dagster as dg
 import polars as pl
 import torch
+from pydantic import Field
 
-from lakehouse.curated.augment import RECIPE, TENSOR_SCHEMA, augmented_batches, tensors_from_arrow
+from lakehouse.curated.augment import RECIPE, TENSOR_SCHEMA, augmented_batches
 from lakehouse.curated.decode import DEFAULT_PIXEL_LIMIT, DecodeError, decode_image
-from lakehouse.curated.preview import TENSORS_TABLE, augmentation_grid, markdown_image
+from lakehouse.curated.preview import augmentation_grid, markdown_image
+from lakehouse.curated.views import TENSORS_TABLE, VIEWS_PER_BATCH, view_batches, view_pixels
 from lakehouse.layers import GPU, layer_defaults
 from lakehouse.models.classifier import load_classifier, predict
 from lakehouse.raw.quarantine import active_quarantine, rejection, rejections_frame, sync_quarantine
@@ -58,6 +60,11 @@ class AugmentConfig(dg.Config):
 
 class InferenceConfig(dg.Config):
     batch_size: int = 0
+    images_per_batch: int = Field(
+        default=VIEWS_PER_BATCH,
+        ge=1,
+        description="Images read, classified and committed together: bounds the pixels held.",
+    )
 
 
 def current_objects(lake: LakeResource) -> pl.DataFrame:
@@ -228,18 +235,6 @@ def current_classifier(lake: LakeResource) -> dict[str, object]:
     return models.filter(pl.col("current")).row(0, named=True)
 
 
-def plain_views(lake: LakeResource, shas: pl.Series) -> tuple[list[str], torch.Tensor]:
-    """aug_index 0 (the plain resize) of the given images, as one uint8 tensor."""
-    rows = lake.read(
-        TENSORS_TABLE,
-        columns=["sha256", "tensor", "shape"],
-        filters=[("aug_index", "=", 0), ("recipe_version", "=", RECIPE.version)],
-    )
-    rows = rows.filter(pl.col("sha256").is_in(shas.implode())).sort("sha256")
-    shape = rows["shape"][0].to_list() if rows.height else [3, RECIPE.size, RECIPE.size]
-    return rows["sha256"].to_list(), tensors_from_arrow(rows.to_arrow()["tensor"], shape)
-
-
 @dg.asset(
     deps=["augmented_tensors", "style_content_classifier"],
     code_version="1",
@@ -280,22 +275,26 @@ def photo_classes(
         f"(batch {batch_size}); removing {stale.height} stale rows"
     )
     lake.delete_keys("photo_classes", stale, commit_info=info)
+    batches = 0
     if todo.height:
         model = load_classifier(lake.get_object(str(model_row["weights_key"])))
-        shas, pixels = plain_views(lake, todo["sha256"])
-        content, style = predict(
-            model,
-            pixels,
-            device=target,
-            batch_size=batch_size,
-            mixed_precision=device.mixed_precision(),
-        )
-        lake.upsert(
-            "photo_classes",
-            class_rows(shas, model_version, content, style),
-            key=["sha256", "model_version"],
-            commit_info=info,
-        )
+        plain = todo.select("sha256", aug_index=pl.lit(0, pl.Int32))
+        for rows in view_batches(lake, plain, config.images_per_batch):
+            content, style = predict(
+                model,
+                view_pixels(rows),
+                device=target,
+                batch_size=batch_size,
+                mixed_precision=device.mixed_precision(),
+            )
+            lake.upsert(
+                "photo_classes",
+                class_rows(rows["sha256"].to_list(), model_version, content, style),
+                key=["sha256", "model_version"],
+                commit_info=info,
+            )
+            batches += 1
+            context.log.info(f"photo_classes: batch {batches}, {rows.height} images classified")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(
             digest_strings([model_version, *images_now["sha256"].sort().to_list()])
@@ -304,6 +303,8 @@ def photo_classes(
             **table_metadata(lake, "photo_classes", images_now.height, todo.height),
             "model_version": model_version,
             "device": str(target),
+            "batches": batches,
+            "images_per_batch": config.images_per_batch,
         },
     )
 

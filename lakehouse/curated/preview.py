@@ -9,26 +9,25 @@ import polars as pl
 from PIL import Image
 from torchvision.utils import make_grid
 
-from lakehouse.curated.augment import RECIPE, tensors_from_arrow
+from lakehouse.curated.augment import RECIPE
+from lakehouse.curated.views import TENSORS_TABLE, VIEW_KEY, read_views, view_pixels
 from lakehouse.resources.lake import LakeResource
-
-TENSORS_TABLE = "augmented_tensors"
 
 
 def augmentation_grid(lake: LakeResource, n: int = 6) -> bytes | None:
-    """PNG bytes: one row per image (first `n` by sha256), its k views side by side."""
-    rows = lake.read(
+    """PNG bytes: one row per image (first `n` by sha256), its k views side by side.
+    Only those images' pixels are read: the keys pick them."""
+    keys = lake.read(
         TENSORS_TABLE,
-        columns=["sha256", "aug_index", "tensor", "shape"],
+        columns=VIEW_KEY,
         filters=[("recipe_version", "=", RECIPE.version)],
     )
-    if rows is None or rows.is_empty():
+    if keys is None or keys.is_empty():
         return None
-    chosen = rows["sha256"].unique().sort().head(n)
-    picked = rows.filter(pl.col("sha256").is_in(chosen.implode())).sort("sha256", "aug_index")
+    chosen = keys["sha256"].unique().sort().head(n)
+    picked = read_views(lake, keys.filter(pl.col("sha256").is_in(chosen.implode())))
     k = picked.filter(pl.col("sha256") == chosen[0]).height
-    tensors = tensors_from_arrow(picked.to_arrow()["tensor"], picked["shape"][0].to_list())
-    grid = make_grid(tensors, nrow=k, padding=2, pad_value=255)
+    grid = make_grid(view_pixels(picked), nrow=k, padding=2, pad_value=255)
     buffer = io.BytesIO()
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     return buffer.getvalue()

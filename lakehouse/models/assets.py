@@ -8,12 +8,19 @@ import polars as pl
 import torch
 from pydantic import Field
 
-from lakehouse.curated.assets import TENSORS_TABLE
-from lakehouse.curated.augment import RECIPE, tensors_from_arrow
+from lakehouse.curated.augment import RECIPE
+from lakehouse.curated.views import (
+    TENSORS_TABLE,
+    VIEW_KEY,
+    fill_views,
+    view_batches,
+    view_pixels,
+)
 from lakehouse.labels.logic import photo_images
 from lakehouse.layers import GPU, layer_defaults
 from lakehouse.models.classifier import (
     UNKNOWN,
+    PhotoNet,
     TrainConfig,
     accuracy,
     predict,
@@ -123,21 +130,35 @@ def weak_labelled_images(
     )
 
 
-def training_tensors(
-    lake: LakeResource,
-    labelled: pl.DataFrame,
-    columns: tuple[str, ...] = ("sha256", "aug_index", "tensor", "shape"),
-) -> pl.DataFrame:
-    """Every view of the training photos, only the plain view of held-out ones
-    (without the pixels when `columns` leaves them out: enough to know the inputs)."""
+def training_views(lake: LakeResource, labelled: pl.DataFrame) -> pl.DataFrame:
+    """Every view of the training photos, only the plain view of held-out ones: their keys
+    and labels, not their pixels (enough to know the inputs)."""
     views = lake.read(
-        TENSORS_TABLE,
-        columns=list(columns),
-        filters=[("recipe_version", "=", RECIPE.version)],
+        TENSORS_TABLE, columns=VIEW_KEY, filters=[("recipe_version", "=", RECIPE.version)]
     )
     return (
         labelled.join(views, on="sha256")
         .filter(~pl.col("held_out") | (pl.col("aug_index") == 0))
+        .sort("photo_id", "aug_index")
+    )
+
+
+def capped_views(views: pl.DataFrame, cap: int) -> pl.DataFrame:
+    """At most `cap` views, in (photo_id, aug_index) order: all of them when there are no
+    more, else those first by a hash of (sha256, aug_index), a choice by content that any
+    run repeats. Training takes at most max_steps batches, so more views are never seen."""
+    if views.height <= cap:
+        return views
+    rank = pl.concat_str([pl.col("sha256"), pl.col("aug_index").cast(pl.String)], separator=":")
+    return (
+        views.with_columns(
+            rank=rank.map_elements(
+                lambda text: hashlib.sha256(text.encode()).hexdigest(), return_dtype=pl.String
+            )
+        )
+        .sort("rank", "photo_id", "aug_index")
+        .head(cap)
+        .drop("rank")
         .sort("photo_id", "aug_index")
     )
 
@@ -169,7 +190,7 @@ def style_content_classifier(
     )
     labelled = pl.concat([labelled, weak], how="vertical_relaxed")
     # which views train the model decides whether to train: their pixels are read only then
-    data = training_tensors(lake, labelled, columns=("sha256", "aug_index"))
+    data = training_views(lake, labelled)
     inputs = digest_strings(
         [
             CLASSIFIER_CODE_VERSION,
@@ -188,8 +209,7 @@ def style_content_classifier(
         context.log.info(f"inputs unchanged: reusing model {row['model_version']}, no training")
         trained_now = 0
     else:
-        views = training_tensors(lake, labelled)
-        row = train_and_evaluate(context, lake, views, train_config, inputs, device)
+        row = train_and_evaluate(context, lake, data, train_config, inputs, device)
         trained_now = 1
     if not row["current"] or trained_now:
         marked = models.filter(
@@ -229,33 +249,39 @@ def train_and_evaluate(
     inputs: str,
     device: DeviceResource,
 ) -> dict[str, object]:
-    """Train on the training photos, score the held-out ones, store the weights."""
+    """Train on the training photos, score the held-out ones, store the weights.
+
+    Pixels held: at most max_steps x batch_size training views, then one batch of
+    held-out views at a time."""
     if data.is_empty():
         raise RuntimeError("no labelled photos with augmented tensors to train on")
-    pixels = tensors_from_arrow(data.to_arrow()["tensor"], data["shape"][0].to_list())
-    content = torch.tensor(data["content"].to_list())
-    style = torch.tensor(data["style"].to_list())
-    held = torch.tensor(data["held_out"].to_list())
-    train_photos = data.filter(~pl.col("held_out"))["photo_id"].n_unique()
+    every = data.filter(~pl.col("held_out"))
+    training = capped_views(every, config.max_steps * config.batch_size)
+    held_out = data.filter(pl.col("held_out"))
+    train_photos = training["photo_id"].n_unique()
     target = device.device()
     context.log.info(
-        f"training on {int((~held).sum())} views of {train_photos} photos on {target}; "
-        f"{int(held.sum())} held-out photos"
+        f"training on {training.height} of {every.height} views of {train_photos} photos "
+        f"on {target}; {held_out.height} held-out photos"
     )
-    trained = train_classifier(pixels[~held], content[~held], style[~held], config, target)
-    content_probs, style_probs = predict(
-        trained.model, pixels[held], device=torch.device("cpu"), batch_size=256
+    trained = train_classifier(
+        fill_views(lake, training),
+        torch.tensor(training["content"].to_list()),
+        torch.tensor(training["style"].to_list()),
+        config,
+        target,
     )
+    content_probs, style_probs, content, style = held_out_predictions(lake, trained.model, held_out)
     key = lake.put_object(trained.weights)
     result = {
         "model_version": trained.weights_sha256[:16],
         "weights_key": key,
         "weights_sha256": trained.weights_sha256,
         "inputs_digest": inputs,
-        "content_accuracy": accuracy(content_probs, content[held]),
-        "style_accuracy": accuracy(style_probs, style[held]),
+        "content_accuracy": accuracy(content_probs, content),
+        "style_accuracy": accuracy(style_probs, style),
         "train_photos": train_photos,
-        "held_out_photos": int(held.sum()),
+        "held_out_photos": held_out.height,
         "recipe_version": RECIPE.version,
         "trained_at": datetime.now(UTC),
         "current": True,
@@ -265,3 +291,26 @@ def train_and_evaluate(
         f"style {result['style_accuracy']:.3f}; weights {key}"
     )
     return result
+
+
+def held_out_predictions(
+    lake: LakeResource, model: PhotoNet, held_out: pl.DataFrame
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Content and style probabilities of the held-out views with their labels, predicted
+    batch by batch as the views are read."""
+    content_probs = [torch.empty((0, len(CONTENT_CLASSES)))]
+    style_probs = [torch.empty((0, len(STYLES)))]
+    content, style = [], []
+    for rows in view_batches(lake, held_out):
+        scored = held_out.join(rows, on=VIEW_KEY)
+        probs = predict(model, view_pixels(scored), device=torch.device("cpu"), batch_size=256)
+        content_probs.append(probs[0])
+        style_probs.append(probs[1])
+        content.extend(scored["content"].to_list())
+        style.extend(scored["style"].to_list())
+    return (
+        torch.cat(content_probs),
+        torch.cat(style_probs),
+        torch.tensor(content, dtype=torch.int64),
+        torch.tensor(style, dtype=torch.int64),
+    )

@@ -159,6 +159,30 @@ class LakeResource(dg.ConfigurableResource):
         rows = self.read(name, columns=columns, filters=filters)
         return pl.DataFrame(schema=schema) if rows is None else rows
 
+    def scan(
+        self,
+        name: str,
+        columns: Sequence[str],
+        predicate: pc.Expression,
+        rows_per_batch: int,
+    ) -> Iterator[pl.DataFrame]:
+        """Rows of a table matching `predicate`, at most `rows_per_batch` at a time and one
+        batch read at a time: a table larger than memory streams through (nothing if absent)."""
+        table = self.open(name)
+        if table is None:
+            return
+        with self._storage_faults(name, "reading"):
+            batches = table.to_pyarrow_dataset().to_batches(
+                columns=list(columns),
+                filter=predicate,
+                batch_size=rows_per_batch,
+                batch_readahead=1,
+                fragment_readahead=1,
+            )
+            for batch in batches:
+                if batch.num_rows:
+                    yield pl.from_arrow(batch)  # type: ignore[misc]
+
     def upsert(
         self,
         name: str,
