@@ -15,9 +15,11 @@ import sqlalchemy as sa
 from deltalake import write_deltalake
 
 from lakehouse import training
+from lakehouse.features.checks import COUNTED
 from lakehouse.features.logic import (
     NUMERIC_FEATURES,
     UTC_TS,
+    activity_oracle,
     author_activity,
     hourly_activity,
     label_rows,
@@ -162,6 +164,10 @@ def test_activity_matches_a_brute_force_oracle(seed: int) -> None:
     events = [(ts, u, e, None if e == "login" else p) for ts, u, e, p in events]
     found = author_activity(photos_frame(photos), events_frame(events)).rows()
     assert found == brute_force(photos, events)
+    # the leakage check's recount agrees, however many author buckets it joins in
+    for per_bucket in (len(events), 100, 7):
+        oracle = activity_oracle(photos_frame(photos), events_frame(events), per_bucket)
+        assert oracle.select("photo_id", *COUNTED).sort("photo_id").rows() == found
 
 
 # --- through Dagster ---------------------------------------------------------------

@@ -10,7 +10,7 @@ Windows are half-open: author activity counts events in [posted_at - w, posted_a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 
 import duckdb
@@ -305,7 +305,27 @@ def with_row_digest(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(row_sha256=digests)
 
 
-def activity_oracle(photos: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+ORACLE_EVENTS_PER_BUCKET = 500_000
+
+
+def author_pairs(posts: pl.DataFrame, kind: pl.DataFrame, buckets: int) -> Iterator[pl.DataFrame]:
+    """Each post joined with every event of its author, one bucket of authors at a time."""
+    events_of = kind.with_columns(bucket=pl.col("user_id") % buckets).partition_by(
+        "bucket", as_dict=True, include_key=False
+    )
+    for (bucket,), mine in (
+        posts.with_columns(bucket=pl.col("user_id") % buckets)
+        .partition_by("bucket", as_dict=True, include_key=False)
+        .items()
+    ):
+        theirs = events_of.get((bucket,))
+        if theirs is not None:
+            yield mine.join(theirs, on="user_id")
+
+
+def activity_oracle(
+    photos: pl.DataFrame, events: pl.DataFrame, events_per_bucket: int = ORACLE_EVENTS_PER_BUCKET
+) -> pl.DataFrame:
     """Independent recount in polars, with the latest contributing event time per photo.
 
     The leakage check compares this with photo_features: equal counts and every
@@ -320,12 +340,25 @@ def activity_oracle(photos: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
         .select(user_id="author", ts="ts")
     )
 
+    # every (post, event of its author) pair is formed: by buckets of authors, so that
+    # memory holds one bucket's pairs (10M events x 100k photos in one join took 10 GB)
+    buckets = max(1, -(-events.height // events_per_bucket))
+
     def window(kind: pl.DataFrame, width: timedelta, name: str) -> pl.DataFrame:
-        hits = posts.join(kind, on="user_id").filter(
-            (pl.col("ts") >= pl.col("posted_at") - width) & (pl.col("ts") < pl.col("posted_at"))
-        )
-        return hits.group_by("photo_id").agg(
-            pl.len().cast(pl.Int64).alias(name), pl.col("ts").max().alias(f"{name}_last_ts")
+        counted = [
+            pairs.filter(
+                (pl.col("ts") >= pl.col("posted_at") - width) & (pl.col("ts") < pl.col("posted_at"))
+            )
+            .group_by("photo_id")
+            .agg(pl.len().cast(pl.Int64).alias(name), pl.col("ts").max().alias(f"{name}_last_ts"))
+            for pairs in author_pairs(posts, kind, buckets)
+        ]
+        return (
+            pl.concat(counted)
+            if counted
+            else pl.DataFrame(
+                schema={"photo_id": pl.Int64, name: pl.Int64, f"{name}_last_ts": kind.schema["ts"]}
+            )
         )
 
     return (
