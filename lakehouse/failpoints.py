@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 CRASH_VAR = "LAKEHOUSE_CRASH_AT"
+WATCH_INTERVAL_S = 0.0001
 
 _hits: Counter[str] = Counter()
 _actions: dict[str, Callable[[], None]] = {}
@@ -34,6 +35,11 @@ def armed(name: str) -> bool:
         return False
     _hits[name] += 1
     return _hits[name] == int(nth or 1)
+
+
+def write_armed(name: str) -> bool:
+    """Whether a crash is asked for during writes of table `name` (counts no hit)."""
+    return os.environ.get(CRASH_VAR, "").partition(":")[0] == f"write/{name}"
 
 
 def crash() -> None:
@@ -63,35 +69,27 @@ def on(name: str, action: Callable[[], None]) -> Iterator[None]:
 def during_write(name: str, directory: str) -> Iterator[None]:
     """Around a Delta write of table `name` at `directory` (a local path): when
     `write/<name>` is armed, die as soon as the write puts a new data file on disk,
-    so the data files exist and the commit that would reference them does not.
-
-    The watcher is a process of its own, polling without a pause: a thread would need
-    this process's GIL and could lose the race against a write of a few milliseconds."""
+    so the data files exist and the commit that would reference them does not."""
     if not armed(f"write/{name}"):
         yield
         return
-    watcher = subprocess.Popen(
-        [sys.executable, "-c", WATCHER, str(os.getpid()), directory],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    watcher.stdout.readline()  # type: ignore[union-attr]  # "ready": it knows the files before
+    root = Path(directory)
+    before = set(data_files(root))
+    threading.Thread(target=_kill_on_new_file, args=(root, before), daemon=True).start()
     yield
     crash()  # the write finished before the watcher saw a file: still die, one step late
 
 
-# the watcher: note the table's data files, say ready, kill the writer at the first new one
-WATCHER = """
-import os, signal, sys
-def data_files(root):
+def data_files(root: Path) -> Iterator[str]:
+    """Every file of a table directory outside its transaction log."""
     for directory, subdirs, files in os.walk(root):
         subdirs[:] = [d for d in subdirs if d != "_delta_log"]
         yield from (os.path.join(directory, f) for f in files)
-writer, root = int(sys.argv[1]), sys.argv[2]
-before = set(data_files(root))
-print("ready", flush=True)
-while all(path in before for path in data_files(root)):
-    if os.getppid() != writer:  # the writer died on its own: nothing left to kill
-        sys.exit()
-os.kill(writer, signal.SIGKILL)
-"""
+
+
+def _kill_on_new_file(root: Path, before: set[str]) -> None:
+    # deltalake releases the GIL while it writes, so this thread runs during the write
+    event = threading.Event()
+    while not any(path not in before for path in data_files(root)):
+        event.wait(WATCH_INTERVAL_S)
+    crash()
