@@ -387,6 +387,25 @@ def test_a_symlink_out_of_the_lake_is_not_followed_for_writes(tmp_path: Path) ->
     record("lake key", "objects/ symlinked outside the lake", "refused: UnsafeKeyError")
 
 
+def test_a_symlink_out_of_the_source_store_is_not_followed_for_reads(tmp_path: Path) -> None:
+    outside, store = tmp_path / "outside", tmp_path / "store"
+    (outside / "photos").mkdir(parents=True)
+    (outside / "photos" / "secret.jpg").write_bytes(b"not yours")
+    (store / "photos").mkdir(parents=True)
+    (store / "photos" / "mine.jpg").write_bytes(b"mine")
+    (store / "photos" / "link.jpg").symlink_to(outside / "photos" / "secret.jpg")
+    (store / "elsewhere").symlink_to(outside / "photos")
+    (store / "photos" / "alias.jpg").symlink_to(store / "photos" / "mine.jpg")
+    sources = ObjectStoreResource(uri=str(store))
+    for key in ("photos/link.jpg", "elsewhere/secret.jpg"):
+        for read in (sources.read, sources.sha256):
+            with pytest.raises(UnsafeKeyError, match="outside"):
+                read(key)
+    assert sources.read("photos/alias.jpg") == b"mine", "a link that stays inside is read"
+    assert [o.key for o in sources.list("")] == ["photos/mine.jpg"], "links are never listed"
+    record("source key", "a file or folder symlinked outside the store", "refused on read")
+
+
 def test_a_fractional_id_is_refused_not_truncated() -> None:
     """A REAL in an INTEGER column (SQLite allows it) must not become another photo's id."""
     photos = pl.DataFrame(

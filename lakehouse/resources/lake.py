@@ -29,7 +29,7 @@ from deltalake.table import TableMerger
 
 from lakehouse import failpoints
 from lakehouse.failpoints import during_write, failpoint
-from lakehouse.resources.keys import checked_key, local_path
+from lakehouse.resources.keys import checked_key, local_path, read_below
 from lakehouse.resources.s3 import s3_client
 from lakehouse.settings import (
     LAKE_VAR,
@@ -323,7 +323,7 @@ class LakeResource(dg.ConfigurableResource):
                 location = parse_s3(self.root)
                 target = f"{location.prefix}/{checked_key(self.root, key)}".lstrip("/")
                 return s3_client().get_object(Bucket=location.bucket, Key=target)["Body"].read()
-            return local_path(self.root, key).read_bytes()
+            return read_below(self.root, key)
 
     def replace_partitions(
         self,

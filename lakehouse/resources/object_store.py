@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from lakehouse.resources.keys import local_path
+from lakehouse.resources.keys import open_below, read_below
 from lakehouse.resources.s3 import s3_client
 from lakehouse.settings import SOURCES_VAR, ConfigError, is_s3, parse_s3
 
@@ -73,7 +73,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
             location = parse_s3(self.uri)
             body = s3_client().get_object(Bucket=location.bucket, Key=self._s3_key(key))["Body"]
             return body.read()
-        return local_path(self.uri, key).read_bytes()
+        return read_below(self.uri, key)
 
     def sha256(self, key: str) -> str:
         """Hex SHA-256 of an object's bytes, streamed (big objects never sit in memory)."""
@@ -84,7 +84,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
             for chunk in iter(lambda: body.read(HASH_CHUNK), b""):
                 digest.update(chunk)
             return digest.hexdigest()
-        descriptor = os.open(local_path(self.uri, key), os.O_RDONLY)
+        descriptor = open_below(self.uri, key)
         try:
             while chunk := os.read(descriptor, HASH_CHUNK):
                 digest.update(chunk)
