@@ -1,11 +1,16 @@
-"""Classifier inference throughput: `predict` on the CPU, and on CUDA (mixed precision) if present.
+"""Classifier throughput on the CPU and, if present, CUDA: inference (`predict`) and training.
 
     .venv/bin/python -m bench.classify [--images N] [--batch-size B] [--repeats R]
+                                       [--train-steps S]
 
-Random uint8 N×3×96×96 images, an untrained PhotoNet in eval mode (the weights
-do not change the cost). One untimed warm-up run per row (cuDNN autotuning,
-allocator), then R timed runs; the best counts. `predict` returns float32
-probabilities on the CPU, so every timing includes the copies both ways.
+Inference: random uint8 N×3×96×96 images, an untrained PhotoNet in eval mode
+(the weights do not change the cost). One untimed warm-up run per row (cuDNN
+autotuning, allocator), then R timed runs; the best counts. `predict` returns
+float32 probabilities on the CPU, so every timing includes the copies both ways.
+
+Training: `train_classifier` for S steps of its default batch on the same
+images with random labels, once per device after a short warm-up; the loop is
+the product's own (seeded symmetries on the CPU, one optimizer step per batch).
 """
 
 from __future__ import annotations
@@ -16,8 +21,14 @@ from dataclasses import dataclass
 
 import torch
 
-from lakehouse.curated.augment import RECIPE
-from lakehouse.models.classifier import PhotoNet, predict
+from lakehouse.models.classifier import (
+    INPUT_SIZE,
+    PhotoNet,
+    TrainConfig,
+    predict,
+    train_classifier,
+)
+from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 
 @dataclass(frozen=True)
@@ -39,12 +50,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=2000, help="images to classify")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (best wins)")
+    parser.add_argument("--train-steps", type=int, default=200, help="training steps per device")
     return parser.parse_args()
 
 
 def random_pixels(images: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
-    shape = (images, 3, RECIPE.size, RECIPE.size)
+    shape = (images, 3, INPUT_SIZE, INPUT_SIZE)
     return torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
 
 
@@ -97,13 +109,48 @@ def print_report(rows: list[Row], max_differences: list[float]) -> None:
         print("no CUDA device: CPU only")
 
 
+def train_seconds(pixels: torch.Tensor, device: torch.device, steps: int) -> float:
+    """Seconds of `train_classifier` for `steps` steps on `device`, after a 5-step warm-up."""
+    generator = torch.Generator().manual_seed(1)
+    content = torch.randint(0, len(CONTENT_CLASSES), (len(pixels),), generator=generator)
+    style = torch.randint(0, len(STYLES), (len(pixels),), generator=generator)
+
+    def run(count: int) -> float:
+        config = TrainConfig(epochs=10**6, max_steps=count)
+        start = time.perf_counter()
+        train_classifier(pixels, content, style, config, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    run(5)
+    return run(steps)
+
+
+def print_training(pixels: torch.Tensor, steps: int) -> None:
+    """Training images per second on each device, and CUDA's ratio to the CPU."""
+    batch = TrainConfig().batch_size
+    rates = {}
+    for device, mixed in configurations():
+        if mixed:
+            continue
+        seconds = train_seconds(pixels, device, steps)
+        rates[device.type] = steps * batch / seconds
+        print(
+            f"training on {device.type}: {steps} steps of {batch} in {seconds:.2f} s, "
+            f"{rates[device.type]:.0f} images/s"
+        )
+    if "cuda" in rates:
+        print(f"ratio GPU / CPU in training images/s: {rates['cuda'] / rates['cpu']:.1f}")
+
+
 def main() -> int:
     args = parse_args()
     torch.manual_seed(0)
     model = PhotoNet().eval()
     pixels = random_pixels(args.images)
     print(
-        f"{args.images} images 3x{RECIPE.size}x{RECIPE.size} uint8, batch {args.batch_size}, "
+        f"{args.images} images 3x{INPUT_SIZE}x{INPUT_SIZE} uint8, batch {args.batch_size}, "
         f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}"
         + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
         + f"; best of {args.repeats}\n"
@@ -115,6 +162,9 @@ def main() -> int:
         rows.append(row)
         differences.append(float((probabilities - reference).abs().max()))
     print_report(rows, differences)
+    if args.train_steps:
+        print()
+        print_training(pixels, args.train_steps)
     return 0
 
 

@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from sqlalchemy.dialects import sqlite
 
-CONTENT_CLASSES = ("circle", "square", "triangle", "stripes")
-STYLES = ("gray", "high_contrast", "blurred")
+from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
+
 EVENT_TYPES = ("login", "view", "like")
 
 CITIES = (

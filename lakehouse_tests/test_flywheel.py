@@ -39,7 +39,8 @@ from lakehouse.query import connect, table_diff
 from lakehouse.raw.metadata import validate_labels
 from lakehouse.releases import find_release, list_releases, release_diff
 from lakehouse.resources import LakeResource, MetadataDbResource
-from lakehouse.synthetic import CONTENT_CLASSES, STYLES, generate_world
+from lakehouse.synthetic import generate_world
+from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 from lakehouse_tests.conftest import RAW_LAYER, Lakehouse, materializations
 from lakehouse_tests.servers.postgres import postgres_available, postgres_server
 

@@ -23,8 +23,8 @@ from lakehouse.raw.quarantine import active_quarantine, rejection, rejections_fr
 from lakehouse.resources import LakeResource, ObjectStoreResource
 from lakehouse.resources.device import DeviceResource
 from lakehouse.resources.lake import commit_info_for, table_metadata
-from lakehouse.synthetic import CONTENT_CLASSES, STYLES
 from lakehouse.versioning import digest_strings, frame_digest
+from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 CURATED = layer_defaults("curated", "team:ml-data")
 IMAGES_SOURCE = "images"

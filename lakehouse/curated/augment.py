@@ -20,6 +20,7 @@ from torchvision.transforms import v2
 
 from lakehouse.curated.decode import DecodeError, decode_image
 from lakehouse.failpoints import failpoint
+from lakehouse.models.classifier import INPUT_SIZE
 from lakehouse.resources.object_store import ObjectStoreResource
 
 TENSOR_SCHEMA: dict[str, pl.DataType] = {
@@ -40,7 +41,7 @@ class Recipe:
 
     name: str = "photo-aug"
     version: str = "1"
-    size: int = 96
+    size: int = INPUT_SIZE
 
     def transforms(self) -> tuple[v2.Transform, v2.Transform]:
         """(plain, random), built once per recipe and process."""

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 import duckdb
 import polars as pl
 
-from lakehouse.synthetic import CONTENT_CLASSES, STYLES
 from lakehouse.versioning import digest_strings
+from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 MICROS = 1_000_000
 LOGIN_WINDOW = timedelta(hours=24)

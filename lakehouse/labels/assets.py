@@ -24,7 +24,7 @@ from lakehouse.labels.logic import (
 from lakehouse.layers import layer_defaults
 from lakehouse.resources import LakeResource
 from lakehouse.resources.lake import commit_info_for
-from lakehouse.synthetic import CONTENT_CLASSES
+from lakehouse.vocabulary import CONTENT_CLASSES
 
 LABELS = layer_defaults("labels", "team:ml-data", kinds={"delta", "numpy"})
 LABEL_INPUTS = ("raw_photos", "raw_photo_labels", "images", "photo_classes")

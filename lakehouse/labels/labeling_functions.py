@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 
-from lakehouse.synthetic import CONTENT_CLASSES
+from lakehouse.vocabulary import CONTENT_CLASSES
 
 Photo = Mapping[str, object]
 LabelingFunction = Callable[[Photo], str | None]

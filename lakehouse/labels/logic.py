@@ -18,7 +18,7 @@ from lakehouse.labels.label_model import (
     majority_vote,
 )
 from lakehouse.labels.labeling_functions import LabelingFunction
-from lakehouse.synthetic import CONTENT_CLASSES
+from lakehouse.vocabulary import CONTENT_CLASSES
 
 STRATEGIES = ("margin", "entropy")
 HEADS = ("content", "style")

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from lakehouse.synthetic import CONTENT_CLASSES, STYLES
+from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 IMAGE = "image"
 CHOICES = {"content": CONTENT_CLASSES, "style": STYLES}

@@ -29,8 +29,8 @@ from lakehouse.models.classifier import (
 from lakehouse.resources import LakeResource
 from lakehouse.resources.device import DeviceResource
 from lakehouse.resources.lake import commit_info_for, table_metadata
-from lakehouse.synthetic import CONTENT_CLASSES, STYLES
 from lakehouse.versioning import digest_strings, frame_digest
+from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 CLASSIFIER_CODE_VERSION = "1"
 HELD_OUT_SHARE = 5  # one photo in five, chosen by a hash of photo_id

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from lakehouse.failpoints import failpoint
-from lakehouse.synthetic import CONTENT_CLASSES, STYLES
+from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 MEAN, STD = 0.5, 0.25
+INPUT_SIZE = 96  # square uint8 views, as the augmentation recipe makes them
 MAX_SHIFT = 6
 UNKNOWN = -100  # a target the loss ignores: the style of a photo with only a weak content label
 
@@ -37,7 +38,7 @@ class PhotoNet(nn.Module):
             )
 
         self.features = nn.Sequential(
-            nn.AvgPool2d(2),  # 96 -> 48: shapes and styles survive, compute drops 4x
+            nn.AvgPool2d(2),  # INPUT_SIZE 96 -> 48: shapes and styles survive, compute drops 4x
             block(3, 16),
             block(16, 32),
             block(32, 64),
