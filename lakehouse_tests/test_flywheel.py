@@ -29,8 +29,8 @@ from lakehouse.labels.label_model import (
     function_stats,
     majority_vote,
 )
-from lakehouse.labels.labeling_functions import LABELING_FUNCTIONS
-from lakehouse.labels.logic import head_uncertainty
+from lakehouse.labels.labeling_functions import LABELING_FUNCTIONS, same_place
+from lakehouse.labels.logic import head_uncertainty, with_place_counts
 from lakehouse.labels.studio import LabelImportError, parse_export
 from lakehouse.labels.transfer import config_path, import_annotations
 from lakehouse.models.assets import labelled_images, weak_labelled_images
@@ -362,6 +362,54 @@ def test_label_matrix_statistics_match_hand_counts() -> None:
     assert head_uncertainty(np.array([[1.0, 0.0, 0.0]]), "margin").tolist() == [0.0]
     assert head_uncertainty(np.array([[0.5, 0.5, 0.0]]), "margin").tolist() == [1.0]
     assert head_uncertainty(np.full((1, 4), 0.25), "entropy") == pytest.approx([1.0])
+
+
+def place_vote_by_hand(photos: pl.DataFrame, photo_id: int) -> str | None:
+    """same_place's rule from the definition: the other gold labels at the photo's place,
+    the most common one (ties: by name) if it has at least 3 photos and a 60 % share."""
+    (place,) = photos.filter(pl.col("photo_id") == photo_id)["location_name"]
+    others = photos.filter(
+        (pl.col("photo_id") != photo_id)
+        & (pl.col("location_name") == place)
+        & pl.col("gold_label").is_not_null()
+    )["gold_label"].to_list()
+    if place is None or len(others) < 3:
+        return None
+    best = min(set(others), key=lambda label: (-others.count(label), label))
+    return best if others.count(best) / len(others) >= 0.6 else None
+
+
+def test_place_counts_leave_out_the_photo_itself_and_follow_the_hand_rule() -> None:
+    rng = np.random.default_rng(7)
+    n = 400
+    places = rng.choice(["a", "b", "c", "d", None], n, p=[0.4, 0.3, 0.15, 0.1, 0.05])
+    # place "a" leans to circle (a clear majority), the others are mixed and tie often
+    labels = [
+        (
+            rng.choice(CONTENT_CLASSES, p=[0.8, 0.1, 0.05, 0.05])
+            if p == "a"
+            else rng.choice(CONTENT_CLASSES)
+        )
+        if rng.random() < 0.5
+        else None
+        for p in places
+    ]
+    photos = pl.DataFrame(
+        {"photo_id": np.arange(n), "location_name": places, "gold_label": labels},
+        schema={"photo_id": pl.Int64, "location_name": pl.String, "gold_label": pl.String},
+    )
+    counted = with_place_counts(photos)
+    assert counted.height == n and counted["photo_id"].to_list() == list(range(n))
+    votes = [same_place(row) for row in counted.iter_rows(named=True)]
+    assert votes == [place_vote_by_hand(photos, i) for i in range(n)]
+    assert "circle" in votes and None in votes, "both a majority and abstentions occur"
+    first = counted.row(0, named=True)
+    assert sum(first["place_counts"].values()) == (
+        photos.filter(
+            (pl.col("location_name") == places[0]) & pl.col("gold_label").is_not_null()
+        ).height
+        - (labels[0] is not None)
+    )
 
 
 def test_the_generative_model_beats_majority_vote_when_one_function_is_noisy() -> None:

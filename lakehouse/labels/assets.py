@@ -19,7 +19,7 @@ from lakehouse.labels.logic import (
     queue_rows,
     stats_rows,
     weak_label_rows,
-    with_place_labels,
+    with_place_counts,
 )
 from lakehouse.layers import layer_defaults
 from lakehouse.resources import LakeResource
@@ -95,7 +95,7 @@ def weak_labels(
     if config.label_model not in LABEL_MODELS:
         raise ValueError(f"label_model must be one of {LABEL_MODELS}, not {config.label_model!r}")
     versions = pinned_versions(lake, LABEL_INPUTS)
-    photos = with_place_labels(photos_with_classes(lake, versions))
+    photos = with_place_counts(photos_with_classes(lake, versions))
     names = list(LABELING_FUNCTIONS)
     matrix = label_matrix(photos, LABELING_FUNCTIONS)
     gold = gold_indices(photos)

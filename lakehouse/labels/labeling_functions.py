@@ -2,8 +2,8 @@
 
 Each function is plain Python: it gets one photo as a mapping (title,
 location_name, the classifier's content_label and content_score, and
-`place_labels`, the gold content labels of other photos taken at the same
-place) and returns a content class or None to abstain. Register a new one with
+`place_counts`, how many other photos taken at the same place carry each gold
+content label) and returns a content class or None to abstain. Register a new one with
 `@labeling_function`; `weak_labels` picks it up, reports its coverage, overlap,
 conflicts and accuracy, and the label model learns how far to trust it.
 """
@@ -11,7 +11,6 @@ conflicts and accuracy, and the label model learns how far to trust it.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Mapping
 
 from lakehouse.vocabulary import CONTENT_CLASSES
@@ -63,8 +62,9 @@ def classifier_confident(photo: Photo) -> str | None:
 def same_place(photo: Photo) -> str | None:
     """What other labelled photos from the same place mostly show (people shoot the same
     things in the same spots); abstains with few neighbours or no clear majority."""
-    labels = [str(label) for label in photo.get("place_labels") or []]  # type: ignore[union-attr]
-    if len(labels) < PLACE_MIN_PHOTOS:
+    counts: Mapping[str, int] = photo.get("place_counts") or {}  # type: ignore[assignment]
+    total = sum(counts.values())
+    if total < PLACE_MIN_PHOTOS:
         return None
-    label, count = Counter(labels).most_common(1)[0]
-    return label if count / len(labels) >= PLACE_MIN_SHARE else None
+    label, count = min(counts.items(), key=lambda item: (-item[1], item[0]))  # ties: by name
+    return label if count / total >= PLACE_MIN_SHARE else None

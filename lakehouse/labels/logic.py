@@ -79,20 +79,35 @@ def _probs(frame: pl.DataFrame, column: str) -> np.ndarray:
     return np.array(values, dtype=np.float64) if values else np.zeros((0, 2))
 
 
-def with_place_labels(photos: pl.DataFrame) -> pl.DataFrame:
-    """Add `place_labels`: gold content labels of the *other* labelled photos at the same
-    location_name (the photo's own label is never among them)."""
-    gold = photos.filter(pl.col("gold_label").is_not_null())
-    by_place: dict[str, list[tuple[int, str]]] = {}
-    for photo_id, place, label in gold.select(
-        "photo_id", "location_name", "gold_label"
-    ).iter_rows():
-        by_place.setdefault(place, []).append((photo_id, label))
-    neighbours = [
-        sorted(label for other, label in by_place.get(place, []) if other != photo_id)
-        for photo_id, place in photos.select("photo_id", "location_name").iter_rows()
-    ]
-    return photos.with_columns(place_labels=pl.Series(neighbours, dtype=pl.List(pl.String)))
+def with_place_counts(photos: pl.DataFrame) -> pl.DataFrame:
+    """Add `place_counts`: per content class, how many *other* gold-labelled photos share the
+    photo's location_name (its own label is taken out; no place, no neighbours).
+
+    Counts, not the labels themselves: a place holds thousands of labelled photos at
+    scale, and a list of them on every photo grows as photos x labels.
+    """
+    own = {
+        label: pl.col("gold_label").eq(label).fill_null(False).cast(pl.Int64)
+        for label in CONTENT_CLASSES
+    }
+    per_place = (
+        photos.filter(pl.col("gold_label").is_not_null() & pl.col("location_name").is_not_null())
+        .group_by("location_name")
+        .agg(**{f"_{label}": own[label].sum() for label in CONTENT_CLASSES})
+    )
+    return (
+        photos.join(per_place, on="location_name", how="left")
+        .with_columns(
+            place_counts=pl.struct(
+                **{
+                    label: pl.col(f"_{label}").fill_null(0)
+                    - pl.when(pl.col("location_name").is_not_null()).then(own[label]).otherwise(0)
+                    for label in CONTENT_CLASSES
+                }
+            )
+        )
+        .drop(f"_{label}" for label in CONTENT_CLASSES)
+    )
 
 
 def label_matrix(photos: pl.DataFrame, functions: Mapping[str, LabelingFunction]) -> np.ndarray:
