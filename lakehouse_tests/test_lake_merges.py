@@ -1,10 +1,12 @@
-"""Merges into a growing table touch only the files their keys can be in."""
+"""Merges into a growing table, and scans of a few keys, touch only the files their keys
+can be in."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import polars as pl
+import pyarrow.compute as pc
 import pytest
 
 from lakehouse.resources import LakeResource
@@ -46,3 +48,22 @@ def test_key_bounds_leave_out_text_that_would_need_escaping() -> None:
     rows = pl.DataFrame({"name": ["a'b", "z"], "n": [3, 7], "plain": ["x y", "x/z.jpg"]})
     bounds = key_ranges(rows.to_arrow(), ["name", "n", "plain"])
     assert bounds == ["t.n >= 3", "t.n <= 7", "t.plain >= 'x y'", "t.plain <= 'x/z.jpg'"]
+
+
+def test_a_scan_with_file_bounds_opens_only_the_files_they_allow(tmp_path: Path) -> None:
+    lake = LakeResource(root=str(tmp_path))
+    for first in range(0, 1000, 100):  # ten files of disjoint key ranges
+        lake.upsert("t", batch(first, 100), KEY, commit_info=INFO)
+    everything = pc.field("n") >= 0
+
+    def scanned(files: list[tuple[str, str, object]] | None) -> list[int]:
+        return sorted(n for rows in lake.scan("t", ["n"], everything, 64, files) for n in rows["n"])
+
+    assert scanned(None) == list(range(1000))
+    # whole files come back: the one holding key-00420, and the two the range spans
+    assert scanned([("name", ">=", "key-00420"), ("name", "<=", "key-00420")]) == list(
+        range(400, 500)
+    )
+    assert scanned([("name", ">=", "key-00150"), ("name", "<=", "key-00250")]) == list(
+        range(100, 300)
+    )

@@ -34,13 +34,17 @@ def view_batches(
     if wanted.is_empty():
         return
     # sha256 is matched after reading: Arrow compares an is_in set on a string column with
-    # the files' string_view statistics and finds no kernel for that (pyarrow 26, deltalake 1.6)
+    # the files' string_view statistics and finds no kernel for that (pyarrow 26, deltalake 1.6);
+    # deltalake itself skips the files whose sha256 range misses the wanted one (a photo's
+    # views sit in one file or two: the one-photo rerun reads those, not the whole table)
     predicate = (pc.field("recipe_version") == RECIPE.version) & pc.field("aug_index").isin(
         pa.array(wanted["aug_index"].unique().to_list(), pa.int32())
     )
+    shas = wanted["sha256"]
+    files = [("sha256", ">=", shas.min()), ("sha256", "<=", shas.max())]
     pending: list[pl.DataFrame] = []
     held = 0
-    for rows in lake.scan(TENSORS_TABLE, VIEW_COLUMNS, predicate, per_batch):
+    for rows in lake.scan(TENSORS_TABLE, VIEW_COLUMNS, predicate, per_batch, files):
         pending.append(rows.join(wanted, on=VIEW_KEY, how="semi"))
         held += pending[-1].height
         while held >= per_batch:

@@ -166,14 +166,20 @@ class LakeResource(dg.ConfigurableResource):
         columns: Sequence[str],
         predicate: pc.Expression,
         rows_per_batch: int,
+        files: list[tuple[str, str, object]] | None = None,
     ) -> Iterator[pl.DataFrame]:
         """Rows of a table matching `predicate`, at most `rows_per_batch` at a time and one
-        batch read at a time: a table larger than memory streams through (nothing if absent)."""
+        batch read at a time: a table larger than memory streams through (nothing if absent).
+
+        `files` (tuple filters) first drops the files whose Delta statistics rule them
+        out, so only the files that may hold such rows are opened; rows come from
+        whole files, so filter them after reading where it matters.
+        """
         table = self.open(name)
         if table is None:
             return
         with self._storage_faults(name, "reading"):
-            batches = table.to_pyarrow_dataset().to_batches(
+            batches = table.to_pyarrow_dataset(file_pruning_predicate=files).to_batches(
                 columns=list(columns),
                 filter=predicate,
                 batch_size=rows_per_batch,
