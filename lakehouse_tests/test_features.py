@@ -25,6 +25,7 @@ from lakehouse.features.logic import (
     label_rows,
     training_rows,
 )
+from lakehouse.raw.assets import DAYS_PER_COMMIT
 from lakehouse_tests.conftest import (
     DEMO_FIRST,
     DEMO_LAST,
@@ -192,6 +193,13 @@ def test_feature_assets_materialize_with_checks_passing(built: DemoLake) -> None
     training_rows_ = lake.read("training_set")
     assert set(training_rows_["split"]) == {"train", "val", "test"}
     assert lake.read("user_activity")["day"].n_unique() == 20
+    # 20 days in chunks of DAYS_PER_COMMIT (8): 3 partition replaces, so memory holds 8 days
+    writes = [
+        commit
+        for commit in lake.open("user_activity").history()  # type: ignore[union-attr]
+        if commit.get("operation") not in (None, "CREATE TABLE")
+    ]
+    assert len(writes) == -(-20 // DAYS_PER_COMMIT) == 3, [c.get("operation") for c in writes]
 
 
 def test_model_beats_both_baselines(built: DemoLake) -> None:
