@@ -30,6 +30,7 @@ from lakehouse_tests.conftest import (
     DEMO_FIRST,
     DEMO_LAST,
     FEATURE_ASSETS,
+    RAW_LAYER,
     DemoLake,
     Lakehouse,
     materializations,
@@ -284,3 +285,33 @@ def test_a_failing_blocking_check_stops_the_training_set(built: DemoLake, tmp_pa
 @pytest.fixture
 def built(demo_lake: DemoLake) -> DemoLake:
     return demo_lake
+
+
+def test_a_rewritten_log_day_recomputes_only_that_days_activity(lakehouse: Lakehouse) -> None:
+    """user_activity knows a day is unchanged from raw_events' ledger (the sha256 of the log
+    file its events came from), without reading the events; a changed file redoes that day."""
+    select, day = RAW_LAYER | {"user_activity"}, "2026-10-03"
+    lake = lakehouse.lake_resource
+    assert (
+        materializations(lakehouse.materialize(select=select))["user_activity"]["days_recomputed"]
+        == 6
+    )
+    before = lake.read("user_activity")
+    log = lakehouse.sources / "logs" / f"{day}.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[: len(lines) // 2]))  # half of the day's events are gone
+
+    changed = materializations(lakehouse.materialize(select=select))["user_activity"]
+    unchanged = materializations(lakehouse.materialize(select=select))["user_activity"]
+
+    assert (changed["days_recomputed"], unchanged["days_recomputed"]) == (1, 0)
+    after = lake.read("user_activity")
+    order = ["day", "user_id", "hour"]
+    events = lake.read("raw_events").filter(pl.col("day") == day)
+    assert after.filter(pl.col("day") == day).sort(order).equals(hourly_activity(events))
+    assert (
+        after.filter(pl.col("day") == day)["logins"].sum()
+        < before.filter(pl.col("day") == day)["logins"].sum()
+    )
+    others = pl.col("day") != day
+    assert after.filter(others).sort(order).equals(before.filter(others).sort(order))

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 import duckdb
 import polars as pl
 
-from lakehouse.versioning import digest_strings
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 MICROS = 1_000_000
@@ -159,13 +158,6 @@ def hourly_activity(events: pl.DataFrame) -> pl.DataFrame:
         .select(list(ACTIVITY_SCHEMA))
         .sort("day", "user_id", "hour")
     )
-
-
-def day_digests(events: pl.DataFrame, days: list[str]) -> dict[str, str]:
-    """Digest of each day's event ids: equal digests mean the day's content is unchanged."""
-    ids = events.group_by("day").agg(pl.col("event_id").sort())
-    by_day = dict(zip(ids["day"].to_list(), ids["event_id"].to_list(), strict=True))
-    return {day: digest_strings(by_day.get(day, [])) for day in days}
 
 
 def classifier_outputs(
