@@ -22,7 +22,7 @@ CPU_WORKER_CONCURRENCY ?= 2
 LAKEHOUSE_MAX_CONCURRENT_RUNS ?= 4
 
 .PHONY: demo test ui install instance materialize lint clean workers worker-cpu worker-gpu \
-	daemon servers bench
+	daemon servers bench feast-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,12 @@ daemon: instance
 SCALE ?= full
 bench: install
 	$(BIN)/python -m bench --scale $(SCALE)
+
+## feast-venv: Feast 0.67 in a venv of its own (it pins other versions of our libraries);
+## where it exists, the benchmark's point-in-time comparison also runs against Feast
+feast-venv:
+	test -x .venv-feast/bin/python || $(PYTHON) -m venv .venv-feast
+	.venv-feast/bin/pip install --quiet feast==0.67.0
 
 ui: instance
 	$(BIN)/dagster dev -m lakehouse.definitions -h 127.0.0.1

@@ -8,14 +8,21 @@ difference. All must give identical counts; the script prints the time ratios.
     .venv/bin/python -m bench.pit_join [--events 1000000] [--photos 100000] [--users 20000]
 
 Target (issue): at least 2x faster than pandas `merge_asof`, identical results.
+Where Feast's venv exists (`make feast-venv`: Feast 0.67 pins other versions of
+our libraries), also against Feast's offline `get_historical_features` on the
+same rows (`bench/feast_peer.py`, run once: it is the slowest by far).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -30,6 +37,10 @@ from lakehouse.features.logic import (
 )
 
 EVENT_KINDS = np.array(["login", "view", "like"])
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FEAST_PYTHON = Path(
+    os.environ.get("LAKEHOUSE_FEAST_PYTHON", PROJECT_ROOT / ".venv-feast/bin/python")
+)
 START = datetime(2026, 10, 1, tzinfo=UTC)
 SPAN_US = 30 * 86_400 * 1_000_000
 
@@ -176,7 +187,37 @@ def compare(photos: pl.DataFrame, events: pl.DataFrame, runs: int) -> list[Resul
                 target,
             )
         )
+    if FEAST_PYTHON.exists():
+        feast_s, feast = feast_asof(photos, events)
+        if not ours.sort("photo_id").equals(feast.sort("photo_id").select(ours.columns)):
+            raise RuntimeError("point-in-time counts differ from Feast")
+        results.append(
+            Result.of(
+                f"point-in-time features, {size}: ours vs Feast 0.67 get_historical_features "
+                "(identical results, one run)",
+                ours_s,
+                feast_s,
+                "s",
+                feast_s / ours_s,
+                ">= 2.0",
+            )
+        )
     return results
+
+
+def feast_asof(photos: pl.DataFrame, events: pl.DataFrame) -> tuple[float, pl.DataFrame]:
+    """Feast's seconds and answer on the same rows, from bench/feast_peer.py in its venv."""
+    with tempfile.TemporaryDirectory(prefix="bench-feast-") as folder:
+        work = Path(folder)
+        photos.select("photo_id", "user_id", "posted_at").write_parquet(work / "photos.parquet")
+        events.select("ts", "user_id", "event", "photo_id").write_parquet(work / "events.parquet")
+        windows = [
+            str(w // timedelta(microseconds=1)) for w in (LOGIN_WINDOW, RECEIVED_LIKES_WINDOW)
+        ]
+        script = Path(__file__).with_name("feast_peer.py")
+        subprocess.run([str(FEAST_PYTHON), str(script), str(work), *windows], check=True)
+        seconds = float((work / "seconds.txt").read_text())
+        return seconds, pl.read_parquet(work / "features.parquet")
 
 
 def best_of(runs: int, work: Callable[[], pl.DataFrame]) -> tuple[float, pl.DataFrame]:
