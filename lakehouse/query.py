@@ -102,10 +102,7 @@ def locked_connection(
     """A connection holding `views` (view name -> table, version), then locked down."""
     conn = duckdb.connect(
         ":memory:",
-        config={
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-        },
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
     )
     # Delta data files never change once written: their footers are parsed once per
     # connection, not once per query (a week's scan over 60 daily files: about -20 %).
