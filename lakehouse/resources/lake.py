@@ -208,8 +208,7 @@ class LakeResource(dg.ConfigurableResource):
             return False
 
         def attempt() -> None:
-            if self.open(name) is None:
-                self._create(name, rows, commit_info, partition_by)
+            if self._create(name, rows, commit_info, partition_by):
                 return
             (
                 self._merger(name, self._conform(name, rows, commit_info), key, commit_info)
@@ -237,10 +236,11 @@ class LakeResource(dg.ConfigurableResource):
         means no commit.
         """
         current = self.read(name, columns=[*key, fingerprint])
-        if current is None:
-            # an empty snapshot still creates the table: readers see "no rows", not "missing"
-            self._write(name, lambda: self._create(name, rows, commit_info, None))
+        # an empty snapshot still creates the table: readers see "no rows", not "missing"
+        if current is None and self._write(name, lambda: self._create(name, rows, commit_info)):
             return {"inserted": rows.height, "updated": 0, "deleted": 0}
+        if current is None:  # another writer created it meanwhile: compare with its rows
+            current = self.read(name, columns=[*key, fingerprint])
         paired = rows.join(current, on=list(key), how="left", suffix="_old")
         inserted = paired.filter(pl.col(f"{fingerprint}_old").is_null())
         updated = paired.filter(pl.col(f"{fingerprint}_old") != pl.col(fingerprint))
@@ -283,8 +283,7 @@ class LakeResource(dg.ConfigurableResource):
             return 0
 
         def attempt() -> int:
-            if self.open(name) is None:
-                self._create(name, rows, commit_info, None)
+            if self._create(name, rows, commit_info):
                 return rows.height
             metrics = (
                 self._merger(name, rows, key, commit_info).when_not_matched_insert_all().execute()
@@ -352,8 +351,7 @@ class LakeResource(dg.ConfigurableResource):
         listed = ", ".join(f"'{value}'" for value in values)
 
         def attempt() -> None:
-            if self.open(name) is None:
-                self._create(name, rows, commit_info, [partition_column])
+            if self._create(name, rows, commit_info, [partition_column]):
                 return
             on = [partition_column, *key]
             (
@@ -476,8 +474,18 @@ class LakeResource(dg.ConfigurableResource):
         name: str,
         rows: pl.DataFrame,
         commit_info: dict[str, str],
-        partition_by: Sequence[str] | None,
-    ) -> None:
+        partition_by: Sequence[str] | None = None,
+    ) -> bool:
+        """Write version 0 of table `name` holding `rows`; False if the table exists.
+
+        Version 0 or nothing: two runs creating the same table at once both pass
+        deltalake's "table exists" check, and deltalake would commit the loser as
+        version 1, appending the same rows again. With no commit retries the loser
+        fails as a conflict, and the caller's retry finds the table and merges.
+        """
+        if self.open(name) is not None:
+            return False
+        failpoint(f"create/{name}")
         if not is_s3(self.root):
             os.makedirs(self.table_uri(name), exist_ok=True)
         write_deltalake(
@@ -487,8 +495,9 @@ class LakeResource(dg.ConfigurableResource):
             partition_by=list(partition_by) if partition_by else None,
             storage_options=self.storage_options(),
             writer_properties=WRITER,
-            commit_properties=_commit(commit_info),
+            commit_properties=_commit(commit_info, retries=0),
         )
+        return True
 
     def table_names(self) -> list[str]:
         """Names of the Delta tables present under the root."""
@@ -684,8 +693,8 @@ def commit_info_for(context: dg.OpExecutionContext | dg.AssetExecutionContext) -
     return info
 
 
-def _commit(info: dict[str, str]) -> CommitProperties:
-    return CommitProperties(custom_metadata=dict(info))
+def _commit(info: dict[str, str], retries: int | None = None) -> CommitProperties:
+    return CommitProperties(custom_metadata=dict(info), max_commit_retries=retries)
 
 
 def _retry_conflicts(attempt: Callable[[], T]) -> T:
