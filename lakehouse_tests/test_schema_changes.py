@@ -9,6 +9,7 @@ import sqlite3
 import polars as pl
 import pytest
 
+from lakehouse import failpoints
 from lakehouse.resources import LakeResource
 from lakehouse.resources.lake import SchemaConflict
 from lakehouse_tests.conftest import Lakehouse
@@ -65,6 +66,22 @@ def test_a_lake_column_widens_int32_to_int64_to_double_without_loss(tmp_path) ->
     lake.upsert("t", pl.DataFrame({"k": [3], "v": [5.5]}), ["k"], commit_info=INFO)
     rows = lake.read("t").sort("k")  # type: ignore[union-attr]
     assert rows["v"].to_list() == [7.0, 2.0**40, 5.5]
+
+
+def test_rows_committed_while_a_column_widens_are_kept(tmp_path) -> None:
+    """Widening rewrites the table: rows another writer commits between the read and
+    the rewrite must survive it."""
+    lake = LakeResource(root=str(tmp_path))
+    other = LakeResource(root=str(tmp_path))
+    lake.upsert(
+        "t", pl.DataFrame({"k": [1], "v": pl.Series([7], dtype=pl.Int32)}), ["k"], commit_info=INFO
+    )
+    meanwhile = pl.DataFrame({"k": [2], "v": pl.Series([8], dtype=pl.Int32)})
+    with failpoints.on("widen/t", lambda: other.upsert("t", meanwhile, ["k"], commit_info=INFO)):
+        lake.upsert("t", pl.DataFrame({"k": [3], "v": [2**40]}), ["k"], commit_info=INFO)
+    rows = lake.read("t").sort("k")  # type: ignore[union-attr]
+    assert rows["k"].to_list() == [1, 2, 3]
+    assert rows["v"].to_list() == [7, 8, 2**40]
 
 
 def test_a_type_change_that_would_lose_values_fails_before_writing(tmp_path) -> None:

@@ -445,9 +445,14 @@ class LakeResource(dg.ConfigurableResource):
 
     def _widen(self, name: str, types: dict[str, pa.DataType], commit_info: dict[str, str]) -> None:
         """Rewrite the table with some columns in wider types, in one commit, if every
-        stored value converts exactly; otherwise fail, naming the columns and types."""
+        stored value converts exactly; otherwise fail, naming the columns and types.
+
+        The rewrite replaces the files of the snapshot it read, not those of the
+        latest: rows another writer commits meanwhile are kept, not overwritten.
+        """
         table = self.open(name)
         rows = table.to_pyarrow_table()  # type: ignore[union-attr]
+        failpoint(f"widen/{name}")
         try:
             for column, wider in types.items():
                 rows = cast_column(rows, column, wider)
@@ -459,7 +464,7 @@ class LakeResource(dg.ConfigurableResource):
                 f"values {found} nor fit into them; nothing was written"
             ) from None
         write_deltalake(
-            self.table_uri(name),
+            table,  # type: ignore[arg-type]
             rows,
             mode="overwrite",
             schema_mode="overwrite",
