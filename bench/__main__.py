@@ -57,10 +57,13 @@ class Scale:
     repeats: int
     classifier_steps: int = 1200  # the product's default max_steps
     augment_workers: int = 2
+    query_seconds: float = query.MIN_SECONDS_PER_QUERY  # least time each query is repeated
 
 
 SCALES = {
-    "tiny": Scale(60, 30, 10, 2.0, 32, repeats=1, classifier_steps=10, augment_workers=0),
+    "tiny": Scale(
+        60, 30, 10, 2.0, 32, repeats=1, classifier_steps=10, augment_workers=0, query_seconds=0
+    ),
     "small": Scale(10_000, 2_000, 60, 6.0, augment_images=1_000, repeats=2),
     "full": Scale(100_000, 20_000, 60, 6.0, augment_images=4_000, repeats=2),
 }
@@ -252,7 +255,9 @@ class Bench:
         from lakehouse.resources import LakeResource
 
         lake = LakeResource(root=str(self.work / "lake"))
-        self.add(*query.compare(lake, self.work, max(3, self.scale.repeats)))
+        self.add(
+            *query.compare(lake, self.work, max(3, self.scale.repeats), self.scale.query_seconds)
+        )
 
     def reruns(self) -> None:
         log("dagster: rerun with no change")
