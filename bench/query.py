@@ -336,9 +336,7 @@ def print_report(
     print(f"\ntarget: {ours} / {peer} <= {TARGET} on every query: {summary} -> {verdict}")
 
 
-def compare(
-    lake: LakeResource, work: Path, repeats: int, min_seconds: float = MIN_SECONDS_PER_QUERY
-) -> list[Result]:
+def compare(lake: LakeResource, work: Path, repeats: int, min_seconds: float) -> list[Result]:
     """The issue's query comparison on an existing lake: its views vs the same rows as Parquet."""
     exported = export_parquet(lake, work / "parquet")
     ours, peer = connect(lake.root), parquet_connection(exported)
