@@ -30,8 +30,8 @@ from bench.common import Result, run_in_workdir
 from bench.peer_loader import K, PeerImages
 from lakehouse.curated.augment import RECIPE, augmented_batches
 from lakehouse.curated.decode import DecodeError, decode_image
+from lakehouse.demo.world import generate_world
 from lakehouse.resources import ObjectStoreResource
-from lakehouse.synthetic import generate_world
 
 BATCH = 64
 PHOTO_PREFIX = "photos/"

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 import torch
 
 from lakehouse.models.classifier import (
-    INPUT_SIZE,
     PhotoNet,
     TrainConfig,
     predict,
     train_classifier,
 )
-from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
+from lakehouse.vocabulary import CONTENT_CLASSES, INPUT_SIZE, STYLES
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,10 @@ from pathlib import Path
 import dagster as dg
 
 from bench.common import Result, run_in_workdir
-from lakehouse.resources import LakeResource, ObjectStoreResource
+from lakehouse.demo.world import generate_world
+from lakehouse.lake.resource import LakeResource
+from lakehouse.resources import ObjectStoreResource
 from lakehouse.sources.hashing import hashing_threads, object_hashes
-from lakehouse.synthetic import generate_world
 
 PHOTO_PREFIX = "photos/"
 QUIET_RUN = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

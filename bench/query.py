@@ -1,4 +1,4 @@
-"""SQL over the lake: `lakehouse.query.connect()` against DuckDB on plain Parquet and polars.
+"""SQL over the lake: `lakehouse.access.query.connect()` against DuckDB on plain Parquet and polars.
 
 Target (issue): DuckDB over the lake's views within 1.2x of DuckDB over the
 same rows exported as plain Parquet (one file per table), ratio <= 1.2.
@@ -30,8 +30,8 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from bench.common import Result, run_in_workdir
-from lakehouse.query import connect
-from lakehouse.resources import LakeResource
+from lakehouse.access.query import connect
+from lakehouse.lake.resource import LakeResource
 
 TARGET = 1.2
 MIN_SECONDS_PER_QUERY = 5.0
@@ -219,7 +219,7 @@ def write_lake(root: Path, args: argparse.Namespace) -> LakeResource:
     """The three raw tables, written through LakeResource as the raw assets write them."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from lakehouse.raw.assets import DAYS_PER_COMMIT
+        from lakehouse.lake.ledger import DAYS_PER_COMMIT
 
     rng = np.random.default_rng(args.seed)
     lake = LakeResource(root=str(root))

@@ -1,4 +1,9 @@
-"""The single Definitions object: every asset, check, job and resource of the lakehouse."""
+"""The single Definitions object: every asset, check, job, schedule, sensor and resource.
+
+Each layer folder (and `automation/`) is loaded whole: a new asset, check, job,
+schedule or sensor defined at module level in one of them is picked up without
+an edit here. `dg` and `dagster -m lakehouse.definitions` both load `defs`.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,10 @@ import os
 
 import dagster as dg
 
-from lakehouse.curated import assets as curated_assets
-from lakehouse.deployment import default_executor
-from lakehouse.features import assets as feature_assets
-from lakehouse.features import checks as feature_checks
-from lakehouse.features.sensors import nightly_release
-from lakehouse.labels import assets as label_assets
-from lakehouse.models import assets as model_assets
-from lakehouse.models import popularity_assets
-from lakehouse.raw import assets as raw_assets
-from lakehouse.raw import checks as raw_checks
-from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
+from lakehouse import automation, curated, features, labels, models, raw, sources
+from lakehouse.graph.executors import default_executor
+from lakehouse.lake.resource import LakeResource
+from lakehouse.resources import MetadataDbResource, ObjectStoreResource
 from lakehouse.resources.device import DEVICE_VAR, DeviceResource
 from lakehouse.settings import (
     LAKE_VAR,
@@ -26,24 +24,13 @@ from lakehouse.settings import (
     metadata_db_url,
     sources_uri,
 )
-from lakehouse.sources import assets as source_assets
+
+DEFINING_PACKAGES = (sources, raw, curated, features, models, labels, automation)
 
 
 def setting(var: str, default: str) -> str | dg.EnvVar:
     """An EnvVar when the variable is set (its value, maybe a secret, stays out of the UI)."""
     return dg.EnvVar(var) if os.environ.get(var) else default
-
-
-observe_sources = dg.define_asset_job(
-    "observe_sources",
-    selection=dg.AssetSelection.keys("photo_objects", "metadata_db"),
-    description="Observe the photo store and the metadata database: content versions.",
-)
-observe_logs = dg.define_asset_job(
-    "observe_logs",
-    selection=dg.AssetSelection.keys("activity_logs"),
-    description="Observe the daily activity-log files: one content version per day.",
-)
 
 
 def lakehouse_resources(
@@ -62,37 +49,9 @@ def lakehouse_resources(
 
 def build_definitions(**locations: str | None) -> dg.Definitions:
     """Everything Dagster loads; `locations` override the environment (see lakehouse_resources)."""
-    return dg.Definitions(
-        assets=dg.load_assets_from_modules(
-            [
-                source_assets,
-                raw_assets,
-                curated_assets,
-                model_assets,
-                feature_assets,
-                popularity_assets,
-                label_assets,
-            ]
-        ),
-        asset_checks=dg.load_asset_checks_from_modules([raw_checks, feature_checks]),
-        jobs=[
-            observe_sources,
-            observe_logs,
-            feature_assets.backfill_logs,
-            feature_assets.nightly_training,
-        ],
-        schedules=[
-            dg.ScheduleDefinition(
-                job=job,
-                cron_schedule="*/15 * * * *",
-                default_status=dg.DefaultScheduleStatus.RUNNING,
-            )
-            for job in (observe_sources, observe_logs)
-        ]
-        + [feature_assets.nightly_schedule, feature_assets.nightly_logs_schedule],
-        sensors=[nightly_release],
-        resources=lakehouse_resources(**locations),
-        executor=default_executor(),
+    return dg.Definitions.merge(
+        *(dg.load_definitions_from_package_module(package) for package in DEFINING_PACKAGES),
+        dg.Definitions(resources=lakehouse_resources(**locations), executor=default_executor()),
     )
 
 

@@ -12,7 +12,8 @@ import dagster as dg
 import pytest
 
 from lakehouse.definitions import build_definitions
-from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
+from lakehouse.lake.resource import LakeResource
+from lakehouse.resources import MetadataDbResource, ObjectStoreResource
 from lakehouse.settings import PROJECT_ROOT, ConfigError
 
 pytestmark = pytest.mark.foundation

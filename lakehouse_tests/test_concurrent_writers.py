@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from lakehouse import failpoints
-from lakehouse.resources import LakeResource
+from lakehouse.lake.resource import LakeResource
 
 pytestmark = pytest.mark.reliability
 

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from lakehouse.resources import LakeResource
-from lakehouse.synthetic import generate_world
+from lakehouse.demo.world import generate_world
+from lakehouse.lake.resource import LakeResource
 
 pytestmark = pytest.mark.reliability
 

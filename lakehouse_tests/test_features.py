@@ -14,18 +14,18 @@ import pytest
 import sqlalchemy as sa
 from deltalake import write_deltalake
 
-from lakehouse import training
+from lakehouse.access import training
+from lakehouse.curated.logic import hourly_activity
 from lakehouse.features.checks import COUNTED
 from lakehouse.features.logic import (
     NUMERIC_FEATURES,
     UTC_TS,
     activity_oracle,
     author_activity,
-    hourly_activity,
     label_rows,
     training_rows,
 )
-from lakehouse.raw.assets import DAYS_PER_COMMIT
+from lakehouse.lake.ledger import DAYS_PER_COMMIT
 from lakehouse_tests.conftest import (
     DEMO_FIRST,
     DEMO_LAST,

@@ -19,10 +19,12 @@ import pytest
 import sqlalchemy as sa
 import torch
 
-from lakehouse import training
-from lakehouse.cli import main
-from lakehouse.curated.assets import class_rows
-from lakehouse.features.sensors import nightly_release, nightly_release_name
+from lakehouse.access import training
+from lakehouse.access.query import connect, release_diff, table_diff
+from lakehouse.access.releases import find_release, list_releases
+from lakehouse.automation.sensors import nightly_release, nightly_release_name
+from lakehouse.cli.main import main
+from lakehouse.demo.world import generate_world
 from lakehouse.labels.label_model import (
     ABSTAIN,
     fit_generative,
@@ -33,13 +35,11 @@ from lakehouse.labels.labeling_functions import LABELING_FUNCTIONS, same_place
 from lakehouse.labels.logic import head_uncertainty, with_place_counts
 from lakehouse.labels.studio import LabelImportError, parse_export
 from lakehouse.labels.transfer import config_path, import_annotations
-from lakehouse.models.assets import labelled_images, weak_labelled_images
+from lakehouse.lake.resource import LakeResource
+from lakehouse.models.assets import class_rows, labelled_images, weak_labelled_images
 from lakehouse.models.classifier import UNKNOWN
-from lakehouse.query import connect, table_diff
 from lakehouse.raw.metadata import validate_labels
-from lakehouse.releases import find_release, list_releases, release_diff
-from lakehouse.resources import LakeResource, MetadataDbResource
-from lakehouse.synthetic import generate_world
+from lakehouse.resources import MetadataDbResource
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 from lakehouse_tests.conftest import RAW_LAYER, Lakehouse, materializations
 from lakehouse_tests.servers.postgres import postgres_available, postgres_server

@@ -19,9 +19,10 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
+from lakehouse.lake.quarantine import DETAIL_LIMIT
+from lakehouse.lake.resource import LakeResource
 from lakehouse.raw.metadata import validate_photos
-from lakehouse.raw.quarantine import DETAIL_LIMIT
-from lakehouse.resources import LakeResource, ObjectStoreResource
+from lakehouse.resources import ObjectStoreResource
 from lakehouse.resources.keys import UnsafeKeyError, checked_key
 from lakehouse_tests.conftest import Lakehouse
 from lakehouse_tests.hostile import record

@@ -9,8 +9,7 @@ import polars as pl
 import pyarrow.compute as pc
 import pytest
 
-from lakehouse.resources import LakeResource
-from lakehouse.resources.lake import key_ranges
+from lakehouse.lake.resource import LakeResource, key_ranges
 
 pytestmark = pytest.mark.scale
 

@@ -23,9 +23,9 @@ RAW_ASSETS = {
 }
 SOURCES = {"photo_objects", "metadata_db", "activity_logs"}
 LAYERS = {
-    "curated": {"images", "augmented_tensors", "photo_classes", "user_activity"},
+    "curated": {"images", "augmented_tensors", "user_activity"},
     "features": {"photo_features", "popularity_labels", "training_set"},
-    "models": {"style_content_classifier", "popularity_model"},
+    "models": {"style_content_classifier", "photo_classes", "popularity_model"},
     "labels": {"label_queue", "weak_labels"},
 }
 

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+from lakehouse.demo.world import generate_world
 from lakehouse.raw.logs import ParsedDay, canonical_events, parse_log_day
-from lakehouse.synthetic import generate_world
 from lakehouse_tests.test_hostile_input import DAY as HOSTILE_DAY
 from lakehouse_tests.test_hostile_input import HOSTILE_LINES
 

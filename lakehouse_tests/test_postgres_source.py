@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.synthetic import generate_world
+from lakehouse.demo.world import generate_world
 from lakehouse_tests.conftest import WORLD, Lakehouse, materializations
 from lakehouse_tests.servers.postgres import postgres_available, postgres_server
 

@@ -18,8 +18,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from nbclient import NotebookClient
 
-from lakehouse.query import (
-    NATURAL_KEYS,
+from lakehouse.access.query import (
     QueryError,
     QueryRefused,
     connect,
@@ -28,7 +27,8 @@ from lakehouse.query import (
     table_diff,
     table_history,
 )
-from lakehouse.resources import LakeResource
+from lakehouse.lake.resource import LakeResource
+from lakehouse.lake.tables import TABLES
 from lakehouse_tests.conftest import Lakehouse
 from lakehouse_tests.servers.s3 import aws_settings, s3_server
 
@@ -194,7 +194,7 @@ def test_every_natural_key_is_unique_in_the_built_lake(built_lake: BuiltLake) ->
     lake = LakeResource(root=str(built_lake.root))
     for name in lake.table_names():
         rows = lake.read(name)
-        assert rows.select(NATURAL_KEYS[name]).is_duplicated().sum() == 0, name
+        assert rows.select(TABLES[name].key).is_duplicated().sum() == 0, name
 
 
 # Each kind of statement the guard must refuse, by what it tries to do.

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from lakehouse.raw.assets import LEDGER_TABLE
+from lakehouse.lake.ledger import LEDGER_TABLE
 from lakehouse_tests.conftest import WORLD, Lakehouse, materializations
 
 pytestmark = pytest.mark.foundation

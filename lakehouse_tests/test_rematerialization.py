@@ -169,7 +169,7 @@ def _quarantined_lines(lakehouse: Lakehouse, day: str) -> int:
 
 def test_regenerating_the_same_world_changes_no_table(lakehouse: Lakehouse) -> None:
     """What a second `make demo` does: demo-data again, observe, materialize."""
-    from lakehouse.synthetic import generate_world
+    from lakehouse.demo.world import generate_world
     from lakehouse_tests.conftest import WORLD
 
     lakehouse.observe()

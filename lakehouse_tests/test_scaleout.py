@@ -27,9 +27,10 @@ import pytest
 import sqlalchemy as sa
 from deltalake import DeltaTable
 
-from lakehouse.deployment import EXECUTOR_VAR, default_executor
+from lakehouse.graph.executors import EXECUTOR_VAR, default_executor
+from lakehouse.lake.resource import LakeResource
 from lakehouse.raw.logs import parse_log_day
-from lakehouse.resources import LakeResource, ObjectStoreResource
+from lakehouse.resources import ObjectStoreResource
 from lakehouse.settings import (
     CELERY_BROKER_VAR,
     ENV_VAR,
@@ -37,7 +38,7 @@ from lakehouse.settings import (
     PROJECT_ROOT,
     ConfigError,
 )
-from lakehouse.sources.assets import log_key
+from lakehouse.sources.contract import log_key
 from lakehouse_tests.conftest import WORLD
 from lakehouse_tests.servers.postgres import postgres_available, postgres_server
 from lakehouse_tests.servers.redis import redis_available, redis_server

@@ -10,8 +10,7 @@ import polars as pl
 import pytest
 
 from lakehouse import failpoints
-from lakehouse.resources import LakeResource
-from lakehouse.resources.lake import SchemaConflict
+from lakehouse.lake.resource import LakeResource, SchemaConflict
 from lakehouse_tests.conftest import Lakehouse
 
 pytestmark = pytest.mark.reliability

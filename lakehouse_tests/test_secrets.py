@@ -25,8 +25,8 @@ import pytest
 import sqlalchemy as sa
 
 from lakehouse.definitions import build_definitions
+from lakehouse.demo.world import generate_world
 from lakehouse.settings import PROJECT_ROOT
-from lakehouse.synthetic import generate_world
 from lakehouse_tests.conftest import RAW_LAYER, WORLD, Lakehouse
 from lakehouse_tests.hostile import record
 from lakehouse_tests.servers.postgres import postgres_available, postgres_server

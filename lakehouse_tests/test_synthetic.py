@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from lakehouse.synthetic import (
+from lakehouse.demo.world import (
     CONTENT_CLASSES,
     EVENT_TYPES,
     STYLES,

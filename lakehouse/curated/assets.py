@@ -1,4 +1,4 @@
-"""Silver: decoded images, versioned augmented tensors, classifier outputs per image.
+"""Silver: decoded images, versioned augmented tensors, hourly user activity.
 
 All work is row-level incremental on content hashes: an image is decoded once
 per sha256, augmented once per (sha256, recipe_version), and classified once
@@ -10,21 +10,26 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
-import torch
-from pydantic import Field
 
 from lakehouse.curated.augment import RECIPE, TENSOR_SCHEMA, augmented_batches
 from lakehouse.curated.decode import DEFAULT_PIXEL_LIMIT, DecodeError, decode_image
+from lakehouse.curated.logic import hourly_activity
 from lakehouse.curated.preview import augmentation_grid, markdown_image
-from lakehouse.curated.views import TENSORS_TABLE, VIEWS_PER_BATCH, view_batches, view_pixels
-from lakehouse.layers import GPU, layer_defaults
-from lakehouse.models.classifier import load_classifier, predict
-from lakehouse.raw.quarantine import active_quarantine, rejection, rejections_frame, sync_quarantine
-from lakehouse.resources import LakeResource, ObjectStoreResource
-from lakehouse.resources.device import DeviceResource
-from lakehouse.resources.lake import commit_info_for, table_metadata
-from lakehouse.versioning import digest_strings, frame_digest
-from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
+from lakehouse.curated.views import TENSORS_TABLE
+from lakehouse.graph.defaults import layer_defaults
+from lakehouse.graph.partitions import log_days
+from lakehouse.lake.digests import digest_strings, frame_digest
+from lakehouse.lake.ledger import DAYS_PER_COMMIT, LEDGER_SCHEMA, LEDGER_TABLE, ledger_digests
+from lakehouse.lake.quarantine import (
+    active_quarantine,
+    rejection,
+    rejections_frame,
+    sync_quarantine,
+)
+from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
+from lakehouse.raw.logs import EVENT_SCHEMA
+from lakehouse.resources import ObjectStoreResource
+from lakehouse.sources.contract import log_key
 
 CURATED = layer_defaults("curated", "team:ml-data")
 IMAGES_SOURCE = "images"
@@ -34,16 +39,6 @@ IMAGE_SCHEMA: dict[str, pl.DataType] = {
     "height": pl.Int64(),
     "original_mode": pl.String(),
     "media_type": pl.String(),
-}
-CLASSES_SCHEMA: dict[str, pl.DataType] = {
-    "sha256": pl.String(),
-    "model_version": pl.String(),
-    "content_probs": pl.List(pl.Float32()),
-    "style_probs": pl.List(pl.Float32()),
-    "content_label": pl.String(),
-    "style_label": pl.String(),
-    "content_score": pl.Float32(),
-    "style_score": pl.Float32(),
 }
 
 
@@ -56,15 +51,6 @@ class AugmentConfig(dg.Config):
     workers: int = -1
     images_per_batch: int = 64
     preview_images: int = 6
-
-
-class InferenceConfig(dg.Config):
-    batch_size: int = 0
-    images_per_batch: int = Field(
-        default=VIEWS_PER_BATCH,
-        ge=1,
-        description="Images read, classified and committed together: bounds the pixels held.",
-    )
 
 
 def current_objects(lake: LakeResource) -> pl.DataFrame:
@@ -228,103 +214,78 @@ def augmented_tensors(
     )
 
 
-def current_classifier(lake: LakeResource) -> dict[str, object]:
-    models = lake.read("style_content_classifier")
-    if models is None or models.filter(pl.col("current")).is_empty():
-        raise RuntimeError("no trained style_content_classifier in the lake: materialize it first")
-    return models.filter(pl.col("current")).row(0, named=True)
+USER_ACTIVITY_VERSION = "1"
+ACTIVITY_INPUTS = ["ts", "user_id", "event", "day"]  # of raw_events
 
 
 @dg.asset(
-    deps=["augmented_tensors", "style_content_classifier"],
-    code_version="1",
-    kinds={"delta", "pytorch"},
-    description="Content and style probabilities of every image under the current classifier, "
-    "with argmax labels and model_version. Runs in the `gpu` pool (k8s: nvidia.com/gpu: 1; "
-    "Celery queue `gpu`), on CUDA with mixed precision when present, else the CPU.",
-    **CURATED,
-    **GPU,
+    deps=["raw_events"],
+    partitions_def=log_days,
+    code_version=USER_ACTIVITY_VERSION,
+    description="Logins, views and likes per user and UTC hour, partitioned by log day like "
+    "raw_events. A day is recomputed only when its set of event ids changed.",
+    **layer_defaults("curated", "team:ml-data", kinds={"delta", "polars"}),
 )
-def photo_classes(
-    context: dg.AssetExecutionContext,
-    config: InferenceConfig,
-    lake: LakeResource,
-    device: DeviceResource,
-) -> dg.MaterializeResult:
+def user_activity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    days = list(context.partition_keys)
+    done = ledger_digests(lake, "user_activity")
+    # a day's events are what raw_events parsed from one log file: its ledger names the
+    # file's sha256, so an unchanged day is known without reading its events
+    parsed = ledger_digests(lake, "raw_events")
+    digests = {
+        day: digest_strings([USER_ACTIVITY_VERSION, parsed.get(log_key(day), "")]) for day in days
+    }
+    changed = [day for day in days if done.get(day) != digests[day]]
     info = commit_info_for(context)
-    model_row = current_classifier(lake)
-    model_version = str(model_row["model_version"])
-    images_now = lake.read_or_empty("images", {"sha256": pl.String()}, columns=["sha256"])
-    have = lake.read_or_empty(
-        "photo_classes",
-        {c: CLASSES_SCHEMA[c] for c in ("sha256", "model_version")},
-        columns=["sha256", "model_version"],
-    )
-    todo = images_now.join(
-        have.filter(pl.col("model_version") == model_version), on="sha256", how="anti"
-    )
-    stale = have.join(
-        images_now.with_columns(model_version=pl.lit(model_version)),
-        on=["sha256", "model_version"],
-        how="anti",
-    )
-    target = device.device()
-    batch_size = config.batch_size or device.batch_size
-    context.log.info(
-        f"classifying {todo.height} images with model {model_version} on {target} "
-        f"(batch {batch_size}); removing {stale.height} stale rows"
-    )
-    lake.delete_keys("photo_classes", stale, commit_info=info)
-    batches = 0
-    if todo.height:
-        model = load_classifier(lake.get_object(str(model_row["weights_key"])))
-        plain = todo.select("sha256", aug_index=pl.lit(0, pl.Int32))
-        for rows in view_batches(lake, plain, config.images_per_batch):
-            content, style = predict(
-                model,
-                view_pixels(rows),
-                device=target,
-                batch_size=batch_size,
-                mixed_precision=device.mixed_precision(),
-            )
-            lake.upsert(
-                "photo_classes",
-                class_rows(rows["sha256"].to_list(), model_version, content, style),
-                key=["sha256", "model_version"],
-                commit_info=info,
-            )
-            batches += 1
-            context.log.info(f"photo_classes: batch {batches}, {rows.height} images classified")
+    written = 0
+    # a few days at a time, each chunk committed with its ledger rows: all 60 days of 10M
+    # events at once held 4.9 GB, a chunk of 8 holds an eighth of that
+    for start in range(0, len(changed), DAYS_PER_COMMIT):
+        chunk = changed[start : start + DAYS_PER_COMMIT]
+        events = lake.read_or_empty(
+            "raw_events",
+            {column: EVENT_SCHEMA[column] for column in ACTIVITY_INPUTS},
+            filters=[("day", "in", chunk)],
+            columns=ACTIVITY_INPUTS,
+        )
+        rows = hourly_activity(events)
+        lake.replace_partitions(
+            "user_activity",
+            rows,
+            key=["user_id", "hour"],
+            partition_column="day",
+            values=chunk,
+            commit_info=info,
+        )
+        lake.upsert(
+            LEDGER_TABLE,
+            ledger_rows(events, rows, chunk, digests),
+            ["asset", "key"],
+            commit_info=info,
+        )
+        written += rows.height
+    context.log.info(f"user_activity: recomputed {len(changed)} of {len(days)} days")
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(
-            digest_strings([model_version, *images_now["sha256"].sort().to_list()])
-        ),
+        data_version=dg.DataVersion(digest_strings(digests[day] for day in days)),
         metadata={
-            **table_metadata(lake, "photo_classes", images_now.height, todo.height),
-            "model_version": model_version,
-            "device": str(target),
-            "batches": batches,
-            "images_per_batch": config.images_per_batch,
+            **table_metadata(lake, "user_activity", lake.row_count("user_activity"), written),
+            "days_recomputed": len(changed),
+            "days_in_run": len(days),
         },
     )
 
 
-def class_rows(
-    shas: list[str], model_version: str, content: torch.Tensor, style: torch.Tensor
+def ledger_rows(
+    events: pl.DataFrame, rows: pl.DataFrame, days: list[str], digests: dict[str, str]
 ) -> pl.DataFrame:
-    """One row per image: both probability vectors, their argmax labels and scores."""
-    content_score, content_index = content.max(1)
-    style_score, style_index = style.max(1)
+    """One ledger row per recomputed day: its input digest, events read and rows written."""
+    read = dict(events.group_by("day").len().iter_rows())
+    written = dict(rows.group_by("day").len().iter_rows())
     return pl.DataFrame(
-        {
-            "sha256": shas,
-            "model_version": [model_version] * len(shas),
-            "content_probs": content.numpy(),
-            "style_probs": style.numpy(),
-            "content_label": [CONTENT_CLASSES[i] for i in content_index.tolist()],
-            "style_label": [STYLES[i] for i in style_index.tolist()],
-            "content_score": content_score.numpy(),
-            "style_score": style_score.numpy(),
-        },
-        schema=CLASSES_SCHEMA,
+        [
+            ("user_activity", day, digests[day], read.get(day, 0), written.get(day, 0), 0)
+            for day in days
+        ],
+        schema=LEDGER_SCHEMA,
+        orient="row",
     )

@@ -20,8 +20,8 @@ from torchvision.transforms import v2
 
 from lakehouse.curated.decode import DecodeError, decode_image
 from lakehouse.failpoints import failpoint
-from lakehouse.models.classifier import INPUT_SIZE
 from lakehouse.resources.object_store import ObjectStoreResource
+from lakehouse.vocabulary import INPUT_SIZE
 
 TENSOR_SCHEMA: dict[str, pl.DataType] = {
     "sha256": pl.String(),

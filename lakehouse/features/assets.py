@@ -1,4 +1,4 @@
-"""Gold: hourly user activity, point-in-time photo features, labels, the training set.
+"""Gold: point-in-time photo features, popularity labels, the training set.
 
 Every asset reads its inputs at pinned Delta versions (recorded in its metadata),
 computes set-wise in DuckDB/polars, and writes through `sync_snapshot` or
@@ -11,23 +11,16 @@ import dagster as dg
 import polars as pl
 
 from lakehouse.features.logic import (
-    hourly_activity,
     label_rows,
     log_end,
     photo_feature_rows,
     training_rows,
 )
-from lakehouse.layers import layer_defaults
-from lakehouse.partitions import log_days
-from lakehouse.raw.assets import DAYS_PER_COMMIT, LEDGER_SCHEMA, LEDGER_TABLE, ledger_digests
-from lakehouse.raw.logs import EVENT_SCHEMA
-from lakehouse.resources import LakeResource
-from lakehouse.resources.lake import commit_info_for, table_metadata
-from lakehouse.sources.assets import log_key
-from lakehouse.versioning import digest_strings, frame_digest
+from lakehouse.graph.defaults import layer_defaults
+from lakehouse.lake.digests import frame_digest
+from lakehouse.lake.ledger import LEDGER_TABLE
+from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
 
-USER_ACTIVITY_VERSION = "1"
-ACTIVITY_INPUTS = ["ts", "user_id", "event", "day"]  # of raw_events
 KINDS = {"delta", "duckdb", "polars"}
 FEATURES = layer_defaults("features", "team:ml-data", kinds=KINDS)
 FEATURE_INPUTS = ("raw_photos", "raw_users", "raw_events", "images", "photo_classes")
@@ -75,79 +68,6 @@ def snapshot_result(
             **{f"rows_{kind}": n for kind, n in changes.items()},
             **(extra or {}),
         },
-    )
-
-
-@dg.asset(
-    deps=["raw_events"],
-    partitions_def=log_days,
-    code_version=USER_ACTIVITY_VERSION,
-    description="Logins, views and likes per user and UTC hour, partitioned by log day like "
-    "raw_events. A day is recomputed only when its set of event ids changed.",
-    **layer_defaults("curated", "team:ml-data", kinds=KINDS),
-)
-def user_activity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    days = list(context.partition_keys)
-    done = ledger_digests(lake, "user_activity")
-    # a day's events are what raw_events parsed from one log file: its ledger names the
-    # file's sha256, so an unchanged day is known without reading its events
-    parsed = ledger_digests(lake, "raw_events")
-    digests = {
-        day: digest_strings([USER_ACTIVITY_VERSION, parsed.get(log_key(day), "")]) for day in days
-    }
-    changed = [day for day in days if done.get(day) != digests[day]]
-    info = commit_info_for(context)
-    written = 0
-    # a few days at a time, each chunk committed with its ledger rows: all 60 days of 10M
-    # events at once held 4.9 GB, a chunk of 8 holds an eighth of that
-    for start in range(0, len(changed), DAYS_PER_COMMIT):
-        chunk = changed[start : start + DAYS_PER_COMMIT]
-        events = lake.read_or_empty(
-            "raw_events",
-            {column: EVENT_SCHEMA[column] for column in ACTIVITY_INPUTS},
-            filters=[("day", "in", chunk)],
-            columns=ACTIVITY_INPUTS,
-        )
-        rows = hourly_activity(events)
-        lake.replace_partitions(
-            "user_activity",
-            rows,
-            key=["user_id", "hour"],
-            partition_column="day",
-            values=chunk,
-            commit_info=info,
-        )
-        lake.upsert(
-            LEDGER_TABLE,
-            ledger_rows(events, rows, chunk, digests),
-            ["asset", "key"],
-            commit_info=info,
-        )
-        written += rows.height
-    context.log.info(f"user_activity: recomputed {len(changed)} of {len(days)} days")
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(digest_strings(digests[day] for day in days)),
-        metadata={
-            **table_metadata(lake, "user_activity", lake.row_count("user_activity"), written),
-            "days_recomputed": len(changed),
-            "days_in_run": len(days),
-        },
-    )
-
-
-def ledger_rows(
-    events: pl.DataFrame, rows: pl.DataFrame, days: list[str], digests: dict[str, str]
-) -> pl.DataFrame:
-    """One ledger row per recomputed day: its input digest, events read and rows written."""
-    read = dict(events.group_by("day").len().iter_rows())
-    written = dict(rows.group_by("day").len().iter_rows())
-    return pl.DataFrame(
-        [
-            ("user_activity", day, digests[day], read.get(day, 0), written.get(day, 0), 0)
-            for day in days
-        ],
-        schema=LEDGER_SCHEMA,
-        orient="row",
     )
 
 
@@ -213,7 +133,7 @@ def popularity_labels(
     description="photo_features joined with complete popularity labels; split train/val/test "
     "by a SHA-256 of photo_id; the Delta version of each input is in `input_versions` (JSON, "
     "in the metadata and in each table version's commit: LakeResource.commit_metadata). "
-    "Read it back with lakehouse.training.load(version=...).",
+    "Read it back with lakehouse.access.training.load(version=...).",
     **FEATURES,
 )
 def training_set(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
@@ -231,33 +151,3 @@ def training_set(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Ma
         versions,
         {f"{name}_rows": int(splits.get(name, 0)) for name in ("train", "val", "test")},
     )
-
-
-backfill_logs = dg.define_asset_job(
-    "backfill_logs",
-    selection=["raw_events", "user_activity"],
-    partitions_def=log_days,
-    description="Parse and aggregate a range of log days (e.g. --partition-range a...b).",
-)
-nightly_logs_schedule = dg.build_schedule_from_partitioned_job(
-    backfill_logs,
-    name="nightly_logs",
-    hour_of_day=1,
-    minute_of_hour=30,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
-nightly_training = dg.define_asset_job(
-    "nightly_training",
-    selection=dg.AssetSelection.all()
-    - dg.AssetSelection.assets("raw_events", "user_activity")
-    - dg.AssetSelection.keys("photo_objects", "metadata_db", "activity_logs"),
-    description="Everything unpartitioned downstream of the sources; each asset skips "
-    "unchanged content, so only what is stale does work.",
-)
-nightly_schedule = dg.ScheduleDefinition(
-    name="nightly_training_0200_utc",
-    job=nightly_training,
-    cron_schedule="0 2 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)

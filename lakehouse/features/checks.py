@@ -8,8 +8,8 @@ import dagster as dg
 import polars as pl
 
 from lakehouse.features.logic import REQUIRED_FEATURE_COLUMNS, activity_oracle
+from lakehouse.lake.resource import LakeResource
 from lakehouse.raw.logs import EVENT_SCHEMA
-from lakehouse.resources import LakeResource
 
 COUNTED = ("author_logins_24h", "author_likes_7d")
 

@@ -51,14 +51,6 @@ REQUIRED_FEATURE_COLUMNS = [
     "author_likes_7d",
 ]
 
-ACTIVITY_SCHEMA: dict[str, pl.DataType] = {
-    "day": pl.String(),
-    "user_id": pl.Int64(),
-    "hour": UTC_TS,
-    "logins": pl.Int64(),
-    "views": pl.Int64(),
-    "likes": pl.Int64(),
-}
 
 # Windowed counts by as-of lookups, O(n log n) at any activity level: per user, a running
 # count of events in time order (ties counted together); the count in [from, until) is
@@ -141,22 +133,6 @@ def author_activity(photos: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
             "login_window": micros(LOGIN_WINDOW),
             "likes_window": micros(RECEIVED_LIKES_WINDOW),
         },
-    )
-
-
-def hourly_activity(events: pl.DataFrame) -> pl.DataFrame:
-    """Logins, views and likes per (log day, user, UTC hour); `day` is the raw_events partition."""
-    if events.is_empty():
-        return pl.DataFrame(schema=ACTIVITY_SCHEMA)
-    return (
-        events.group_by("day", "user_id", pl.col("ts").dt.truncate("1h").alias("hour"))
-        .agg(
-            logins=(pl.col("event") == "login").sum().cast(pl.Int64),
-            views=(pl.col("event") == "view").sum().cast(pl.Int64),
-            likes=(pl.col("event") == "like").sum().cast(pl.Int64),
-        )
-        .select(list(ACTIVITY_SCHEMA))
-        .sort("day", "user_id", "hour")
     )
 
 

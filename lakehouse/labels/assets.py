@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 
 from lakehouse.features.assets import pinned_versions, read_pinned, snapshot_result
+from lakehouse.graph.defaults import layer_defaults
 from lakehouse.labels.label_model import fit_generative, function_stats
 from lakehouse.labels.labeling_functions import LABELING_FUNCTIONS
 from lakehouse.labels.logic import (
@@ -21,9 +22,7 @@ from lakehouse.labels.logic import (
     weak_label_rows,
     with_place_counts,
 )
-from lakehouse.layers import layer_defaults
-from lakehouse.resources import LakeResource
-from lakehouse.resources.lake import commit_info_for
+from lakehouse.lake.resource import LakeResource, commit_info_for
 from lakehouse.vocabulary import CONTENT_CLASSES
 
 LABELS = layer_defaults("labels", "team:ml-data", kinds={"delta", "numpy"})

@@ -1,4 +1,8 @@
-"""Models: trained here on our own data, weights stored content-addressed in the lake."""
+"""The style/content classifier: trained on our labelled photos, then run on every image.
+
+Weights are stored content-addressed in the lake; `photo_classes` holds the current
+model's outputs per image.
+"""
 
 import hashlib
 from datetime import UTC, datetime
@@ -12,24 +16,25 @@ from lakehouse.curated.augment import RECIPE
 from lakehouse.curated.views import (
     TENSORS_TABLE,
     VIEW_KEY,
+    VIEWS_PER_BATCH,
     fill_views,
     view_batches,
     view_pixels,
 )
+from lakehouse.graph.defaults import GPU, layer_defaults
 from lakehouse.labels.logic import photo_images
-from lakehouse.layers import GPU, layer_defaults
+from lakehouse.lake.digests import digest_strings, frame_digest
+from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
 from lakehouse.models.classifier import (
     UNKNOWN,
     PhotoNet,
     TrainConfig,
     accuracy,
+    load_classifier,
     predict,
     train_classifier,
 )
-from lakehouse.resources import LakeResource
 from lakehouse.resources.device import DeviceResource
-from lakehouse.resources.lake import commit_info_for, table_metadata
-from lakehouse.versioning import digest_strings, frame_digest
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 CLASSIFIER_CODE_VERSION = "1"
@@ -313,4 +318,127 @@ def held_out_predictions(
         torch.cat(style_probs),
         torch.tensor(content, dtype=torch.int64),
         torch.tensor(style, dtype=torch.int64),
+    )
+
+
+CLASSES_SCHEMA: dict[str, pl.DataType] = {
+    "sha256": pl.String(),
+    "model_version": pl.String(),
+    "content_probs": pl.List(pl.Float32()),
+    "style_probs": pl.List(pl.Float32()),
+    "content_label": pl.String(),
+    "style_label": pl.String(),
+    "content_score": pl.Float32(),
+    "style_score": pl.Float32(),
+}
+
+
+class InferenceConfig(dg.Config):
+    batch_size: int = 0
+    images_per_batch: int = Field(
+        default=VIEWS_PER_BATCH,
+        ge=1,
+        description="Images read, classified and committed together: bounds the pixels held.",
+    )
+
+
+def current_classifier(lake: LakeResource) -> dict[str, object]:
+    models = lake.read("style_content_classifier")
+    if models is None or models.filter(pl.col("current")).is_empty():
+        raise RuntimeError("no trained style_content_classifier in the lake: materialize it first")
+    return models.filter(pl.col("current")).row(0, named=True)
+
+
+@dg.asset(
+    deps=["augmented_tensors", "style_content_classifier"],
+    code_version="1",
+    kinds={"delta", "pytorch"},
+    description="Content and style probabilities of every image under the current classifier, "
+    "with argmax labels and model_version. Runs in the `gpu` pool (k8s: nvidia.com/gpu: 1; "
+    "Celery queue `gpu`), on CUDA with mixed precision when present, else the CPU.",
+    **layer_defaults("models", "team:ml-data"),
+    **GPU,
+)
+def photo_classes(
+    context: dg.AssetExecutionContext,
+    config: InferenceConfig,
+    lake: LakeResource,
+    device: DeviceResource,
+) -> dg.MaterializeResult:
+    info = commit_info_for(context)
+    model_row = current_classifier(lake)
+    model_version = str(model_row["model_version"])
+    images_now = lake.read_or_empty("images", {"sha256": pl.String()}, columns=["sha256"])
+    have = lake.read_or_empty(
+        "photo_classes",
+        {c: CLASSES_SCHEMA[c] for c in ("sha256", "model_version")},
+        columns=["sha256", "model_version"],
+    )
+    todo = images_now.join(
+        have.filter(pl.col("model_version") == model_version), on="sha256", how="anti"
+    )
+    stale = have.join(
+        images_now.with_columns(model_version=pl.lit(model_version)),
+        on=["sha256", "model_version"],
+        how="anti",
+    )
+    target = device.device()
+    batch_size = config.batch_size or device.batch_size
+    context.log.info(
+        f"classifying {todo.height} images with model {model_version} on {target} "
+        f"(batch {batch_size}); removing {stale.height} stale rows"
+    )
+    lake.delete_keys("photo_classes", stale, commit_info=info)
+    batches = 0
+    if todo.height:
+        model = load_classifier(lake.get_object(str(model_row["weights_key"])))
+        plain = todo.select("sha256", aug_index=pl.lit(0, pl.Int32))
+        for rows in view_batches(lake, plain, config.images_per_batch):
+            content, style = predict(
+                model,
+                view_pixels(rows),
+                device=target,
+                batch_size=batch_size,
+                mixed_precision=device.mixed_precision(),
+            )
+            lake.upsert(
+                "photo_classes",
+                class_rows(rows["sha256"].to_list(), model_version, content, style),
+                key=["sha256", "model_version"],
+                commit_info=info,
+            )
+            batches += 1
+            context.log.info(f"photo_classes: batch {batches}, {rows.height} images classified")
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(
+            digest_strings([model_version, *images_now["sha256"].sort().to_list()])
+        ),
+        metadata={
+            **table_metadata(lake, "photo_classes", images_now.height, todo.height),
+            "model_version": model_version,
+            "device": str(target),
+            "batches": batches,
+            "images_per_batch": config.images_per_batch,
+        },
+    )
+
+
+def class_rows(
+    shas: list[str], model_version: str, content: torch.Tensor, style: torch.Tensor
+) -> pl.DataFrame:
+    """One row per image: both probability vectors, their argmax labels and scores."""
+    content_score, content_index = content.max(1)
+    style_score, style_index = style.max(1)
+    return pl.DataFrame(
+        {
+            "sha256": shas,
+            "model_version": [model_version] * len(shas),
+            "content_probs": content.numpy(),
+            "style_probs": style.numpy(),
+            "content_label": [CONTENT_CLASSES[i] for i in content_index.tolist()],
+            "style_label": [STYLES[i] for i in style_index.tolist()],
+            "content_score": content_score.numpy(),
+            "style_score": style_score.numpy(),
+        },
+        schema=CLASSES_SCHEMA,
     )

@@ -18,7 +18,6 @@ from lakehouse.failpoints import failpoint
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 MEAN, STD = 0.5, 0.25
-INPUT_SIZE = 96  # square uint8 views, as the augmentation recipe makes them
 MAX_SHIFT = 6
 UNKNOWN = -100  # a target the loss ignores: the style of a photo with only a weak content label
 

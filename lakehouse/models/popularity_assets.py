@@ -3,12 +3,11 @@
 import dagster as dg
 import polars as pl
 
-from lakehouse import training
+from lakehouse.access import training
 from lakehouse.failpoints import failpoint
-from lakehouse.layers import layer_defaults
+from lakehouse.graph.defaults import layer_defaults
+from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
 from lakehouse.models.popularity import evaluate
-from lakehouse.resources import LakeResource
-from lakehouse.resources.lake import commit_info_for, table_metadata
 
 POPULARITY_CODE_VERSION = "1"
 MODEL_TABLE = "popularity_model"

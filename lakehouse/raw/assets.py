@@ -10,8 +10,19 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import polars as pl
 
-from lakehouse.layers import layer_defaults
-from lakehouse.partitions import log_days
+from lakehouse.graph.defaults import layer_defaults
+from lakehouse.graph.partitions import log_days
+from lakehouse.lake.digests import digest_strings, frame_digest
+from lakehouse.lake.ledger import DAYS_PER_COMMIT, LEDGER_SCHEMA, LEDGER_TABLE, ledger_digests
+from lakehouse.lake.quarantine import (
+    QUARANTINE_SCHEMA,
+    QUARANTINE_TABLE,
+    active_quarantine,
+    rejection,
+    rejections_frame,
+    sync_quarantine,
+)
+from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
 from lakehouse.raw.logs import parse_log_day
 from lakehouse.raw.metadata import validate_labels, validate_photos, validate_users
 from lakehouse.raw.objects import (
@@ -20,33 +31,17 @@ from lakehouse.raw.objects import (
     probe_object,
     registry_changes,
 )
-from lakehouse.raw.quarantine import (
-    QUARANTINE_SCHEMA,
-    QUARANTINE_TABLE,
-    active_quarantine,
-    rejection,
-    rejections_frame,
-    sync_quarantine,
+from lakehouse.resources import MetadataDbResource, ObjectStoreResource
+from lakehouse.sources.contract import (
+    LOG_PREFIX,
+    LOGS_SOURCE,
+    OBJECTS_SOURCE,
+    PHOTO_PREFIX,
+    log_key,
 )
-from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
-from lakehouse.resources.lake import commit_info_for, table_metadata
-from lakehouse.sources.assets import LOG_PREFIX, PHOTO_PREFIX, log_key
 from lakehouse.sources.hashing import object_hashes, read_objects
-from lakehouse.versioning import digest_strings, frame_digest
 
 RAW = layer_defaults("raw", "team:data-platform", kinds={"delta", "python"})
-OBJECTS_SOURCE = "photo_objects"
-LOGS_SOURCE = "activity_logs"
-LEDGER_TABLE = "_ingested_files"
-DAYS_PER_COMMIT = 8
-LEDGER_SCHEMA: dict[str, pl.DataType] = {
-    "asset": pl.String(),
-    "key": pl.String(),
-    "sha256": pl.String(),
-    "lines": pl.Int64(),
-    "accepted": pl.Int64(),
-    "rejected": pl.Int64(),
-}
 
 
 @dg.asset(
@@ -114,12 +109,6 @@ def raw_objects(
             "quarantined": counts["active"],
         },
     )
-
-
-def ledger_digests(lake: LakeResource, asset: str) -> dict[str, str]:
-    """What each key of `asset` was last built from (a content digest), from the lake's ledger."""
-    ledger = lake.read_or_empty(LEDGER_TABLE, LEDGER_SCHEMA, filters=[("asset", "=", asset)])
-    return dict(ledger.select("key", "sha256").iter_rows())
 
 
 def sync_metadata_table(

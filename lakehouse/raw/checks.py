@@ -3,10 +3,11 @@
 import dagster as dg
 import polars as pl
 
-from lakehouse.raw.assets import LEDGER_TABLE, OBJECTS_SOURCE
-from lakehouse.raw.quarantine import active_quarantine
-from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
-from lakehouse.sources.assets import PHOTO_PREFIX
+from lakehouse.lake.ledger import LEDGER_TABLE
+from lakehouse.lake.quarantine import active_quarantine
+from lakehouse.lake.resource import LakeResource
+from lakehouse.resources import MetadataDbResource, ObjectStoreResource
+from lakehouse.sources.contract import LOGS_SOURCE, OBJECTS_SOURCE, PHOTO_PREFIX
 
 
 def reconciled(source: int, accepted: int, quarantined: int, what: str) -> dg.AssetCheckResult:
@@ -49,6 +50,6 @@ def raw_events_reconcile(lake: LakeResource) -> dg.AssetCheckResult:
     return reconciled(
         int(ledger["lines"].sum()),
         lake.row_count("raw_events"),
-        active_quarantine(lake, "activity_logs").height,
+        active_quarantine(lake, LOGS_SOURCE).height,
         "log lines",
     )

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import polars as pl
 
-from lakehouse.raw.quarantine import DETAIL_LIMIT, rejection
+from lakehouse.lake.quarantine import DETAIL_LIMIT, rejection
 
 EVENT_TYPES = ("login", "view", "like")
 PHOTO_EVENTS = ("view", "like")
@@ -25,7 +25,7 @@ MAX_LINE_BYTES = 1 << 20
 SHOWN_CHARS = 80
 EARLY_SLACK = timedelta(days=1)
 LATE_SLACK = timedelta(days=2)
-# A line exactly as the writer formats it (`lakehouse.synthetic`): fields in this order,
+# A line exactly as the writer formats it (`lakehouse.demo.world`): fields in this order,
 # no spaces, integers of at most 18 digits (below 2**63), ts to the second in UTC.
 CANONICAL_LINE = (
     r'^\{"ts":"(?<ts>[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])'

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from lakehouse.raw.quarantine import DETAIL_LIMIT, REJECTION_COLUMNS, row_detail
+from lakehouse.lake.quarantine import DETAIL_LIMIT, REJECTION_COLUMNS, row_detail
 from lakehouse.settings import PermanentError
 
 UTC_TS = pl.Datetime("us", "UTC")

@@ -4,22 +4,18 @@ Each observation reports a DataVersion computed from content only, so Dagster
 marks downstream assets stale exactly when bytes or rows really changed.
 """
 
-import re
-
 import dagster as dg
 import polars as pl
 from dagster._core.definitions.external_asset import create_external_asset_from_source_asset
 
-from lakehouse.partitions import log_days
-from lakehouse.resources import LakeResource, MetadataDbResource, ObjectStoreResource
-from lakehouse.resources.lake import commit_info_for
+from lakehouse.graph.partitions import log_days
+from lakehouse.lake.digests import digest_strings, frame_digest
+from lakehouse.lake.resource import LakeResource, commit_info_for
+from lakehouse.resources import MetadataDbResource, ObjectStoreResource
 from lakehouse.resources.metadata_db import SOURCE_TABLES
+from lakehouse.sources.contract import LOG_KEY, LOG_PREFIX, PHOTO_PREFIX
 from lakehouse.sources.hashing import object_hashes
-from lakehouse.versioning import digest_strings, frame_digest
 
-PHOTO_PREFIX = "photos/"
-LOG_PREFIX = "logs/"
-LOG_KEY = re.compile(r"^logs/(\d{4}-\d{2}-\d{2})\.jsonl$")
 SOURCES_OWNERS = ["team:data-platform"]
 
 
@@ -34,10 +30,6 @@ def owned(source: dg.SourceAsset) -> dg.AssetsDefinition:
     return create_external_asset_from_source_asset(source).map_asset_specs(
         lambda spec: spec.replace_attributes(owners=SOURCES_OWNERS)
     )
-
-
-def log_key(day: str) -> str:
-    return f"{LOG_PREFIX}{day}.jsonl"
 
 
 def pairs_digest(hashes: pl.DataFrame) -> str:

@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 from lakehouse import settings
 from lakehouse.features.logic import NUMERIC_FEATURES
-from lakehouse.resources.lake import LakeResource
+from lakehouse.lake.resource import LakeResource
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -65,7 +65,7 @@ def load(
 
 def release_version(lake: LakeResource, release: str) -> int:
     """The training_set version recorded in a named release."""
-    from lakehouse.releases import ReleaseError, find_release
+    from lakehouse.access.releases import ReleaseError, find_release
 
     versions = find_release(lake, release).versions
     if "training_set" not in versions:

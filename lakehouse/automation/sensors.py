@@ -4,9 +4,9 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from lakehouse.features.assets import nightly_training
-from lakehouse.releases import ReleaseExists, create_release
-from lakehouse.resources import LakeResource
+from lakehouse.access.releases import ReleaseExists, create_release
+from lakehouse.automation.jobs import nightly_training
+from lakehouse.lake.resource import LakeResource
 
 SCHEDULED_TIME_TAG = "dagster/scheduled_execution_time"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lakehouse import settings
-from lakehouse.query_cli import Command, add_format_option, reporting_errors, write_rows
+from lakehouse.cli.output import Command, add_format_option, reporting_errors, write_rows
 
 if TYPE_CHECKING:
-    from lakehouse.resources import LakeResource
+    from lakehouse.lake.resource import LakeResource
 
 
 def add_flywheel_commands(commands: argparse._SubParsersAction) -> None:
@@ -69,7 +69,7 @@ def reporting_flywheel_errors(command: Command) -> Command:
 
 def lake() -> LakeResource:
     """The lake of the environment (imported late: `lakehouse --help` stays fast)."""
-    from lakehouse.resources import LakeResource
+    from lakehouse.lake.resource import LakeResource
 
     return LakeResource(root=settings.lake_uri())
 
@@ -97,7 +97,7 @@ def run_labels_import(args: argparse.Namespace) -> int:
 
 
 def run_release_create(args: argparse.Namespace) -> int:
-    from lakehouse.releases import create_release
+    from lakehouse.access.releases import create_release
 
     release = create_release(lake(), args.name)
     print(f"release {release.name}: {len(release.versions)} tables")
@@ -105,7 +105,7 @@ def run_release_create(args: argparse.Namespace) -> int:
 
 
 def run_release_list(args: argparse.Namespace) -> int:
-    from lakehouse.releases import list_releases
+    from lakehouse.access.releases import list_releases
 
     rows = [
         [r.name, r.created_at, len(r.versions), r.versions.get("training_set")]
@@ -116,7 +116,7 @@ def run_release_list(args: argparse.Namespace) -> int:
 
 
 def run_release_diff(args: argparse.Namespace) -> int:
-    from lakehouse.releases import DIFF_COLUMNS, release_diff
+    from lakehouse.access.query import DIFF_COLUMNS, release_diff
 
     rows = release_diff(lake(), args.before, args.after)
     write_rows(DIFF_COLUMNS, [[row[c] for c in DIFF_COLUMNS] for row in rows], args.format)

@@ -21,31 +21,9 @@ from urllib.parse import urlparse
 import duckdb
 
 from lakehouse import settings
-from lakehouse.resources.lake import LakeResource
-
-NATURAL_KEYS: dict[str, tuple[str, ...]] = {
-    "raw_objects": ("key", "sha256"),
-    "raw_photos": ("photo_id",),
-    "raw_users": ("user_id",),
-    "raw_photo_labels": ("photo_id",),
-    "raw_events": ("event_id",),
-    "quarantine": ("quarantine_id",),
-    "images": ("sha256",),
-    "augmented_tensors": ("sha256", "aug_index", "recipe_version"),
-    "photo_classes": ("sha256", "model_version"),
-    "style_content_classifier": ("model_version",),
-    "user_activity": ("user_id", "hour"),
-    "photo_features": ("photo_id",),
-    "popularity_labels": ("photo_id",),
-    "training_set": ("photo_id",),
-    "popularity_model": ("model_version", "training_set_version"),
-    "label_queue": ("photo_id",),
-    "weak_labels": ("photo_id",),
-    "weak_label_stats": ("function",),
-    "releases": ("release", "table_name"),
-    "_object_hashes": ("key",),
-    "_ingested_files": ("asset", "key"),
-}
+from lakehouse.access.releases import ReleaseError, find_release
+from lakehouse.lake.resource import LakeResource
+from lakehouse.lake.tables import TABLES, natural_key
 
 # Table functions that compute rows rather than read files, secrets or other databases.
 SAFE_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
@@ -76,8 +54,6 @@ def connect(
     names = [name for name in resource.table_names() if not name.startswith("_")]
     pins = dict(versions or {})
     if release is not None:
-        from lakehouse.releases import ReleaseError, find_release
-
         if pins:
             raise QueryError("pin either a release or table versions, not both")
         try:
@@ -265,15 +241,14 @@ def table_diff(
     One row per difference: `change`, the row (the new one; the old one when
     removed) and, for changed rows, the columns whose values differ.
     """
-    if table not in NATURAL_KEYS:
-        raise QueryError(f"no natural key known for {table} (known: {', '.join(NATURAL_KEYS)})")
+    keys = natural_key(table)
+    if keys is None:
+        raise QueryError(f"no natural key known for {table} (known: {', '.join(TABLES)})")
     resource = LakeResource(root=lake or settings.lake_uri())
     for version in (before, after):
         check_version(resource, table, version)
     conn = locked_connection(resource, {"before": (table, before), "after": (table, after)})
-    return conn.sql(
-        diff_sql(NATURAL_KEYS[table], conn.table("before").columns, conn.table("after").columns)
-    )
+    return conn.sql(diff_sql(keys, conn.table("before").columns, conn.table("after").columns))
 
 
 def diff_sql(keys: tuple[str, ...], before: list[str], after: list[str]) -> str:
@@ -298,3 +273,37 @@ def diff_sql(keys: tuple[str, ...], before: list[str], after: list[str]) -> str:
         ) WHERE len(changed_columns) > 0
         ORDER BY {order}
     """  # noqa: S608 (names are quoted by sql_identifier / sql_string)
+
+
+DIFF_COLUMNS = ("table", "version_a", "version_b", "rows_added", "rows_removed", "rows_changed")
+
+
+def release_diff(lake: LakeResource, before: str, after: str) -> list[dict[str, object]]:
+    """Per table: its version in each release and the rows added, removed and changed
+    between them (by natural key, via `table_diff`; None where it has none)."""
+    a, b = find_release(lake, before), find_release(lake, after)
+    rows = []
+    for table in sorted(a.versions.keys() | b.versions.keys()):
+        va, vb = a.versions.get(table), b.versions.get(table)
+        counts: dict[str, int | None] = dict.fromkeys(("added", "removed", "changed"))
+        if va is not None and vb is not None and natural_key(table) is not None:
+            counts = dict.fromkeys(counts, 0)
+            if va != vb:
+                changes = table_diff(table, va, vb, lake=lake.root).aggregate(
+                    "change, count(*)::BIGINT"
+                )
+                counts.update(dict(changes.fetchall()))
+        elif va is None and vb is not None:
+            counts = {"added": lake.open(table, vb).count(), "removed": 0, "changed": 0}  # type: ignore[union-attr]
+        elif vb is None and va is not None:
+            counts = {"added": 0, "removed": lake.open(table, va).count(), "changed": 0}  # type: ignore[union-attr]
+        rows.append(
+            dict(
+                zip(
+                    DIFF_COLUMNS,
+                    (table, va, vb, counts["added"], counts["removed"], counts["changed"]),
+                    strict=True,
+                )
+            )
+        )
+    return rows

@@ -8,8 +8,8 @@ from datetime import date
 from pathlib import Path
 
 from lakehouse import settings
-from lakehouse.flywheel_cli import add_flywheel_commands
-from lakehouse.query_cli import add_query_commands
+from lakehouse.cli.flywheel import add_flywheel_commands
+from lakehouse.cli.query import add_query_commands
 from lakehouse.settings import ConfigError
 
 
@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_demo_data(args: argparse.Namespace) -> int:
     import tempfile
 
+    from lakehouse.demo.world import generate_world
     from lakehouse.resources import ObjectStoreResource
-    from lakehouse.sources.assets import LOG_PREFIX, PHOTO_PREFIX
-    from lakehouse.synthetic import generate_world
+    from lakehouse.sources.contract import LOG_PREFIX, PHOTO_PREFIX
 
     out = args.out or settings.sources_uri()
     db_url = (
@@ -98,8 +98,8 @@ def run_demo_data(args: argparse.Namespace) -> int:
 
 
 def run_tables(args: argparse.Namespace) -> int:
-    from lakehouse.catalog import table_entries
-    from lakehouse.resources import LakeResource
+    from lakehouse.access.catalog import table_entries
+    from lakehouse.lake.resource import LakeResource
 
     entries = table_entries(LakeResource(root=settings.lake_uri()))
     if not entries:
@@ -114,7 +114,7 @@ def run_tables(args: argparse.Namespace) -> int:
 
 def run_show_augmentations(args: argparse.Namespace) -> int:
     from lakehouse.curated.preview import augmentation_grid
-    from lakehouse.resources import LakeResource
+    from lakehouse.lake.resource import LakeResource
 
     png = augmentation_grid(LakeResource(root=settings.lake_uri()), args.n)
     if png is None:
@@ -127,9 +127,9 @@ def run_show_augmentations(args: argparse.Namespace) -> int:
 
 
 def run_log_range(args: argparse.Namespace) -> int:
-    from lakehouse.partitions import log_days
+    from lakehouse.graph.partitions import log_days
     from lakehouse.resources import ObjectStoreResource
-    from lakehouse.sources.assets import LOG_KEY
+    from lakehouse.sources.contract import LOG_KEY
 
     valid = set(log_days.get_partition_keys())
     days = sorted(

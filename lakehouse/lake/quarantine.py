@@ -12,8 +12,8 @@ from datetime import datetime
 
 import polars as pl
 
-from lakehouse.resources.lake import LakeResource
-from lakehouse.versioning import digest_strings
+from lakehouse.lake.digests import digest_strings
+from lakehouse.lake.resource import LakeResource
 
 QUARANTINE_TABLE = "quarantine"
 UTC_TS = pl.Datetime("us", "UTC")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from lakehouse.resources.lake import LakeResource
+from lakehouse.lake.resource import LakeResource
 
 RELEASES_TABLE = "releases"
 RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -23,7 +23,6 @@ RELEASE_SCHEMA: dict[str, pl.DataType] = {
     "table_name": pl.String(),
     "table_version": pl.Int64(),
 }
-DIFF_COLUMNS = ("table", "version_a", "version_b", "rows_added", "rows_removed", "rows_changed")
 
 
 class ReleaseError(LookupError):
@@ -105,36 +104,3 @@ def find_release(lake: LakeResource, name: str) -> Release:
             return release
     known = ", ".join(r.name for r in releases) or "none yet"
     raise ReleaseError(f"no release {name!r} under {lake.root} (releases: {known})")
-
-
-def release_diff(lake: LakeResource, before: str, after: str) -> list[dict[str, object]]:
-    """Per table: its version in each release and the rows added, removed and changed
-    between them (by natural key, via `query.table_diff`; None where it has none)."""
-    from lakehouse.query import NATURAL_KEYS, table_diff
-
-    a, b = find_release(lake, before), find_release(lake, after)
-    rows = []
-    for table in sorted(a.versions.keys() | b.versions.keys()):
-        va, vb = a.versions.get(table), b.versions.get(table)
-        counts: dict[str, int | None] = dict.fromkeys(("added", "removed", "changed"))
-        if va is not None and vb is not None and table in NATURAL_KEYS:
-            counts = dict.fromkeys(counts, 0)
-            if va != vb:
-                changes = table_diff(table, va, vb, lake=lake.root).aggregate(
-                    "change, count(*)::BIGINT"
-                )
-                counts.update(dict(changes.fetchall()))
-        elif va is None and vb is not None:
-            counts = {"added": lake.open(table, vb).count(), "removed": 0, "changed": 0}  # type: ignore[union-attr]
-        elif vb is None and va is not None:
-            counts = {"added": 0, "removed": lake.open(table, va).count(), "changed": 0}  # type: ignore[union-attr]
-        rows.append(
-            dict(
-                zip(
-                    DIFF_COLUMNS,
-                    (table, va, vb, counts["added"], counts["removed"], counts["changed"]),
-                    strict=True,
-                )
-            )
-        )
-    return rows

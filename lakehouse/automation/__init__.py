@@ -1,0 +1,1 @@
+"""What runs by itself: jobs, schedules and sensors (assets carry their own automation)."""

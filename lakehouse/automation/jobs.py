@@ -1,0 +1,32 @@
+"""Jobs: named selections of assets that run together (observations, log backfills, nightly)."""
+
+import dagster as dg
+
+from lakehouse.graph.partitions import log_days
+
+SOURCES = dg.AssetSelection.keys("photo_objects", "metadata_db", "activity_logs")
+
+observe_sources = dg.define_asset_job(
+    "observe_sources",
+    selection=dg.AssetSelection.keys("photo_objects", "metadata_db"),
+    description="Observe the photo store and the metadata database: content versions.",
+)
+observe_logs = dg.define_asset_job(
+    "observe_logs",
+    selection=dg.AssetSelection.keys("activity_logs"),
+    description="Observe the daily activity-log files: one content version per day.",
+)
+backfill_logs = dg.define_asset_job(
+    "backfill_logs",
+    selection=["raw_events", "user_activity"],
+    partitions_def=log_days,
+    description="Parse and aggregate a range of log days (e.g. --partition-range a...b).",
+)
+nightly_training = dg.define_asset_job(
+    "nightly_training",
+    selection=dg.AssetSelection.all()
+    - dg.AssetSelection.assets("raw_events", "user_activity")
+    - SOURCES,
+    description="Everything unpartitioned downstream of the sources; each asset skips "
+    "unchanged content, so only what is stale does work.",
+)

@@ -1,0 +1,5 @@
+"""The `lakehouse` command and its subcommands, one module per area."""
+
+from lakehouse.cli.main import main
+
+__all__ = ["main"]
