@@ -29,6 +29,7 @@ from deltalake.table import TableMerger
 
 from lakehouse import failpoints
 from lakehouse.failpoints import during_write, failpoint
+from lakehouse.lake.tables import TABLES, key_of
 from lakehouse.resources.keys import checked_key, local_path, read_below
 from lakehouse.resources.s3 import s3_client
 from lakehouse.settings import (
@@ -194,7 +195,7 @@ class LakeResource(dg.ConfigurableResource):
         self,
         name: str,
         rows: pl.DataFrame,
-        key: Sequence[str],
+        key: Sequence[str] | None = None,
         *,
         commit_info: dict[str, str],
         partition_by: Sequence[str] | None = None,
@@ -206,6 +207,7 @@ class LakeResource(dg.ConfigurableResource):
         """
         if rows.is_empty():
             return False
+        key = key_of(name, key)
 
         def attempt() -> None:
             if self._create(name, rows, commit_info, partition_by):
@@ -224,7 +226,7 @@ class LakeResource(dg.ConfigurableResource):
         self,
         name: str,
         rows: pl.DataFrame,
-        key: Sequence[str],
+        key: Sequence[str] | None = None,
         *,
         commit_info: dict[str, str],
         fingerprint: str = "row_sha256",
@@ -235,6 +237,7 @@ class LakeResource(dg.ConfigurableResource):
         changed ones replaced, keys gone from `rows` deleted. Nothing changed
         means no commit.
         """
+        key = key_of(name, key)
         current = self.read(name, columns=[*key, fingerprint])
         # an empty snapshot still creates the table: readers see "no rows", not "missing"
         if current is None and self._write(name, lambda: self._create(name, rows, commit_info)):
@@ -272,7 +275,12 @@ class LakeResource(dg.ConfigurableResource):
         return counts
 
     def insert_new(
-        self, name: str, rows: pl.DataFrame, key: Sequence[str], *, commit_info: dict[str, str]
+        self,
+        name: str,
+        rows: pl.DataFrame,
+        key: Sequence[str] | None = None,
+        *,
+        commit_info: dict[str, str],
     ) -> int:
         """Insert the rows whose key is not in the table yet, in one commit; returns how many.
 
@@ -281,6 +289,7 @@ class LakeResource(dg.ConfigurableResource):
         """
         if rows.is_empty():
             return 0
+        key = key_of(name, key)
 
         def attempt() -> int:
             if self._create(name, rows, commit_info):
@@ -335,10 +344,10 @@ class LakeResource(dg.ConfigurableResource):
         name: str,
         rows: pl.DataFrame,
         *,
-        key: Sequence[str],
-        partition_column: str,
         values: Sequence[str],
         commit_info: dict[str, str],
+        key: Sequence[str] | None = None,
+        partition_column: str | None = None,
     ) -> None:
         """Make some partitions hold exactly `rows` (one commit, idempotent).
 
@@ -348,6 +357,10 @@ class LakeResource(dg.ConfigurableResource):
         do conflict, and the loser retries on a fresh snapshot. `values` are
         partition keys we generated (dates), never user input.
         """
+        key = key_of(name, key)
+        partition_column = partition_column or getattr(TABLES.get(name), "partition_by", None)
+        if partition_column is None:
+            raise KeyError(f"table {name!r} has no partition column in the registry")
         listed = ", ".join(f"'{value}'" for value in values)
 
         def attempt() -> None:

@@ -6,23 +6,33 @@ natural key for diffs: one place to add a table, and no two places to disagree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 SYSTEM = "system"
 LAYER_ORDER = ("raw", "curated", "features", "models", "labels", "releases", "unknown", SYSTEM)
 
 
-@dataclass(frozen=True)
-class Table:
-    """A lake table: its name, layer, the columns that identify a row, its partition column."""
+class Table(str):
+    """A lake table: its name (the string itself, so it goes wherever a name does), its
+    layer, the columns that identify a row and its partition column."""
 
-    name: str
     layer: str
     key: tuple[str, ...]
-    partition_by: str | None = None
+    partition_by: str | None
 
-    def __str__(self) -> str:
-        return self.name
+    def __new__(
+        cls, name: str, layer: str, key: tuple[str, ...], partition_by: str | None = None
+    ) -> Table:
+        table = super().__new__(cls, name)
+        table.layer, table.key, table.partition_by = layer, key, partition_by
+        return table
+
+    @property
+    def name(self) -> str:
+        return str.__str__(self)
+
+    def __reduce__(self) -> tuple:
+        return (Table, (self.name, self.layer, self.key, self.partition_by))
 
 
 RAW_OBJECTS = Table("raw_objects", "raw", ("key", "sha256"))
@@ -87,3 +97,14 @@ def natural_key(name: str) -> tuple[str, ...] | None:
     """The columns that identify a row of `name`, None for a table we do not know."""
     table = TABLES.get(name)
     return None if table is None else table.key
+
+
+def key_of(name: str, key: Sequence[str] | None = None) -> list[str]:
+    """`key` if given, else the registry's natural key of `name` (an unknown table must
+    say its key: a write never guesses which rows are the same)."""
+    if key is not None:
+        return list(key)
+    found = natural_key(name)
+    if found is None:
+        raise KeyError(f"table {name!r} is not in the registry (lakehouse.lake.tables): pass key=")
+    return list(found)
