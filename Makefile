@@ -79,7 +79,7 @@ workers:
 daemon: instance
 	$(BIN)/dagster-daemon run -m lakehouse.definitions
 
-## bench: the benchmark against its peers, SCALE=tiny|small|full (the issue's 100k photos)
+## bench: the benchmark against its peers, SCALE=tiny|small|full (100k photos)
 SCALE ?= full
 bench: install
 	$(BIN)/python -m bench --scale $(SCALE)
@@ -94,7 +94,7 @@ ui: instance
 	$(BIN)/dagster dev -m lakehouse.definitions -h 127.0.0.1
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 clean:
 	rm -rf data/lake data/sources data/dagster

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench [--scale tiny|small|full] [--out DIR] [--keep DIR]
     make bench SCALE=small
 
-`full` is the issue's size (100k small photos, ~10M log events over 60 days),
+`full` is the target size (100k small photos, ~10M log events over 60 days),
 `small` is 10x smaller, `tiny` takes seconds and keeps the harness working (the
 `scale` test runs it). Every comparison runs on the same generated data in the
 same run and lands in OUT/results.json (name, ours, peer, unit, ratio, target,

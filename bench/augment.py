@@ -1,6 +1,6 @@
 """Augmentation throughput: `augmented_batches` against a plain torch DataLoader on the same files.
 
-Target (issue): ours/peer in images/s >= 1.0.
+Target: ours/peer in images/s >= 1.0.
 
     .venv/bin/python -m bench.augment [--images N] [--workers W] [--repeats R] [--keep DIR]
 
@@ -164,7 +164,7 @@ def print_report(best: dict[str, Timing]) -> None:
 
 
 def compare(sources: Path, images: int, workers: int, repeats: int) -> Result:
-    """The issue's augmentation comparison on the first `images` good photos of a world."""
+    """The augmentation comparison on the first `images` good photos of a world."""
     items = good_items(ObjectStoreResource(uri=str(sources)))[0][:images]
     paths = [str(sources / key) for _, key in items]
     best = best_of(

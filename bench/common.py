@@ -23,7 +23,7 @@ def run_in_workdir(
 
 @dataclass(frozen=True)
 class Result:
-    """One comparison of the issue: our figure, the peer's, their ratio and the target."""
+    """One comparison against a peer: our figure, the peer's, their ratio and the target."""
 
     name: str
     ours: float

@@ -1,6 +1,6 @@
 """Ingest throughput: our photo ingest against `find | xargs -P2 sha256sum` on the same files.
 
-Target (issue): ingest at least as fast as `xargs -P2 sha256sum`, i.e. ratio ours/peer >= 1.0.
+Target: ingest at least as fast as `xargs -P2 sha256sum`, i.e. ratio ours/peer >= 1.0.
 
     .venv/bin/python -m bench.ingest [--photos N] [--keep DIR] [--repeats R] [--profile]
 
@@ -173,7 +173,7 @@ def measure_ours(work: Path, sources: Path, files: int, repeats: int) -> list[Ti
 def measure_peers(photos_dir: Path, files: int, repeats: int) -> list[Timing]:
     threads, half = hashing_threads(), math.ceil(files / 2)
     variants = [
-        ("xargs -P2", "the issue's command; all paths fit one sha256sum call", 2, None),
+        ("xargs -P2", "the target's command; all paths fit one sha256sum call", 2, None),
         (f"xargs -P{threads}", "our thread count", threads, None),
         (f"xargs -n{half} -P2", "two sha256sum processes really in parallel", 2, half),
     ]
@@ -230,7 +230,7 @@ def photo_files(sources: Path) -> int:
 
 
 def compare(work: Path, sources: Path, repeats: int) -> Result:
-    """The issue's ingest comparison on an existing world: raw_objects vs `xargs -P2 sha256sum`."""
+    """The ingest comparison on an existing world: raw_objects vs `xargs -P2 sha256sum`."""
     files = photo_files(sources)
     full, _ = time_materialize(work, sources, repeats)
     ours = Timing("raw_objects", "dagster materialize", full, files)

@@ -7,7 +7,7 @@ difference. All must give identical counts; the script prints the time ratios.
 
     .venv/bin/python -m bench.pit_join [--events 1000000] [--photos 100000] [--users 20000]
 
-Target (issue): at least 2x faster than pandas `merge_asof`, identical results.
+Target: at least 2x faster than pandas `merge_asof`, identical results.
 Where Feast's venv exists (`make feast-venv`: Feast 0.67 pins other versions of
 our libraries), also against Feast's offline `get_historical_features` on the
 same rows (`bench/feast_peer.py`, run once: it is the slowest by far).

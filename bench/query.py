@@ -1,6 +1,6 @@
 """SQL over the lake: `lakehouse.access.query.connect()` against DuckDB on plain Parquet and polars.
 
-Target (issue): DuckDB over the lake's views within 1.2x of DuckDB over the
+Target: DuckDB over the lake's views within 1.2x of DuckDB over the
 same rows exported as plain Parquet (one file per table), ratio <= 1.2.
 
     .venv/bin/python -m bench.query [--events N] [--repeats R] [--keep DIR]
@@ -337,7 +337,7 @@ def print_report(
 
 
 def compare(lake: LakeResource, work: Path, repeats: int, min_seconds: float) -> list[Result]:
-    """The issue's query comparison on an existing lake: its views vs the same rows as Parquet."""
+    """The query comparison on an existing lake: its views vs the same rows as Parquet."""
     exported = export_parquet(lake, work / "parquet")
     ours, peer = connect(lake.root), parquet_connection(exported)
     engines: dict[str, Engine] = {

@@ -8,10 +8,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from lakehouse.definitions import build_definitions
 from lakehouse.demo.world import generate_world
@@ -25,6 +21,10 @@ RAW_LAYER = frozenset(
 EVERYTHING = frozenset({"*"})
 WORLD = {"photos": 40, "users": 8, "days": 6, "seed": 7}
 FIRST_DAY, LAST_DAY = "2026-10-01", "2026-10-06"
+# The run tags `--partition-range a...b` sets: one run over a range of days (Dagster has no
+# public constant for them, and execute_in_process no range argument).
+ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 @dataclass

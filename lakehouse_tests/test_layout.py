@@ -45,6 +45,10 @@ def test_definitions_hold_the_contract_names_in_their_layers() -> None:
         else:
             assert node.is_observable, f"{key} is a source that is not observed"
     assert graph.get(dg.AssetKey("raw_events")).partitions_def is not None
+    for name in SOURCES:
+        source = graph.get(dg.AssetKey(name))
+        assert source.owners and source.kinds and source.description, f"{name} is anonymous"
+    assert graph.get(dg.AssetKey("activity_logs")).partitions_def is not None
 
 
 def test_dagster_yaml_is_a_valid_instance_with_storage_under_data(tmp_path) -> None:
@@ -65,7 +69,15 @@ def test_workspace_and_console_script() -> None:
     assert {
         "dagster==1.13.27",
         "dagster-webserver==1.13.27",
+        "dagster-dg-cli==1.13.27",
         "torch==2.14.1",
         "duckdb==1.5.5",
     } <= pins
-    assert "dev" in project["optional-dependencies"]
+    assert "import-linter==2.16" in project["optional-dependencies"]["dev"]
+
+
+def test_dg_sees_one_project_whose_code_location_is_the_definitions() -> None:
+    tool = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]
+    assert tool["dg"]["directory_type"] == "project"
+    assert tool["dg"]["project"]["root_module"] == "lakehouse"
+    assert tool["dg"]["project"]["code_location_target_module"] == "lakehouse.definitions"

@@ -4,9 +4,10 @@ Each observation reports a DataVersion computed from content only, so Dagster
 marks downstream assets stale exactly when bytes or rows really changed.
 """
 
+from collections.abc import Iterator
+
 import dagster as dg
 import polars as pl
-from dagster._core.definitions.external_asset import create_external_asset_from_source_asset
 
 from lakehouse.graph.partitions import log_days
 from lakehouse.lake.digests import digest_strings, frame_digest
@@ -17,18 +18,20 @@ from lakehouse.sources.contract import LOG_KEY, LOG_PREFIX, PHOTO_PREFIX
 from lakehouse.sources.hashing import object_hashes
 
 SOURCES_OWNERS = ["team:data-platform"]
+# The observation tag Dagster reads a data version from (what ObserveResult.data_version
+# becomes); an observation of one partition among many can only carry it as this tag.
+DATA_VERSION_TAG = "dagster/data_version"
 
 
-def kinds(*names: str) -> dict[str, str]:
-    """Kind tags, as `kinds=` stores them (observable_source_asset only takes `tags=`)."""
-    return {f"dagster/kind/{name}": "" for name in names}
-
-
-def owned(source: dg.SourceAsset) -> dg.AssetsDefinition:
-    """The source as the asset Dagster would make of it, with owners, which
-    observable_source_asset cannot take."""
-    return create_external_asset_from_source_asset(source).map_asset_specs(
-        lambda spec: spec.replace_attributes(owners=SOURCES_OWNERS)
+def source_spec(name: str, description: str, kinds: set[str], **spec: object) -> dg.AssetSpec:
+    """One observed source: group `sources`, its owners and kinds."""
+    return dg.AssetSpec(
+        name,
+        description=description,
+        group_name="sources",
+        owners=SOURCES_OWNERS,
+        kinds=kinds,
+        **spec,
     )
 
 
@@ -58,10 +61,14 @@ def log_file_versions(hashes: pl.DataFrame) -> tuple[dict[str, str], list[str]]:
     return versions, ignored
 
 
-@dg.observable_source_asset(
-    group_name="sources",
-    description="Photos (JPEG/PNG) under `photos/` in the source object store.",
-    tags=kinds("s3", "python"),
+@dg.multi_observable_source_asset(
+    specs=[
+        source_spec(
+            "photo_objects",
+            "Photos (JPEG/PNG) under `photos/` in the source object store.",
+            {"s3", "python"},
+        )
+    ]
 )
 def photo_objects(
     context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
@@ -79,10 +86,14 @@ def photo_objects(
     )
 
 
-@dg.observable_source_asset(
-    group_name="sources",
-    description="Tables users, photos and photo_labels of the operational database.",
-    tags=kinds("sql", "python"),
+@dg.multi_observable_source_asset(
+    specs=[
+        source_spec(
+            "metadata_db",
+            "Tables users, photos and photo_labels of the operational database.",
+            {"sql", "python"},
+        )
+    ]
 )
 def metadata_db(
     context: dg.AssetExecutionContext, metadata_db: MetadataDbResource
@@ -98,24 +109,28 @@ def metadata_db(
     )
 
 
-@dg.observable_source_asset(
-    group_name="sources",
-    partitions_def=log_days,
-    description="Activity logs, one JSON-lines file a day at `logs/YYYY-MM-DD.jsonl`.",
-    tags=kinds("s3", "json"),
+@dg.multi_observable_source_asset(
+    specs=[
+        source_spec(
+            "activity_logs",
+            "Activity logs, one JSON-lines file a day at `logs/YYYY-MM-DD.jsonl`.",
+            {"s3", "json"},
+            partitions_def=log_days,
+            # Versioned per day by the observations it yields, so it has no output of its own.
+            skippable=True,
+        )
+    ],
 )
 def activity_logs(
     context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
-) -> dg.DataVersionsByPartition:
+) -> Iterator[dg.AssetObservation]:
+    """One observation per day file, its data version the file's SHA-256 (one run sees all
+    days, whatever partition, if any, it was launched for)."""
     hashed = object_hashes(sources, lake, LOG_PREFIX, commit_info_for(context))
     hashes, hashed_now = hashed.objects, hashed.hashed_now
     versions, ignored = log_file_versions(hashes)
     context.log.info(f"{len(versions)} log days, {hashed_now} files hashed now")
     if ignored:
         context.log.warning(f"not daily log files, ignored: {ignored[:20]}")
-    return dg.DataVersionsByPartition(versions)
-
-
-photo_objects = owned(photo_objects)
-metadata_db = owned(metadata_db)
-activity_logs = owned(activity_logs)
+    for day, sha in versions.items():
+        yield dg.AssetObservation("activity_logs", partition=day, tags={DATA_VERSION_TAG: sha})
