@@ -15,7 +15,7 @@ from dagster._core.storage.tags import (
 
 from lakehouse.definitions import build_definitions
 from lakehouse.demo.world import generate_world
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 from lakehouse_tests.hostile import pytest_terminal_summary  # noqa: F401  (the hostile-input table)
 
 SOURCE_KEYS = ("photo_objects", "metadata_db", "activity_logs")

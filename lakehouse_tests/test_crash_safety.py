@@ -24,7 +24,7 @@ import pytest
 from deltalake import DeltaTable
 
 from lakehouse.demo.world import generate_world
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 
 pytestmark = pytest.mark.reliability
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from lakehouse import settings
 from lakehouse.cli.flywheel import add_flywheel_commands
 from lakehouse.cli.query import add_query_commands
-from lakehouse.settings import ConfigError
+from lakehouse.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +99,7 @@ def run_demo_data(args: argparse.Namespace) -> int:
 
 def run_tables(args: argparse.Namespace) -> int:
     from lakehouse.access.catalog import table_entries
-    from lakehouse.lake.resource import LakeResource
+    from lakehouse.lake import LakeResource
 
     entries = table_entries(LakeResource(root=settings.lake_uri()))
     if not entries:
@@ -114,7 +114,7 @@ def run_tables(args: argparse.Namespace) -> int:
 
 def run_show_augmentations(args: argparse.Namespace) -> int:
     from lakehouse.curated.preview import augmentation_grid
-    from lakehouse.lake.resource import LakeResource
+    from lakehouse.lake import LakeResource
 
     png = augmentation_grid(LakeResource(root=settings.lake_uri()), args.n)
     if png is None:
