@@ -252,7 +252,7 @@ class Bench:
         self.facts["events in raw_events"] = f"{events.height:,}"
         self.add(*pit_join.compare(photos, events, self.scale.repeats))
         log("queries: the lake's views vs the same rows as plain Parquet")
-        from lakehouse.lake.resource import LakeResource
+        from lakehouse.lake import LakeResource
 
         lake = LakeResource(root=str(self.work / "lake"))
         self.add(
@@ -391,7 +391,7 @@ def step_facts(run: Run) -> str:
 
 def lake_frames(lake: Path):
     """raw_photos and raw_events of the materialized lake, for the point-in-time comparison."""
-    from lakehouse.lake.resource import LakeResource
+    from lakehouse.lake import LakeResource
 
     resource = LakeResource(root=str(lake))
     photos = resource.read("raw_photos", columns=["photo_id", "user_id", "posted_at"])

@@ -27,7 +27,7 @@ import dagster as dg
 
 from bench.common import Result, run_in_workdir
 from lakehouse.demo.world import generate_world
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 from lakehouse.resources import ObjectStoreResource
 from lakehouse.sources.hashing import hashing_threads, object_hashes
 

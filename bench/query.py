@@ -31,7 +31,7 @@ from polars.testing import assert_frame_equal
 
 from bench.common import Result, run_in_workdir
 from lakehouse.access.query import connect
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 
 TARGET = 1.2
 MIN_SECONDS_PER_QUERY = 5.0

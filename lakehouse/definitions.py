@@ -13,7 +13,7 @@ import dagster as dg
 
 from lakehouse import automation, curated, features, labels, models, raw, sources
 from lakehouse.graph.executors import default_executor
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 from lakehouse.resources import MetadataDbResource, ObjectStoreResource
 from lakehouse.resources.device import DEVICE_VAR, DeviceResource
 from lakehouse.settings import (

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import dagster as dg
+from lakehouse.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,18 +28,6 @@ ENVIRONMENTS = ("local", PRODUCTION)
 PRODUCTION_VARS = (SOURCES_VAR, METADATA_DB_VAR, LAKE_VAR)
 
 DEFAULT_LOGS_START = "2026-10-01"
-
-
-class PermanentError(dg.Failure):
-    """An error no retry can fix (a wrong setting, an incompatible source, a full or
-    read-only disk): Dagster fails the step at once, bypassing its retry policy."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(description=message, allow_retries=False)
-
-
-class ConfigError(PermanentError):
-    """A setting is wrong: the message names the variable and its value."""
 
 
 def _data_dir() -> Path:

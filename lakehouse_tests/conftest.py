@@ -11,7 +11,7 @@ import pytest
 
 from lakehouse.definitions import build_definitions
 from lakehouse.demo.world import generate_world
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 from lakehouse_tests.hostile import pytest_terminal_summary  # noqa: F401  (the hostile-input table)
 
 SOURCE_KEYS = ("photo_objects", "metadata_db", "activity_logs")

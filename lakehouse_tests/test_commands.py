@@ -12,9 +12,10 @@ import dagster as dg
 import pytest
 
 from lakehouse.definitions import build_definitions
-from lakehouse.lake.resource import LakeResource
+from lakehouse.errors import ConfigError
+from lakehouse.lake import LakeResource
 from lakehouse.resources import MetadataDbResource, ObjectStoreResource
-from lakehouse.settings import PROJECT_ROOT, ConfigError
+from lakehouse.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.foundation
 

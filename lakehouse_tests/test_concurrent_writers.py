@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from lakehouse import failpoints
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 
 pytestmark = pytest.mark.reliability
 

@@ -7,24 +7,32 @@ run would spend most of the budget on imports. The graph is cut into four
 stages (raw, images, models, features); a kill point's test starts from the
 never-crashed reference lake before its stage, kills a run of the stage at the
 point, checks every table, reruns the stage and compares the lake and the
-DataVersions with the reference after the stage.
+DataVersions with the reference after the stage. A `write/<table>` kill must
+land between a data file and the commit: the table's version unchanged, an
+uncommitted data file on disk; a kill one step late fails the test.
+
+Each write verb of the lake is also killed on its own (`write/`, `create/`,
+`widen/` points, including the widening no stage run reaches), then rerun.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
 from lakehouse.demo.world import generate_world
-from lakehouse.lake.resource import LakeResource
+from lakehouse.failpoints import CRASH_VAR
+from lakehouse.lake import LakeResource
 
 pytestmark = pytest.mark.reliability
 
@@ -68,6 +76,8 @@ class KillPoint:
 
 KILL_POINTS = [
     KillPoint("raw", "hash/object:5", "while hashing the 5th source object"),
+    KillPoint("raw", "create/raw_users", "creating raw_users, before its first file"),
+    KillPoint("raw", "create/raw_events", "creating the partitioned raw_events"),
     KillPoint("raw", "write/_object_hashes", "mid Delta write of the hash cache"),
     KillPoint("raw", "committed/raw_objects", "between raw_objects and its quarantine rows"),
     KillPoint("raw", "write/quarantine", "mid Delta write of quarantine"),
@@ -75,6 +85,7 @@ KILL_POINTS = [
     KillPoint("raw", "write/raw_events", "mid Delta write of event partitions"),
     KillPoint("raw", "committed/raw_events", "events committed, quarantine and ledger not"),
     KillPoint("raw", "committed/_ingested_files:1", "between two batches of log days"),
+    KillPoint("images", "create/images", "creating images, before its first file"),
     KillPoint("images", "write/images", "mid Delta write of images"),
     KillPoint("images", "committed/images", "between images and its quarantine rows"),
     KillPoint("images", "augment/image:10", "during augmentation, 10th image"),
@@ -85,11 +96,17 @@ KILL_POINTS = [
     KillPoint("models", "write/photo_classes", "mid Delta write of photo_classes"),
     KillPoint("features", "write/user_activity", "mid Delta write of activity partitions"),
     KillPoint("features", "committed/popularity_labels", "between labels and training_set"),
+    KillPoint("features", "create/training_set", "creating training_set"),
     KillPoint("features", "write/training_set", "mid Delta write of the training set"),
     KillPoint("features", "popularity/trained", "popularity model fitted, not stored"),
     KillPoint("features", "committed/popularity_model", "model committed, run not recorded"),
 ]
 EXERCISED: list[str] = []
+LATE = (
+    "the kill came after the commit, not between the data files and it (the write watcher "
+    "of lakehouse.failpoints runs real-time where the OS allows it: CAP_SYS_NICE or root)"
+)
+EXERCISED_VERBS: list[str] = []
 
 
 def forked_run(*args: str | tuple[str, str]) -> None:
@@ -207,9 +224,15 @@ def contents(lake: Path) -> dict[str, list[str]]:
     return found
 
 
+def table_versions(lake: Path) -> dict[str, int]:
+    """The latest committed version of every table of a lake."""
+    return {table.name: DeltaTable(str(table)).version() for table in table_dirs(lake)}
+
+
 def uncommitted_files(table: Path) -> set[str]:
-    """Data files on disk that no committed version of the table references."""
-    on_disk = {p.name for p in table.rglob("*.parquet*") if "_delta_log" not in p.parts}
+    """Complete data files on disk (not a write's staged `….parquet#1`) that no committed
+    version of the table references."""
+    on_disk = {p.name for p in table.rglob("*.parquet") if "_delta_log" not in p.parts}
     if table not in table_dirs(table.parent):
         return on_disk
     latest = DeltaTable(str(table)).version()
@@ -232,19 +255,134 @@ def test_killed_run_leaves_committed_tables_and_a_rerun_converges(
     else:
         shutil.copytree(start, lake)
 
+    before = table_versions(lake)
     code, _ = runner.run(lake, point.stage, point.crash_at)
     assert code == -signal.SIGKILL, f"{point.crash_at} ({point.where}) was never reached"
     for table in table_dirs(lake):
         read_committed(table)
-    if point.crash_at.startswith("write/"):
-        table = lake / point.crash_at.split("/")[1]
-        assert uncommitted_files(table), "killed after the data files were written, before commit"
+    kind, _, name = point.crash_at.partition("/")
+    if kind in ("write", "create"):
+        # the run's first write of the table: it was killed before committing anything
+        assert ":" not in name, "only a table's first write leaves its version unchanged"
+        assert table_versions(lake).get(name) == before.get(name), LATE
+    if kind == "write":
+        orphans = uncommitted_files(lake / name)
+        assert orphans, "killed after a data file was written: one is there, uncommitted"
 
     code, versions = runner.run(lake, point.stage)
     assert code == 0
     assert versions == reference.versions[point.stage]
     assert contents(lake) == reference.contents[point.stage]
     EXERCISED.append(point.crash_at)
+
+
+INFO = {"test": "crash"}
+DAY_ROWS = pl.DataFrame({"day": ["2026-10-01", "2026-10-02"] * 3, "k": [1, 1, 2, 2, 3, 3]})
+
+
+def seed(lake: LakeResource) -> None:
+    """The tables the write verbs below change: t (key k), p (partitioned by day), s (a
+    snapshot with fingerprints)."""
+    lake.upsert("t", pl.DataFrame({"k": range(10), "v": range(10)}), ["k"], commit_info=INFO)
+    lake.replace_partitions(
+        "p",
+        DAY_ROWS,
+        values=["2026-10-01", "2026-10-02"],
+        key=["k"],
+        partition_column="day",
+        commit_info=INFO,
+    )
+    snapshot = pl.DataFrame({"k": range(5), "row_sha256": [f"a{k}" for k in range(5)]})
+    lake.sync_snapshot("s", snapshot, ["k"], commit_info=INFO)
+
+
+# every write verb of the lake, as the product runs it (key bounds and all)
+VERBS = {
+    "create": lambda lake: lake.upsert(
+        "fresh", pl.DataFrame({"k": [1, 2], "v": [1, 2]}), ["k"], commit_info=INFO
+    ),
+    "upsert": lambda lake: lake.upsert(
+        "t", pl.DataFrame({"k": range(5, 15), "v": range(50, 60)}), ["k"], commit_info=INFO
+    ),
+    "insert_new": lambda lake: lake.insert_new(
+        "t", pl.DataFrame({"k": range(8, 12), "v": range(4)}), ["k"], commit_info=INFO
+    ),
+    "delete_keys": lambda lake: lake.delete_keys(
+        "t", pl.DataFrame({"k": [1, 2]}), commit_info=INFO
+    ),
+    "sync_snapshot": lambda lake: lake.sync_snapshot(
+        "s",
+        pl.DataFrame({"k": range(2, 7), "row_sha256": [f"b{k}" for k in range(2, 7)]}),
+        ["k"],
+        commit_info=INFO,
+    ),
+    "replace_partitions": lambda lake: lake.replace_partitions(
+        "p",
+        DAY_ROWS.filter(pl.col("k") != 2),
+        values=["2026-10-02"],
+        key=["k"],
+        partition_column="day",
+        commit_info=INFO,
+    ),
+    "widen": lambda lake: lake.upsert(
+        "t", pl.DataFrame({"k": [3, 20], "v": [1.5, 2.5]}), ["k"], commit_info=INFO
+    ),
+}
+VERB_POINTS = [
+    ("create", "create/fresh"),
+    ("create", "write/fresh"),
+    ("upsert", "write/t"),
+    ("insert_new", "write/t"),
+    ("delete_keys", "write/t"),
+    ("sync_snapshot", "write/s"),
+    ("replace_partitions", "write/p"),
+    ("widen", "widen/t"),
+    ("widen", "write/t"),
+]
+
+
+def forked_write(lake: str, verb: str, crash_at: str) -> None:
+    os.environ.pop(CRASH_VAR, None)
+    if crash_at:
+        os.environ[CRASH_VAR] = crash_at
+    VERBS[verb](LakeResource(root=lake))
+    os._exit(0)
+
+
+def lake_rows(lake: Path) -> dict[str, tuple[str, list[str]]]:
+    """Every table's schema and sorted rows, at its latest committed version."""
+    found = {}
+    for table in table_dirs(lake):
+        rows = DeltaTable(str(table)).to_pyarrow_table()
+        found[table.name] = (str(rows.schema), sorted(repr(r) for r in rows.to_pylist()))
+    return found
+
+
+@pytest.mark.parametrize(("verb", "crash_at"), VERB_POINTS, ids=lambda v: str(v))
+def test_a_write_verb_killed_mid_write_commits_nothing_and_a_rerun_converges(
+    verb: str, crash_at: str, runner: Runner, tmp_path: Path
+) -> None:
+    """Each write verb, killed where the harness kills stage runs: `write/<t>` after a data
+    file landed and before the commit, `create/<t>` before a table's first file,
+    `widen/<t>` before a column's widening is written."""
+    expected, lake = tmp_path / "expected", tmp_path / "lake"
+    for root in (expected, lake):
+        seed(LakeResource(root=str(root)))
+    VERBS[verb](LakeResource(root=str(expected)))
+    before = table_versions(lake)
+
+    process = runner.context.Process(target=forked_write, args=(str(lake), verb, crash_at))
+    process.start()
+    process.join(timeout=120)
+    assert process.exitcode == -signal.SIGKILL, f"{crash_at} was never reached"
+    kind, _, name = crash_at.partition("/")
+    assert table_versions(lake) == before, LATE
+    if kind == "write":
+        assert uncommitted_files(lake / name), "a data file was written, uncommitted"
+
+    VERBS[verb](LakeResource(root=str(lake)))
+    assert lake_rows(lake) == lake_rows(expected)
+    EXERCISED_VERBS.append(crash_at)
 
 
 def test_two_runs_of_the_same_assets_at_once_leave_no_duplicates(
@@ -269,5 +407,6 @@ def test_kill_points_summary(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print(
             f"\ncrash harness: {len(EXERCISED)} of {len(names)} kill points exercised "
-            f"(SIGKILL, committed tables checked, rerun converged on the reference)"
+            f"(SIGKILL, committed tables checked, rerun converged on the reference); "
+            f"{len(EXERCISED_VERBS)} of {len(VERB_POINTS)} write-verb kill points"
         )

@@ -35,7 +35,7 @@ from lakehouse.labels.labeling_functions import LABELING_FUNCTIONS, same_place
 from lakehouse.labels.logic import head_uncertainty, with_place_counts
 from lakehouse.labels.studio import LabelImportError, parse_export
 from lakehouse.labels.transfer import config_path, import_annotations
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 from lakehouse.models.assets import class_rows, labelled_images, weak_labelled_images
 from lakehouse.models.classifier import UNKNOWN
 from lakehouse.raw.metadata import validate_labels

@@ -19,8 +19,8 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from lakehouse.lake.quarantine import DETAIL_LIMIT
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
+from lakehouse.lake.rejections import DETAIL_LIMIT
 from lakehouse.raw.metadata import validate_photos
 from lakehouse.resources import ObjectStoreResource
 from lakehouse.resources.keys import UnsafeKeyError, checked_key

@@ -9,7 +9,8 @@ import polars as pl
 import pyarrow.compute as pc
 import pytest
 
-from lakehouse.lake.resource import LakeResource, key_ranges
+from lakehouse.lake import LakeResource
+from lakehouse.lake.merge import key_ranges
 
 pytestmark = pytest.mark.scale
 

@@ -27,7 +27,7 @@ from lakehouse.access.query import (
     table_diff,
     table_history,
 )
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 from lakehouse.lake.tables import TABLES
 from lakehouse_tests.conftest import Lakehouse
 from lakehouse_tests.servers.s3 import aws_settings, s3_server

@@ -27,8 +27,9 @@ import pytest
 import sqlalchemy as sa
 from deltalake import DeltaTable
 
+from lakehouse.errors import ConfigError
 from lakehouse.graph.executors import EXECUTOR_VAR, default_executor
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 from lakehouse.raw.logs import parse_log_day
 from lakehouse.resources import ObjectStoreResource
 from lakehouse.settings import (
@@ -36,7 +37,6 @@ from lakehouse.settings import (
     ENV_VAR,
     PRODUCTION_VARS,
     PROJECT_ROOT,
-    ConfigError,
 )
 from lakehouse.sources.contract import log_key
 from lakehouse_tests.conftest import WORLD

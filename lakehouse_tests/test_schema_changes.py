@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from lakehouse import failpoints
-from lakehouse.lake.resource import LakeResource, SchemaConflict
+from lakehouse.lake import LakeResource, SchemaConflict
 from lakehouse_tests.conftest import Lakehouse
 
 pytestmark = pytest.mark.reliability

@@ -24,7 +24,7 @@ from deltalake import DeltaTable
 
 from lakehouse import failpoints
 from lakehouse.definitions import build_definitions
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 from lakehouse_tests.conftest import FIRST_DAY, LAST_DAY, RAW_LAYER, Lakehouse, materializations
 from lakehouse_tests.servers.postgres import free_port
 from lakehouse_tests.servers.s3 import aws_settings, create_buckets, start_moto
@@ -175,7 +175,7 @@ def test_s3_outage_mid_run_fails_clearly_and_leaves_no_partial_table(
     failed = step_failures(result)
     assert set(failed) == {"raw_users"}, "raw_photos was skipped, not half-done"
     message = clear_error(failed["raw_users"])
-    assert message.startswith("lakehouse.lake.resource.LakeUnavailable")
+    assert message.startswith("lakehouse.lake.faults.LakeUnavailable")
     assert lake.root in message and "unreachable" in message
     assert f"127.0.0.1:{gate.port}" in message
     assert retries(result) == ["raw_users"] * 3, "retried with backoff before giving up"

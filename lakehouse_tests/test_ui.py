@@ -210,7 +210,7 @@ def test_table_metadata_preview_is_short(tmp_path: Path) -> None:
     """Binary as sizes, long text cut, lists shortened; an absent table has no schema."""
     import polars as pl
 
-    from lakehouse.lake.resource import LakeResource, table_metadata
+    from lakehouse.lake import LakeResource, table_metadata
 
     lake = LakeResource(root=str(tmp_path / "lake"))
     assert "dagster/column_schema" not in table_metadata(lake, "nothing", 0, 0)

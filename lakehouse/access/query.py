@@ -22,7 +22,7 @@ import duckdb
 
 from lakehouse import settings
 from lakehouse.access.releases import ReleaseError, find_release
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 from lakehouse.lake.tables import TABLES, natural_key
 
 # Table functions that compute rows rather than read files, secrets or other databases.

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 
 RELEASES_TABLE = "releases"
 RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 from lakehouse import settings
 from lakehouse.features.logic import NUMERIC_FEATURES
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 
 SPLIT_NAMES = ("train", "val", "test")
 

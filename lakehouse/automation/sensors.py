@@ -6,7 +6,7 @@ import dagster as dg
 
 from lakehouse.access.releases import ReleaseExists, create_release
 from lakehouse.automation.jobs import nightly_training
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 
 SCHEDULED_TIME_TAG = "dagster/scheduled_execution_time"
 

@@ -12,7 +12,7 @@ from lakehouse import settings
 from lakehouse.cli.output import Command, add_format_option, reporting_errors, write_rows
 
 if TYPE_CHECKING:
-    from lakehouse.lake.resource import LakeResource
+    from lakehouse.lake import LakeResource
 
 
 def add_flywheel_commands(commands: argparse._SubParsersAction) -> None:
@@ -69,7 +69,7 @@ def reporting_flywheel_errors(command: Command) -> Command:
 
 def lake() -> LakeResource:
     """The lake of the environment (imported late: `lakehouse --help` stays fast)."""
-    from lakehouse.lake.resource import LakeResource
+    from lakehouse.lake import LakeResource
 
     return LakeResource(root=settings.lake_uri())
 

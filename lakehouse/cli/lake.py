@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from lakehouse import settings
-from lakehouse.settings import ConfigError
+from lakehouse.errors import ConfigError
 
 
 def add_lake_commands(commands: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def add_lake_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_tables(args: argparse.Namespace) -> int:
     from lakehouse.access.catalog import table_entries
-    from lakehouse.lake.resource import LakeResource
+    from lakehouse.lake import LakeResource
 
     entries = table_entries(LakeResource(root=settings.lake_uri()))
     if not entries:
@@ -44,7 +44,7 @@ def run_tables(args: argparse.Namespace) -> int:
 
 def run_show_augmentations(args: argparse.Namespace) -> int:
     from lakehouse.curated.preview import augmentation_grid
-    from lakehouse.lake.resource import LakeResource
+    from lakehouse.lake import LakeResource
 
     png = augmentation_grid(LakeResource(root=settings.lake_uri()), args.n)
     if png is None:

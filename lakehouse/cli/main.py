@@ -9,7 +9,7 @@ from lakehouse.cli.demo import add_demo_commands
 from lakehouse.cli.flywheel import add_flywheel_commands
 from lakehouse.cli.lake import add_lake_commands
 from lakehouse.cli.query import add_query_commands
-from lakehouse.settings import ConfigError
+from lakehouse.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

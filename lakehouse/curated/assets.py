@@ -18,15 +18,11 @@ from lakehouse.curated.preview import augmentation_grid, markdown_image
 from lakehouse.curated.views import TENSORS_TABLE
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.graph.partitions import log_days
+from lakehouse.lake import LakeResource, commit_info_for, table_metadata
 from lakehouse.lake.digests import digest_strings, frame_digest
 from lakehouse.lake.ledger import DAYS_PER_COMMIT, LEDGER_SCHEMA, LEDGER_TABLE, ledger_digests
-from lakehouse.lake.quarantine import (
-    active_quarantine,
-    rejection,
-    rejections_frame,
-    sync_quarantine,
-)
-from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
+from lakehouse.lake.quarantine import active_quarantine, sync_quarantine
+from lakehouse.lake.rejections import rejection, rejections_frame
 from lakehouse.raw.logs import EVENT_SCHEMA
 from lakehouse.resources import ObjectStoreResource
 from lakehouse.sources.contract import log_key

@@ -11,7 +11,7 @@ from torchvision.utils import make_grid
 
 from lakehouse.curated.augment import RECIPE
 from lakehouse.curated.views import TENSORS_TABLE, VIEW_KEY, read_views, view_pixels
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 
 
 def augmentation_grid(lake: LakeResource, n: int = 6) -> bytes | None:

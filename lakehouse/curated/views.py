@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import torch
 
 from lakehouse.curated.augment import RECIPE, tensors_from_arrow
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 
 TENSORS_TABLE = "augmented_tensors"
 VIEW_KEY = ["sha256", "aug_index"]

@@ -17,9 +17,9 @@ from lakehouse.features.logic import (
     training_rows,
 )
 from lakehouse.graph.defaults import layer_defaults
+from lakehouse.lake import LakeResource, commit_info_for, table_metadata
 from lakehouse.lake.digests import frame_digest
 from lakehouse.lake.ledger import LEDGER_TABLE
-from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
 
 KINDS = {"delta", "duckdb", "polars"}
 FEATURES = layer_defaults("features", "team:ml-data", kinds=KINDS)

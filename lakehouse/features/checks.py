@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from lakehouse.features.logic import REQUIRED_FEATURE_COLUMNS, activity_oracle
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 from lakehouse.raw.logs import EVENT_SCHEMA
 
 COUNTED = ("author_logins_24h", "author_likes_7d")

@@ -8,10 +8,10 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
+from lakehouse.errors import ConfigError
 from lakehouse.settings import (
     CELERY_BROKER_VAR,
     PROJECT_ROOT,
-    ConfigError,
     is_production,
     require_production_settings,
 )

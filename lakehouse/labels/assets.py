@@ -22,7 +22,7 @@ from lakehouse.labels.logic import (
     weak_label_rows,
     with_place_counts,
 )
-from lakehouse.lake.resource import LakeResource, commit_info_for
+from lakehouse.lake import LakeResource, commit_info_for
 from lakehouse.vocabulary import CONTENT_CLASSES
 
 LABELS = layer_defaults("labels", "team:ml-data", kinds={"delta", "numpy"})

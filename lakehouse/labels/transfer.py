@@ -10,7 +10,7 @@ import polars as pl
 
 from lakehouse.labels.logic import QUEUE_ORDER
 from lakehouse.labels.studio import Resolution, label_config, parse_export, resolve, task
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 from lakehouse.resources import MetadataDbResource
 from lakehouse.settings import is_s3
 

@@ -3,67 +3,19 @@
 Each producer owns a scope (a source, or one file of a source) and syncs it:
 new rejections are inserted with `first_seen`, rejections that no longer occur
 (the input was fixed or removed) get `resolved_at`; history is never deleted.
+The rows' shape and ids (pure, no lake) are in `rejections`.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 import polars as pl
 
-from lakehouse.lake.digests import digest_strings
+from lakehouse.lake.rejections import QUARANTINE_SCHEMA, UTC_TS
 from lakehouse.lake.resource import LakeResource
 
 QUARANTINE_TABLE = "quarantine"
-UTC_TS = pl.Datetime("us", "UTC")
-QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
-    "quarantine_id": pl.String(),
-    "source": pl.String(),
-    "key": pl.String(),
-    "line": pl.Int64(),
-    "sha256": pl.String(),
-    "reason": pl.String(),
-    "detail": pl.String(),
-    "first_seen": UTC_TS,
-    "resolved_at": UTC_TS,
-}
-REJECTION_COLUMNS = ("key", "line", "sha256", "reason", "detail")
-DETAIL_LIMIT = 2000
-
-
-def rejection(
-    key: str, reason: str, *, sha256: str, line: int | None = None, detail: str = ""
-) -> dict[str, object]:
-    """One rejected input: what it was, where it came from and why it was refused."""
-    return {
-        "key": key,
-        "line": line,
-        "sha256": sha256,
-        "reason": reason,
-        "detail": detail[:DETAIL_LIMIT],
-    }
-
-
-def rejections_frame(source: str, rows: list[dict[str, object]] | pl.DataFrame) -> pl.DataFrame:
-    """Rejections with their stable id: the same bad input always gets the same id."""
-    frame = (
-        rows
-        if isinstance(rows, pl.DataFrame)
-        else pl.DataFrame(rows, schema={c: QUARANTINE_SCHEMA[c] for c in REJECTION_COLUMNS})
-    )
-    ids = [
-        digest_strings([source, key, str(line), sha, reason])
-        for key, line, sha, reason in frame.select("key", "line", "sha256", "reason").iter_rows()
-    ]
-    return frame.select(REJECTION_COLUMNS).with_columns(
-        quarantine_id=pl.Series(ids, dtype=pl.String), source=pl.lit(source)
-    )
-
-
-def row_detail(row: dict[str, object]) -> str:
-    """A rejected database row as JSON text, the way it would be shown to a person."""
-    return json.dumps(row, default=str, sort_keys=True)
 
 
 def active_quarantine(lake: LakeResource, source: str) -> pl.DataFrame:

@@ -3,19 +3,18 @@
 All writes go through here so that every table gets the same guarantees:
 merges on a natural key (idempotent re-runs), commits that carry the Dagster
 run that made them, no commit at all when nothing changed, and optimistic
-concurrency conflicts retried on a fresh snapshot.
+concurrency conflicts retried on a fresh snapshot. How a merge reconciles
+types lives in `merge`, how storage failures read in `faults`, the blob store
+in `blobs`, the UI's metadata in `metadata`.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,57 +22,24 @@ import dagster as dg
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Schema, WriterProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.table import TableMerger
 
-from lakehouse import failpoints
 from lakehouse.failpoints import during_write, failpoint
+from lakehouse.lake import blobs
+from lakehouse.lake.faults import storage_faults_as_one_line
+from lakehouse.lake.merge import conform, merge_predicate, widened
 from lakehouse.lake.tables import TABLES, key_of
-from lakehouse.resources.keys import checked_key, local_path, read_below
-from lakehouse.resources.s3 import s3_client
-from lakehouse.settings import (
-    LAKE_VAR,
-    ConfigError,
-    PermanentError,
-    is_s3,
-    parse_s3,
-    s3_storage_options,
-)
+from lakehouse.resources.errors import SettingError
+from lakehouse.resources.keys import checked_key, local_path
+from lakehouse.settings import LAKE_VAR, is_s3, s3_storage_options
 
 T = TypeVar("T")
 
 COMMIT_RETRIES = 8
 # zstd: files about half the size of the default snappy, so scans read half the bytes
 WRITER = WriterProperties(compression="ZSTD")
-# errors of the disk under the lake that no retry fixes
-PERMANENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
-# key bounds written into merge predicates: no quote, backslash or control character
-PLAIN_TEXT = re.compile(r"[\w .:/@+=-]*")
-OS_ERROR = re.compile(r"\(os error (\d+)\)")
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-UNREACHABLE = (
-    "error sending request",
-    "connect error",
-    "connection refused",
-    "connection reset",
-    "connection closed",
-    "timed out",
-    "dns error",
-    "could not connect",
-)
-
-
-class LakeDiskError(PermanentError):
-    """The disk under the lake refused (full, read-only, no permission): nothing was committed."""
-
-
-class SchemaConflict(PermanentError):
-    """New rows change a column's type in a way that would lose values: nothing is written."""
-
-
-class LakeUnavailable(RuntimeError):
-    """The object store holding the lake did not answer: transient, so the step is retried."""
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -101,7 +67,7 @@ class LakeResource(dg.ConfigurableResource):
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise ConfigError(
+            raise SettingError(
                 f"{LAKE_VAR}={self.root!r}: the lake directory cannot be written ({exc.strerror})"
             ) from None
 
@@ -315,29 +281,17 @@ class LakeResource(dg.ConfigurableResource):
 
     def object_key(self, sha256: str) -> str:
         """Where content-addressed bytes (model weights) live: objects/sha256/ab/abcdef…"""
-        return f"objects/sha256/{sha256[:2]}/{sha256}"
+        return blobs.object_key(sha256)
 
     def put_object(self, data: bytes) -> str:
         """Store bytes under their SHA-256 (idempotent: same bytes, same key); returns the key."""
-        key = self.object_key(hashlib.sha256(data).hexdigest())
         with self._storage_faults("objects", "writing"):
-            if is_s3(self.root):
-                location = parse_s3(self.root)
-                s3_client().put_object(
-                    Bucket=location.bucket, Key=f"{location.prefix}/{key}".lstrip("/"), Body=data
-                )
-            else:
-                store_atomically(local_path(self.root, key), data)
-        return key
+            return blobs.put_object(self.root, data)
 
     def get_object(self, key: str) -> bytes:
         """Bytes stored by put_object; a key reaching outside the root is refused."""
         with self._storage_faults("objects", "reading"):
-            if is_s3(self.root):
-                location = parse_s3(self.root)
-                target = f"{location.prefix}/{checked_key(self.root, key)}".lstrip("/")
-                return s3_client().get_object(Bucket=location.bucket, Key=target)["Body"].read()
-            return read_below(self.root, key)
+            return blobs.get_object(self.root, key)
 
     def replace_partitions(
         self,
@@ -386,44 +340,24 @@ class LakeResource(dg.ConfigurableResource):
         failpoint(f"committed/{name}")
         return result
 
-    @contextmanager
-    def _storage_faults(self, name: str, doing: str) -> Iterator[None]:
-        """Storage failures as one line naming the table, where it lives and the cause,
-        instead of a chain of Rust errors; anything else passes through unchanged."""
-        try:
-            yield
-        except Exception as exc:
-            fault = storage_fault(exc)
-            if fault is None:
-                raise
-            transient, cause = fault
-            where = f"{LAKE_VAR}={self.root!r}: {doing} {name!r} at {self.table_uri(name)}"
-            if transient:
-                failpoint("lake/unavailable")
-                endpoint = os.environ.get("AWS_ENDPOINT_URL") or "S3"
-                raise LakeUnavailable(
-                    f"{where} failed: the object store ({endpoint}) is unreachable ({cause}); "
-                    "nothing was committed"
-                ) from None
-            kept = "" if doing == "reading" or name == "objects" else self._kept_version(name)
-            raise LakeDiskError(f"{where} failed: {cause}; nothing was committed{kept}") from None
-
-    def _kept_version(self, name: str) -> str:
-        version = self.version(name)
-        return f", the table stays at version {version}" if version is not None else ""
+    def _storage_faults(self, name: str, doing: str) -> AbstractContextManager[None]:
+        """Storage failures as one line naming the table, where it lives and the cause
+        (for a table write, also the version it stays at); anything else passes through."""
+        keeps = doing == "writing" and name != "objects"
+        return storage_faults_as_one_line(
+            lambda: f"{LAKE_VAR}={self.root!r}: {doing} {name!r} at {self.table_uri(name)}",
+            (lambda: self.version(name)) if keeps else None,
+        )
 
     def _merger(
         self, name: str, rows: pl.DataFrame | pa.Table, key: Sequence[str], info: dict[str, str]
     ) -> TableMerger:
-        """A merge of `rows` (alias s) into the latest table (alias t) on the key columns;
-        columns new to the table are added to its schema."""
+        """A merge of `rows` (alias s) into the latest table (alias t) on the key columns,
+        bounded by the rows' key ranges; columns new to the table are added to its schema."""
         source = rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows
-        matches = [f"t.{column} = s.{column}" for column in key]
-        # a crash test killing this write mid-way needs it slower than the pruned merge
-        bounds = [] if failpoints.write_armed(name) else key_ranges(source, key)
         return self.open(name).merge(  # type: ignore[union-attr]
             source,
-            predicate=" AND ".join([*bounds, *matches]),
+            predicate=merge_predicate(source, key),
             source_alias="s",
             target_alias="t",
             merge_schema=True,
@@ -432,28 +366,14 @@ class LakeResource(dg.ConfigurableResource):
         )
 
     def _conform(self, name: str, rows: pl.DataFrame, commit_info: dict[str, str]) -> pa.Table:
-        """`rows` in the table's column types, never losing a value on the way.
-
-        deltalake's merge casts the source to the table's types unchecked (5.5 lands
-        as 5), so types are reconciled here first: a column whose values all fit the
-        table's type is cast to it; a table column whose values all fit the new,
-        wider type is widened (the table rewritten in one commit, same rows); any
-        other type change fails before anything is written.
-        """
+        """`rows` in the table's column types, never losing a value on the way (see
+        `merge.conform`): a table column whose values all fit the new, wider type is
+        widened first (the table rewritten in one commit, same rows); any other type
+        change fails before anything is written."""
         table = self.open(name)
-        arrow = rows.to_arrow()
-        current = pa.schema(table.schema().to_arrow())  # type: ignore[union-attr]
-        stored = {field.name: field.type for field in table.schema().fields}  # type: ignore[union-attr]
-        widened: dict[str, pa.DataType] = {}
-        for field in Schema.from_arrow(arrow.schema).fields:
-            if stored.get(field.name, field.type) == field.type:
-                continue
-            try:
-                arrow = cast_column(arrow, field.name, current.field(field.name).type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                widened[field.name] = arrow.schema.field(field.name).type
-        if widened:
-            self._widen(name, widened, commit_info)
+        arrow, widen = conform(rows.to_arrow(), table.schema())  # type: ignore[union-attr]
+        if widen:
+            self._widen(name, widen, commit_info)
         return arrow
 
     def _widen(self, name: str, types: dict[str, pa.DataType], commit_info: dict[str, str]) -> None:
@@ -466,16 +386,7 @@ class LakeResource(dg.ConfigurableResource):
         table = self.open(name)
         rows = table.to_pyarrow_table()  # type: ignore[union-attr]
         failpoint(f"widen/{name}")
-        try:
-            for column, wider in types.items():
-                rows = cast_column(rows, column, wider)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            found = {c: str(rows.schema.field(c).type) for c in types}
-            raise SchemaConflict(
-                f"table {name!r} at {self.table_uri(name)}: new rows bring column types "
-                f"{ {c: str(t) for c, t in types.items()} } that neither hold the stored "
-                f"values {found} nor fit into them; nothing was written"
-            ) from None
+        rows = widened(rows, types, f"table {name!r} at {self.table_uri(name)}")
         write_deltalake(
             table,  # type: ignore[arg-type]
             rows,
@@ -532,183 +443,11 @@ class LakeResource(dg.ConfigurableResource):
         return sorted(p.name for p in root.iterdir() if _has_commit(p))
 
 
-PREVIEW_ROWS = 5
-PREVIEW_TEXT = 40
-PREVIEW_ITEMS = 3
-
-
-def key_ranges(rows: pa.Table, key: Sequence[str]) -> list[str]:
-    """`t.k >= min AND t.k <= max` for each integer or plain-string key column of `rows`.
-
-    deltalake's merge reads every file of the table unless the predicate bounds the
-    target's columns: with these bounds it skips files by their min/max statistics,
-    so a batch merged into a large table reads the few files it can touch (measured:
-    1 of 12 files instead of 12), not the whole table again and again.
-    """
-    bounds = []
-    for column in key:
-        values = rows.column(column)
-        kind = values.type
-        if not (
-            pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
-        ):
-            continue
-        low, high = pc.min_max(values).values()
-        if not (low.is_valid and high.is_valid):
-            continue
-        literals = [literal(value.as_py()) for value in (low, high)]
-        if None not in literals:
-            bounds += [f"t.{column} >= {literals[0]}", f"t.{column} <= {literals[1]}"]
-    return bounds
-
-
-def literal(value: int | str) -> str | None:
-    """A SQL literal of a key bound; None for text that would need escaping rules."""
-    if isinstance(value, int):
-        return str(value)
-    return f"'{value}'" if PLAIN_TEXT.fullmatch(value) else None
-
-
-def table_metadata(lake: LakeResource, name: str, rows: int, computed: int) -> dict:
-    """What every materialization tells the UI: where the table is, its version, its size,
-    its column schema and a preview of its first rows (when the table exists)."""
-    table = lake.open(name)
-    metadata: dict = {
-        "uri": dg.MetadataValue.path(lake.table_uri(name)),
-        "delta_version": None if table is None else table.version(),
-        "dagster/row_count": rows,
-        "rows_computed": computed,
-    }
-    if table is not None:
-        dataset = table.to_pyarrow_dataset()
-        metadata["dagster/column_schema"] = dg.TableSchema(
-            columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in dataset.schema]
-        )
-        metadata["preview"] = dg.MetadataValue.md(preview_markdown(dataset.head(PREVIEW_ROWS)))
-    return metadata
-
-
-def preview_markdown(rows: pa.Table) -> str:
-    """A few rows as a markdown table, every cell short: bytes as sizes, text and lists cut."""
-    if rows.num_columns == 0:
-        return "_no columns_"
-    header = "| " + " | ".join(_cell(name) for name in rows.column_names) + " |"
-    rule = "|" + "---|" * rows.num_columns
-    lines = [
-        "| " + " | ".join(_cell(_preview_value(value)) for value in row.values()) + " |"
-        for row in rows.to_pylist()
-    ]
-    return "\n".join([header, rule, *lines] if lines else [header, rule, "", "_no rows_"])
-
-
-def _preview_value(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return f"<{len(value)} bytes>"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, list):
-        shown = ", ".join(_preview_value(item) for item in value[:PREVIEW_ITEMS])
-        more = f", … ({len(value)} items)" if len(value) > PREVIEW_ITEMS else ""
-        return f"[{shown}{more}]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_preview_value(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def _cell(text: str) -> str:
-    text = " ".join(text.split())
-    if len(text) > PREVIEW_TEXT:
-        text = text[: PREVIEW_TEXT - 1] + "…"
-    return text.replace("|", "\\|")
-
-
-def type_family(dtype: pa.DataType) -> str:
-    """Numbers convert among themselves, texts among themselves; never a number to text."""
-    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
-        return "number"
-    if (
-        pa.types.is_string(dtype)
-        or pa.types.is_large_string(dtype)
-        or pa.types.is_string_view(dtype)
-    ):
-        return "text"
-    if pa.types.is_temporal(dtype):
-        return "time"
-    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
-        return f"list of {type_family(dtype.value_type)}"
-    return str(dtype)
-
-
-def cast_column(rows: pa.Table, column: str, dtype: pa.DataType) -> pa.Table:
-    """`rows` with one column converted to `dtype` when every value converts exactly
-    (pyarrow's safe cast: no truncation, no overflow); raises ArrowInvalid otherwise."""
-    values = rows[column]
-    if type_family(values.type) != type_family(dtype):
-        raise pa.ArrowInvalid(f"{values.type} does not convert to {dtype}")
-    return rows.set_column(rows.schema.get_field_index(column), column, values.cast(dtype))
-
-
-def store_atomically(path: Path, data: bytes) -> None:
-    """Write `path` via a temporary name and a rename: a crash or a full disk never
-    leaves a half-written object under the final name (nor, on errors, the temporary)."""
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".partial-{uuid.uuid4().hex}")
-    try:
-        partial.write_bytes(data)
-        failpoint("object/partial")
-        partial.replace(path)
-    except OSError:
-        partial.unlink(missing_ok=True)
-        raise
-
-
-def storage_fault(exc: BaseException) -> tuple[bool, str] | None:
-    """(transient?, cause in a few words) when `exc` is the storage failing, else None.
-
-    deltalake reports local disk errors as text ending in `(os error N)` and an
-    unreachable object store as a chain of HTTP client errors; boto3 raises its own.
-    """
-    if isinstance(exc, TableNotFoundError | CommitFailedError):
-        return None
-    text = ANSI.sub("", str(exc))
-    number = exc.errno if isinstance(exc, OSError) and exc.errno else None
-    if number is None and (found := OS_ERROR.search(text)):
-        number = int(found.group(1))
-    if number in PERMANENT_ERRNOS:
-        return False, f"{os.strerror(number)} ({errno.errorcode[number]})"
-    lowered = text.lower()
-    if _is_connection_error(exc) or any(sign in lowered for sign in UNREACHABLE):
-        lines = [line.strip(" ↳-") for line in text.splitlines() if line.strip(" ↳-")]
-        return True, lines[-1] if lines else type(exc).__name__
-    return None
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    try:
-        from botocore.exceptions import ConnectionError as BotoConnectionError
-        from botocore.exceptions import HTTPClientError
-    except ImportError:
-        return False
-    return isinstance(exc, BotoConnectionError | HTTPClientError)
-
-
 def _has_commit(table: Path) -> bool:
     """A directory is a table once a commit is in its log: a first write that crashed
     leaves data files (and maybe an empty log) but no table."""
     log = table / "_delta_log"
     return log.is_dir() and any(log.glob("*.json"))
-
-
-def commit_info_for(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> dict[str, str]:
-    """What every commit records: which Dagster run and asset wrote it."""
-    info = {"dagster_run_id": context.run_id}
-    if context.has_assets_def:
-        info["dagster_asset"] = context.asset_key.to_user_string()
-    return info
 
 
 def _commit(info: dict[str, str], retries: int | None = None) -> CommitProperties:

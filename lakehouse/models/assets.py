@@ -23,8 +23,8 @@ from lakehouse.curated.views import (
 )
 from lakehouse.graph.defaults import GPU, layer_defaults
 from lakehouse.labels.logic import photo_images
+from lakehouse.lake import LakeResource, commit_info_for, table_metadata
 from lakehouse.lake.digests import digest_strings, frame_digest
-from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
 from lakehouse.models.classifier import (
     UNKNOWN,
     PhotoNet,

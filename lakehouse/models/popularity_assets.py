@@ -6,7 +6,7 @@ import polars as pl
 from lakehouse.access import training
 from lakehouse.failpoints import failpoint
 from lakehouse.graph.defaults import layer_defaults
-from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
+from lakehouse.lake import LakeResource, commit_info_for, table_metadata
 from lakehouse.models.popularity import evaluate
 
 POPULARITY_CODE_VERSION = "1"

@@ -12,17 +12,11 @@ import polars as pl
 
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.graph.partitions import log_days
+from lakehouse.lake import LakeResource, commit_info_for, table_metadata
 from lakehouse.lake.digests import digest_strings, frame_digest
 from lakehouse.lake.ledger import DAYS_PER_COMMIT, LEDGER_SCHEMA, LEDGER_TABLE, ledger_digests
-from lakehouse.lake.quarantine import (
-    QUARANTINE_SCHEMA,
-    QUARANTINE_TABLE,
-    active_quarantine,
-    rejection,
-    rejections_frame,
-    sync_quarantine,
-)
-from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
+from lakehouse.lake.quarantine import QUARANTINE_TABLE, active_quarantine, sync_quarantine
+from lakehouse.lake.rejections import QUARANTINE_SCHEMA, rejection, rejections_frame
 from lakehouse.raw.logs import parse_log_day
 from lakehouse.raw.metadata import validate_labels, validate_photos, validate_users
 from lakehouse.raw.objects import (

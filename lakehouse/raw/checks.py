@@ -3,9 +3,9 @@
 import dagster as dg
 import polars as pl
 
+from lakehouse.lake import LakeResource
 from lakehouse.lake.ledger import LEDGER_TABLE
 from lakehouse.lake.quarantine import active_quarantine
-from lakehouse.lake.resource import LakeResource
 from lakehouse.resources import MetadataDbResource, ObjectStoreResource
 from lakehouse.sources.contract import LOGS_SOURCE, OBJECTS_SOURCE, PHOTO_PREFIX
 

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 import polars as pl
 
-from lakehouse.lake.quarantine import DETAIL_LIMIT, rejection
+from lakehouse.lake.rejections import DETAIL_LIMIT, rejection
 
 EVENT_TYPES = ("login", "view", "like")
 PHOTO_EVENTS = ("view", "like")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from lakehouse.lake.quarantine import DETAIL_LIMIT, REJECTION_COLUMNS, row_detail
-from lakehouse.settings import PermanentError
+from lakehouse.lake.rejections import DETAIL_LIMIT, REJECTION_COLUMNS, row_detail
+from lakehouse.resources.errors import PermanentError
 
 UTC_TS = pl.Datetime("us", "UTC")
 USER_SCHEMA: dict[str, pl.DataType] = {

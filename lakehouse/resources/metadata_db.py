@@ -9,7 +9,8 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from lakehouse.settings import METADATA_DB_VAR, ConfigError
+from lakehouse.resources.errors import SettingError
+from lakehouse.settings import METADATA_DB_VAR
 
 SOURCE_TABLES = ("users", "photos", "photo_labels")
 LABELS_TABLE = "photo_labels"
@@ -37,7 +38,7 @@ class MetadataDbResource(dg.ConfigurableResource):
                     infer_schema_length=None,
                 )
         except sa.exc.SQLAlchemyError as exc:
-            raise ConfigError(
+            raise SettingError(
                 f"{METADATA_DB_VAR}={self.safe_url()!r}: cannot read table {name!r} "
                 f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
             ) from exc
@@ -67,7 +68,7 @@ class MetadataDbResource(dg.ConfigurableResource):
                 connection.execute(table.delete().where(table.c.photo_id.in_(photo_ids)))
                 connection.execute(table.insert(), rows)
         except sa.exc.SQLAlchemyError as exc:
-            raise ConfigError(
+            raise SettingError(
                 f"{METADATA_DB_VAR}={self.safe_url()!r}: cannot write {LABELS_TABLE} "
                 f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
             ) from exc
@@ -85,18 +86,18 @@ class MetadataDbResource(dg.ConfigurableResource):
         try:
             url = make_url(self.url)
         except sa.exc.ArgumentError as exc:
-            raise ConfigError(
+            raise SettingError(
                 f"{METADATA_DB_VAR}={self.url!r} is not a SQLAlchemy URL "
                 "(expected e.g. sqlite:///data/sources/metadata.db or postgresql://host/db)"
             ) from exc
         if url.get_backend_name() == "sqlite":
             database = url.database or ""
             if database in ("", ":memory:") or not Path(database).is_file():
-                raise ConfigError(
+                raise SettingError(
                     f"{METADATA_DB_VAR}={self.url!r}: no SQLite database at {database!r} "
                     "(run `lakehouse demo-data` or point it at your database)"
                 )
         try:
             return sa.create_engine(url)
         except (sa.exc.ArgumentError, ModuleNotFoundError) as exc:
-            raise ConfigError(f"{METADATA_DB_VAR}={self.safe_url()!r}: {exc}") from exc
+            raise SettingError(f"{METADATA_DB_VAR}={self.safe_url()!r}: {exc}") from exc

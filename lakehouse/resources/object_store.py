@@ -9,9 +9,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from lakehouse.resources.errors import SettingError
 from lakehouse.resources.keys import open_below, read_below
 from lakehouse.resources.s3 import s3_client
-from lakehouse.settings import SOURCES_VAR, ConfigError, is_s3, parse_s3
+from lakehouse.settings import SOURCES_VAR, is_s3, parse_s3
 
 HASH_CHUNK = 1 << 20
 
@@ -62,7 +63,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
             collect_files(base, len(root) + 1, found)
         unnamed = [os.fsencode(info.key) for info in found if not is_utf8(info.key)]
         if unnamed:
-            raise ConfigError(
+            raise SettingError(
                 f"{SOURCES_VAR}={self.uri!r}: object names must be UTF-8 to be keys; "
                 f"rename {unnamed[:5]}"
             )
@@ -118,7 +119,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
     def _local_root(self) -> Path:
         root = Path(self.uri)
         if not root.is_dir():
-            raise ConfigError(
+            raise SettingError(
                 f"{SOURCES_VAR}={self.uri!r}: no such directory "
                 "(run `lakehouse demo-data` or point it at your object store)"
             )
@@ -139,5 +140,5 @@ class ObjectStoreResource(dg.ConfigurableResource):
                     key = item["Key"][len(base) :]
                     found.append(ObjectInfo(key, item["Size"], item["ETag"].strip('"')))
         except Exception as exc:  # botocore raises many kinds; all mean the same to a user
-            raise ConfigError(f"{SOURCES_VAR}={self.uri!r}: cannot list objects ({exc})") from exc
+            raise SettingError(f"{SOURCES_VAR}={self.uri!r}: cannot list objects ({exc})") from exc
         return sorted(found, key=lambda info: info.key)

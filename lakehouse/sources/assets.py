@@ -10,8 +10,8 @@ import dagster as dg
 import polars as pl
 
 from lakehouse.graph.partitions import log_days
+from lakehouse.lake import LakeResource, commit_info_for
 from lakehouse.lake.digests import digest_strings, frame_digest
-from lakehouse.lake.resource import LakeResource, commit_info_for
 from lakehouse.resources import MetadataDbResource, ObjectStoreResource
 from lakehouse.resources.metadata_db import SOURCE_TABLES
 from lakehouse.sources.contract import LOG_KEY, LOG_PREFIX, PHOTO_PREFIX

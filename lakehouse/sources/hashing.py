@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 
 from lakehouse.failpoints import failpoint
-from lakehouse.lake.resource import LakeResource
+from lakehouse.lake import LakeResource
 from lakehouse.resources.object_store import ObjectInfo, ObjectStoreResource
 from lakehouse.settings import is_s3
 

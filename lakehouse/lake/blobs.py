@@ -1,0 +1,57 @@
+"""The blob store beside the tables: content-addressed bytes (model weights) under the
+lake root, stored whole or not at all."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+from lakehouse.failpoints import failpoint
+from lakehouse.resources.keys import checked_key, local_path, read_below
+from lakehouse.resources.s3 import s3_client
+from lakehouse.settings import is_s3, parse_s3
+
+
+def object_key(sha256: str) -> str:
+    """Where content-addressed bytes live: objects/sha256/ab/abcdef…"""
+    return f"objects/sha256/{sha256[:2]}/{sha256}"
+
+
+def put_object(root: str, data: bytes) -> str:
+    """Store bytes below `root` under their SHA-256 (idempotent: same bytes, same key);
+    returns the key."""
+    key = object_key(hashlib.sha256(data).hexdigest())
+    if is_s3(root):
+        location = parse_s3(root)
+        s3_client().put_object(
+            Bucket=location.bucket, Key=f"{location.prefix}/{key}".lstrip("/"), Body=data
+        )
+    else:
+        store_atomically(local_path(root, key), data)
+    return key
+
+
+def get_object(root: str, key: str) -> bytes:
+    """Bytes stored by put_object; a key reaching outside the root is refused."""
+    if is_s3(root):
+        location = parse_s3(root)
+        target = f"{location.prefix}/{checked_key(root, key)}".lstrip("/")
+        return s3_client().get_object(Bucket=location.bucket, Key=target)["Body"].read()
+    return read_below(root, key)
+
+
+def store_atomically(path: Path, data: bytes) -> None:
+    """Write `path` via a temporary name and a rename: a crash or a full disk never
+    leaves a half-written object under the final name (nor, on errors, the temporary)."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".partial-{uuid.uuid4().hex}")
+    try:
+        partial.write_bytes(data)
+        failpoint("object/partial")
+        partial.replace(path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,79 @@
+"""Dagster metadata glue: what a commit records of the run that made it, and what a
+materialization shows in the UI about the table it wrote."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import dagster as dg
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from lakehouse.lake.resource import LakeResource
+
+PREVIEW_ROWS = 5
+PREVIEW_TEXT = 40
+PREVIEW_ITEMS = 3
+
+
+def commit_info_for(context: dg.OpExecutionContext | dg.AssetExecutionContext) -> dict[str, str]:
+    """What every commit records: which Dagster run and asset wrote it."""
+    info = {"dagster_run_id": context.run_id}
+    if context.has_assets_def:
+        info["dagster_asset"] = context.asset_key.to_user_string()
+    return info
+
+
+def table_metadata(lake: LakeResource, name: str, rows: int, computed: int) -> dict:
+    """What every materialization tells the UI: where the table is, its version, its size,
+    its column schema and a preview of its first rows (when the table exists)."""
+    table = lake.open(name)
+    metadata: dict = {
+        "uri": dg.MetadataValue.path(lake.table_uri(name)),
+        "delta_version": None if table is None else table.version(),
+        "dagster/row_count": rows,
+        "rows_computed": computed,
+    }
+    if table is not None:
+        dataset = table.to_pyarrow_dataset()
+        metadata["dagster/column_schema"] = dg.TableSchema(
+            columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in dataset.schema]
+        )
+        metadata["preview"] = dg.MetadataValue.md(preview_markdown(dataset.head(PREVIEW_ROWS)))
+    return metadata
+
+
+def preview_markdown(rows: pa.Table) -> str:
+    """A few rows as a markdown table, every cell short: bytes as sizes, text and lists cut."""
+    if rows.num_columns == 0:
+        return "_no columns_"
+    header = "| " + " | ".join(_cell(name) for name in rows.column_names) + " |"
+    rule = "|" + "---|" * rows.num_columns
+    lines = [
+        "| " + " | ".join(_cell(_preview_value(value)) for value in row.values()) + " |"
+        for row in rows.to_pylist()
+    ]
+    return "\n".join([header, rule, *lines] if lines else [header, rule, "", "_no rows_"])
+
+
+def _preview_value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        shown = ", ".join(_preview_value(item) for item in value[:PREVIEW_ITEMS])
+        more = f", … ({len(value)} items)" if len(value) > PREVIEW_ITEMS else ""
+        return f"[{shown}{more}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_preview_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _cell(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) > PREVIEW_TEXT:
+        text = text[: PREVIEW_TEXT - 1] + "…"
+    return text.replace("|", "\\|")
