@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 
 from lakehouse.curated.decode import DecodeError, decode_image
 from lakehouse.failpoints import failpoint
-from lakehouse.resources.object_store import ObjectStoreResource
+from lakehouse.resources.reads import read_object
 from lakehouse.vocabulary import INPUT_SIZE
 
 TENSOR_SCHEMA: dict[str, pl.DataType] = {
@@ -88,12 +88,6 @@ def augment(image: torch.Tensor, sha256: str, k: int, recipe: Recipe) -> list[to
     return [view.contiguous() for view in views]
 
 
-@functools.cache
-def object_store(uri: str) -> ObjectStoreResource:
-    """One store per worker process, not one per image."""
-    return ObjectStoreResource(uri=uri)
-
-
 class ImageItems(Dataset):
     """Decode + augment one image per item, read from the object store by key."""
 
@@ -109,7 +103,7 @@ class ImageItems(Dataset):
         sha256, key = self.items[index]
         failpoint("augment/image")
         try:
-            decoded = decode_image(object_store(self.store_uri).read(key))
+            decoded = decode_image(read_object(self.store_uri, key))
         except DecodeError as exc:
             return sha256, str(exc)
         pixels = torch.from_numpy(np.asarray(decoded.image).copy()).permute(2, 0, 1)

@@ -10,7 +10,8 @@ from pathlib import Path
 import dagster as dg
 
 from lakehouse.resources.errors import SettingError
-from lakehouse.resources.keys import open_below, read_below
+from lakehouse.resources.keys import open_below
+from lakehouse.resources.reads import read_object, s3_object_key
 from lakehouse.resources.s3 import s3_client
 from lakehouse.settings import SOURCES_VAR, is_s3, parse_s3
 
@@ -70,11 +71,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
         return sorted(found, key=lambda info: info.key)
 
     def read(self, key: str) -> bytes:
-        if is_s3(self.uri):
-            location = parse_s3(self.uri)
-            body = s3_client().get_object(Bucket=location.bucket, Key=self._s3_key(key))["Body"]
-            return body.read()
-        return read_below(self.uri, key)
+        return read_object(self.uri, key)
 
     def sha256(self, key: str) -> str:
         """Hex SHA-256 of an object's bytes, streamed (big objects never sit in memory)."""
@@ -126,8 +123,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
         return root
 
     def _s3_key(self, key: str) -> str:
-        prefix = parse_s3(self.uri).prefix
-        return f"{prefix}/{key}" if prefix else key
+        return s3_object_key(self.uri, key)
 
     def _list_s3(self, prefix: str) -> list[ObjectInfo]:
         location = parse_s3(self.uri)
