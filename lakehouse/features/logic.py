@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import duckdb
 import polars as pl
 
+from lakehouse.curated.logic import photo_images
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 MICROS = 1_000_000
@@ -140,11 +141,9 @@ def classifier_outputs(
     photos: pl.DataFrame, images: pl.DataFrame, classes: pl.DataFrame
 ) -> pl.DataFrame:
     """Per photo: the classifier's probabilities as columns and its labels, via object_key."""
-    by_key = images.select("sha256", "keys").explode("keys").rename({"keys": "object_key"})
     latest = classes.sort("sha256", "model_version").unique("sha256", keep="last")
     return (
-        photos.select("photo_id", "object_key")
-        .join(by_key, on="object_key", how="inner")
+        photo_images(photos.select("photo_id", "object_key"), images)
         .join(latest, on="sha256", how="inner")
         .select(
             "photo_id",

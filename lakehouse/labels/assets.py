@@ -8,6 +8,7 @@ from their content.
 import dagster as dg
 import polars as pl
 
+from lakehouse.curated.logic import photo_images
 from lakehouse.features.assets import pinned_versions, read_pinned, snapshot_result
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.labels.label_model import fit_generative, function_stats
@@ -16,7 +17,6 @@ from lakehouse.labels.logic import (
     STRATEGIES,
     gold_indices,
     label_matrix,
-    photo_images,
     queue_rows,
     stats_rows,
     weak_label_rows,

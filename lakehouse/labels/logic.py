@@ -26,12 +26,6 @@ PROB_COLUMNS = [f"p_{name}" for name in CONTENT_CLASSES]
 QUEUE_ORDER = ("uncertainty", "photo_id")  # descending uncertainty, then ascending photo_id
 
 
-def photo_images(photos: pl.DataFrame, images: pl.DataFrame) -> pl.DataFrame:
-    """Photos joined to the sha256 of their object (images lists every key holding the bytes)."""
-    by_key = images.select("sha256", "keys").explode("keys").rename({"keys": "object_key"})
-    return photos.join(by_key, on="object_key", how="inner")
-
-
 def head_uncertainty(probs: np.ndarray, strategy: str) -> np.ndarray:
     """How unsure one head is, in [0, 1]: 1 - (top1 - top2), or entropy / log(classes)."""
     if strategy not in STRATEGIES:

@@ -13,6 +13,7 @@ import torch
 from pydantic import Field
 
 from lakehouse.curated.augment import RECIPE
+from lakehouse.curated.logic import photo_images
 from lakehouse.curated.views import (
     TENSORS_TABLE,
     VIEW_KEY,
@@ -22,7 +23,6 @@ from lakehouse.curated.views import (
     view_pixels,
 )
 from lakehouse.graph.defaults import GPU, layer_defaults
-from lakehouse.labels.logic import photo_images
 from lakehouse.lake.digests import digest_strings, frame_digest
 from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
 from lakehouse.models.classifier import (
@@ -82,10 +82,8 @@ def labelled_images(lake: LakeResource) -> pl.DataFrame:
     objects = lake.read("images", columns=["sha256", "keys"])
     if labels is None or photos is None or objects is None:
         raise RuntimeError("raw_photo_labels, raw_photos and images must be materialized first")
-    by_key = objects.explode("keys").rename({"keys": "object_key"})
     return (
-        labels.join(photos, on="photo_id")
-        .join(by_key, on="object_key")
+        photo_images(labels.join(photos, on="photo_id"), objects)
         .filter(
             pl.col("content_label").is_in(CONTENT_CLASSES) & pl.col("style_label").is_in(STYLES)
         )
