@@ -23,9 +23,12 @@ from lakehouse.features.logic import (
     activity_oracle,
     author_activity,
     label_rows,
+    split_of,
     training_rows,
 )
+from lakehouse.lake.digests import hash_bucket
 from lakehouse.lake.ledger import DAYS_PER_COMMIT
+from lakehouse.models.assets import held_out
 from lakehouse_tests.conftest import (
     DEMO_FIRST,
     DEMO_LAST,
@@ -68,6 +71,30 @@ def events_frame(rows: list[tuple[datetime, int, str, int | None]]) -> pl.DataFr
 
 
 # --- pure functions at the edges ---------------------------------------------------
+
+# Computed with the per-row hashlib code these buckets replaced: a photo never changes
+# side, so a model's held-out photos and a training_set's splits stay comparable.
+KNOWN_SPLITS = {
+    0: "train",
+    1: "val",
+    3: "test",
+    8: "test",
+    42: "val",
+    99: "train",
+    987654321: "val",
+    2**62: "train",
+}
+KNOWN_HELD_OUT = {0: True, 1: True, 2: False, 3: False, 42: False, 987654321: True, 2**62: False}
+
+
+def test_split_and_held_out_side_of_a_photo_are_pinned_to_its_id() -> None:
+    ids = pl.Series("photo_id", list(KNOWN_SPLITS), dtype=pl.Int64)
+    assert dict(zip(ids, split_of(ids), strict=True)) == KNOWN_SPLITS
+    ids = pl.Series("photo_id", list(KNOWN_HELD_OUT), dtype=pl.Int64)
+    assert dict(zip(ids, held_out(ids), strict=True)) == KNOWN_HELD_OUT
+    many = pl.Series("photo_id", range(-500, 500), dtype=pl.Int64)
+    expected = [int(hashlib.sha256(str(i).encode()).hexdigest(), 16) % 20 for i in many]
+    assert hash_bucket(many, 20).to_list() == expected
 
 
 def test_activity_windows_are_half_open_before_posting() -> None:

@@ -9,7 +9,6 @@ Windows are half-open: author activity counts events in [posted_at - w, posted_a
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 
@@ -17,6 +16,7 @@ import duckdb
 import polars as pl
 
 from lakehouse.curated.logic import photo_images
+from lakehouse.lake.digests import hash_bucket
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 MICROS = 1_000_000
@@ -236,11 +236,15 @@ def label_rows(photos: pl.DataFrame, events: pl.DataFrame, end: datetime | None)
 
 def split_of(photo_ids: pl.Series) -> pl.Series:
     """train/val/test from a SHA-256 of the photo id: stable across runs, lakes and versions."""
-    buckets = [
-        int(hashlib.sha256(str(i).encode()).hexdigest(), 16) % SPLIT_BUCKETS for i in photo_ids
-    ]
-    names = [next(name for name, bound in SPLITS if bucket < bound) for bucket in buckets]
-    return pl.Series("split", names, dtype=pl.String)
+    bucket = pl.col("bucket")
+    name = pl.lit(SPLITS[-1][0])
+    for split, bound in reversed(SPLITS[:-1]):
+        name = pl.when(bucket < bound).then(pl.lit(split)).otherwise(name)
+    return (
+        hash_bucket(photo_ids, SPLIT_BUCKETS)
+        .to_frame("bucket")
+        .select(name.cast(pl.String).alias("split"))["split"]
+    )
 
 
 def training_rows(features: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:

@@ -4,7 +4,6 @@ Weights are stored content-addressed in the lake; `photo_classes` holds the curr
 model's outputs per image.
 """
 
-import hashlib
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -23,7 +22,7 @@ from lakehouse.curated.views import (
     view_pixels,
 )
 from lakehouse.graph.defaults import GPU, layer_defaults
-from lakehouse.lake.digests import digest_strings, frame_digest
+from lakehouse.lake.digests import digest_strings, frame_digest, hash_bucket, sha256_hex
 from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
 from lakehouse.models.classifier import (
     UNKNOWN,
@@ -70,9 +69,9 @@ class ClassifierConfig(dg.Config):
     weak_label_min_confidence: float = 0.9
 
 
-def is_held_out(photo_id: int) -> bool:
+def held_out(photo_ids: pl.Series) -> pl.Series:
     """Split by photo, never by view: all augmentations of a photo fall on one side."""
-    return int(hashlib.sha256(str(photo_id).encode()).hexdigest(), 16) % HELD_OUT_SHARE == 0
+    return (hash_bucket(photo_ids, HELD_OUT_SHARE) == 0).rename("held_out")
 
 
 def labelled_images(lake: LakeResource) -> pl.DataFrame:
@@ -94,8 +93,8 @@ def labelled_images(lake: LakeResource) -> pl.DataFrame:
             style=pl.col("style_label").replace_strict(
                 {s: i for i, s in enumerate(STYLES)}, return_dtype=pl.Int64
             ),
-            held_out=pl.col("photo_id").map_elements(is_held_out, return_dtype=pl.Boolean),
         )
+        .pipe(lambda rows: rows.with_columns(held_out(rows["photo_id"])))
         .sort("photo_id")
     )
 
@@ -152,13 +151,11 @@ def capped_views(views: pl.DataFrame, cap: int) -> pl.DataFrame:
     run repeats. Training takes at most max_steps batches, so more views are never seen."""
     if views.height <= cap:
         return views
-    rank = pl.concat_str([pl.col("sha256"), pl.col("aug_index").cast(pl.String)], separator=":")
+    text = views.select(
+        pl.concat_str([pl.col("sha256"), pl.col("aug_index").cast(pl.String)], separator=":")
+    ).to_series()
     return (
-        views.with_columns(
-            rank=rank.map_elements(
-                lambda text: hashlib.sha256(text.encode()).hexdigest(), return_dtype=pl.String
-            )
-        )
+        views.with_columns(rank=sha256_hex(text))
         .sort("rank", "photo_id", "aug_index")
         .head(cap)
         .drop("rank")
