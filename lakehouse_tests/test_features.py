@@ -26,7 +26,7 @@ from lakehouse.features.logic import (
     split_of,
     training_rows,
 )
-from lakehouse.lake.digests import hash_bucket
+from lakehouse.lake.digests import hash_bucket, with_row_digest
 from lakehouse.lake.ledger import DAYS_PER_COMMIT
 from lakehouse.models.assets import held_out
 from lakehouse_tests.conftest import (
@@ -95,6 +95,17 @@ def test_split_and_held_out_side_of_a_photo_are_pinned_to_its_id() -> None:
     many = pl.Series("photo_id", range(-500, 500), dtype=pl.Int64)
     expected = [int(hashlib.sha256(str(i).encode()).hexdigest(), 16) % 20 for i in many]
     assert hash_bucket(many, 20).to_list() == expected
+
+
+def test_row_digest_covers_every_value_but_not_the_column_order() -> None:
+    rows = pl.DataFrame({"a": [1, 1, None], "b": ["x", "", ""], "keys": [["k"], ["k"], ["k"]]})
+    digests = with_row_digest(rows)["row_sha256"]
+    assert digests.n_unique() == 3, "a changed value, and null against a value, change it"
+    assert with_row_digest(rows.select("keys", "b", "a"))["row_sha256"].equals(digests)
+    text = "\x1f".join(["1", "x", '{"keys":["k"]}'])
+    assert digests[0] == hashlib.sha256(text.encode()).hexdigest()
+    again = with_row_digest(with_row_digest(rows))
+    assert again["row_sha256"].equals(digests), "an old digest is never digested"
 
 
 def test_activity_windows_are_half_open_before_posting() -> None:

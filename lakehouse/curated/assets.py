@@ -18,7 +18,7 @@ from lakehouse.curated.preview import augmentation_grid, markdown_image
 from lakehouse.curated.views import TENSORS_TABLE
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.graph.partitions import log_days
-from lakehouse.lake.digests import digest_strings, frame_digest
+from lakehouse.lake.digests import digest_strings, frame_digest, with_row_digest
 from lakehouse.lake.ledger import DAYS_PER_COMMIT, LEDGER_SCHEMA, LEDGER_TABLE, ledger_digests
 from lakehouse.lake.quarantine import (
     active_quarantine,
@@ -110,14 +110,7 @@ def images(
     context.log.info(f"{current.height} distinct images; decoding {todo.height} new")
     fresh, rejected = decoded_facts(sources, todo, config.pixel_limit)
     facts = pl.concat([known.select(list(IMAGE_SCHEMA)), fresh])
-    rows = current.join(facts, on="sha256").sort("sha256")
-    rows = rows.with_columns(
-        row_sha256=pl.concat_str(
-            [pl.col(c).cast(pl.String) for c in ("object_key", "width", "height", "original_mode")]
-            + [pl.col("keys").list.join("\n")],
-            separator="|",
-        )
-    )
+    rows = with_row_digest(current.join(facts, on="sha256").sort("sha256"))
     changes = lake.sync_snapshot("images", rows, ["sha256"], commit_info=info)
     rejections = rejections_frame(
         IMAGES_SOURCE,

@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 
 from lakehouse.curated.logic import photo_images
-from lakehouse.lake.digests import hash_bucket
+from lakehouse.lake.digests import hash_bucket, with_row_digest
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 MICROS = 1_000_000
@@ -263,17 +263,6 @@ def training_rows(features: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
         .sort("photo_id")
     )
     return with_row_digest(joined.with_columns(split_of(joined["photo_id"])))
-
-
-def with_row_digest(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add `row_sha256` over every column, so an unchanged row is never rewritten."""
-    text = pl.concat_str(
-        [pl.col(c).cast(pl.String).fill_null("\x00") for c in frame.columns], separator="\x1f"
-    )
-    digests = run_sql(
-        "SELECT sha256(t) AS d FROM rows", {"rows": frame.select(text.alias("t"))}, {}
-    )["d"]
-    return frame.with_columns(row_sha256=digests)
 
 
 ORACLE_EVENTS_PER_BUCKET = 500_000

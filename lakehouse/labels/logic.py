@@ -10,7 +10,6 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 
-from lakehouse.features.logic import with_row_digest
 from lakehouse.labels.label_model import (
     ABSTAIN,
     FunctionStats,
@@ -18,6 +17,7 @@ from lakehouse.labels.label_model import (
     majority_vote,
 )
 from lakehouse.labels.labeling_functions import LabelingFunction
+from lakehouse.lake.digests import with_row_digest
 from lakehouse.vocabulary import CONTENT_CLASSES
 
 STRATEGIES = ("margin", "entropy")

@@ -67,3 +67,38 @@ def hash_bucket(
     return digests.to_frame("d").select(hex_modulo(pl.col("d"), buckets).alias(values.name))[
         values.name
     ]
+
+
+ROW_SEPARATOR = "\x1f"  # between values (unit separator: no text we store holds it)
+NULL_TEXT = "\x00"  # a null value (sources holding NUL are quarantined)
+
+
+def value_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    """Column `name` as text for a row digest: scalars cast, nested values as JSON, bytes as hex."""
+    column = pl.col(name)
+    if isinstance(dtype, pl.List | pl.Array | pl.Struct):
+        text = pl.struct(column).struct.json_encode()
+    elif dtype == pl.Binary:
+        text = column.bin.encode("hex")
+    else:
+        text = column.cast(pl.String)
+    return text.fill_null(NULL_TEXT)
+
+
+def row_digests(frame: pl.DataFrame, conn: duckdb.DuckDBPyConnection | None = None) -> pl.Series:
+    """SHA-256 of each row's values in column-name order (\\x1f between values, nulls as \\x00):
+    the same values give the same digest whatever order a source lists its columns in."""
+    text = pl.concat_str(
+        [value_text(name, frame.schema[name]) for name in sorted(frame.columns)],
+        separator=ROW_SEPARATOR,
+    )
+    return sha256_hex(frame.select(text.alias("row_sha256")).to_series(), conn)
+
+
+def with_row_digest(
+    frame: pl.DataFrame, conn: duckdb.DuckDBPyConnection | None = None
+) -> pl.DataFrame:
+    """Add `row_sha256` over every column, so that sync_snapshot rewrites changed rows only.
+
+    Every table that carries row_sha256 gets it here."""
+    return frame.with_columns(row_digests(frame.drop("row_sha256", strict=False), conn))
