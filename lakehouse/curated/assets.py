@@ -6,18 +6,20 @@ per (sha256, model_version).
 """
 
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
 
-from lakehouse.curated.augment import RECIPE, TENSOR_SCHEMA, augmented_batches
+from lakehouse.curated.augment import RECIPE, augmented_batches
 from lakehouse.curated.decode import DEFAULT_PIXEL_LIMIT, DecodeError, decode_image
 from lakehouse.curated.logic import hourly_activity
 from lakehouse.curated.preview import augmentation_grid, markdown_image
 from lakehouse.curated.views import TENSORS_TABLE
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.graph.partitions import log_days
+from lakehouse.lake import incremental
 from lakehouse.lake.digests import digest_strings, frame_digest, with_row_digest
 from lakehouse.lake.ledger import DAYS_PER_COMMIT, LEDGER_SCHEMA, LEDGER_TABLE, ledger_digests
 from lakehouse.lake.quarantine import (
@@ -164,30 +166,29 @@ def augmented_tensors(
         )
         .with_columns(recipe_version=pl.lit(RECIPE.version))
     )
-    key = ["sha256", "aug_index", "recipe_version"]
-    # the keys only: the tensor bytes are most of the table (about 110 kB an image)
-    have = lake.read_or_empty(TENSORS_TABLE, {c: TENSOR_SCHEMA[c] for c in key}, columns=key)
-    missing = wanted.join(have, on=key, how="anti")
-    stale = have.join(wanted.select(key), on=key, how="anti")
-    todo = missing.select("sha256", "object_key").unique("sha256").sort("sha256")
+    work = incremental.plan(lake, TENSORS_TABLE, wanted)
+    todo = work.missing.select("sha256", "object_key").unique("sha256").sort("sha256")
     workers = augment_workers(config, todo.height)
     context.log.info(
         f"{wanted.height} rows wanted; computing {todo.height} images x {config.k} "
-        f"with {workers} workers; removing {stale.height} stale rows"
+        f"with {workers} workers; removing {work.stale.height} stale rows"
     )
-    lake.delete_keys(TENSORS_TABLE, stale, commit_info=info)
+
+    def augment(_: pl.DataFrame) -> Iterator[pl.DataFrame]:
+        for rows, failed in augmented_batches(
+            sources.uri,
+            list(todo.iter_rows()),
+            k=config.k,
+            recipe=RECIPE,
+            workers=workers,
+            images_per_batch=config.images_per_batch,
+        ):
+            if failed:
+                raise RuntimeError(f"images that decoded before failed now: {failed[:5]}")
+            yield rows
+
     computed = 0
-    for rows, failed in augmented_batches(
-        sources.uri,
-        list(todo.iter_rows()),
-        k=config.k,
-        recipe=RECIPE,
-        workers=workers,
-        images_per_batch=config.images_per_batch,
-    ):
-        if failed:
-            raise RuntimeError(f"images that decoded before failed now: {failed[:5]}")
-        lake.upsert(TENSORS_TABLE, rows, key=key, commit_info=info)
+    for rows in work.apply(lake, augment, commit_info=info):
         computed += rows.height
         context.log.info(f"augmented_tensors: {computed} rows written")
     metadata = {
@@ -202,7 +203,9 @@ def augmented_tensors(
             markdown_image(grid, "originals (left) and their augmentations")
         )
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(digest_strings([RECIPE.name, frame_digest(wanted, key, key)])),
+        data_version=dg.DataVersion(
+            digest_strings([RECIPE.name, frame_digest(wanted, work.key, work.key)])
+        ),
         metadata=metadata,
     )
 

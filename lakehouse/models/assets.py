@@ -4,6 +4,7 @@ Weights are stored content-addressed in the lake; `photo_classes` holds the curr
 model's outputs per image.
 """
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -22,6 +23,7 @@ from lakehouse.curated.views import (
     view_pixels,
 )
 from lakehouse.graph.defaults import GPU, layer_defaults
+from lakehouse.lake import incremental
 from lakehouse.lake.digests import digest_strings, frame_digest, hash_bucket, sha256_hex
 from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
 from lakehouse.models.classifier import (
@@ -364,30 +366,20 @@ def photo_classes(
     model_row = current_classifier(lake)
     model_version = str(model_row["model_version"])
     images_now = lake.read_or_empty("images", {"sha256": pl.String()}, columns=["sha256"])
-    have = lake.read_or_empty(
-        "photo_classes",
-        {c: CLASSES_SCHEMA[c] for c in ("sha256", "model_version")},
-        columns=["sha256", "model_version"],
+    work = incremental.plan(
+        lake, "photo_classes", images_now.with_columns(model_version=pl.lit(model_version))
     )
-    todo = images_now.join(
-        have.filter(pl.col("model_version") == model_version), on="sha256", how="anti"
-    )
-    stale = have.join(
-        images_now.with_columns(model_version=pl.lit(model_version)),
-        on=["sha256", "model_version"],
-        how="anti",
-    )
+    todo = work.missing
     target = device.device()
     batch_size = config.batch_size or device.batch_size
     context.log.info(
         f"classifying {todo.height} images with model {model_version} on {target} "
-        f"(batch {batch_size}); removing {stale.height} stale rows"
+        f"(batch {batch_size}); removing {work.stale.height} stale rows"
     )
-    lake.delete_keys("photo_classes", stale, commit_info=info)
-    batches = 0
-    if todo.height:
+
+    def classify(missing: pl.DataFrame) -> Iterator[pl.DataFrame]:
         model = load_classifier(lake.get_object(str(model_row["weights_key"])))
-        plain = todo.select("sha256", aug_index=pl.lit(0, pl.Int32))
+        plain = missing.select("sha256", aug_index=pl.lit(0, pl.Int32))
         for rows in view_batches(lake, plain, config.images_per_batch):
             content, style = predict(
                 model,
@@ -396,14 +388,12 @@ def photo_classes(
                 batch_size=batch_size,
                 mixed_precision=device.mixed_precision(),
             )
-            lake.upsert(
-                "photo_classes",
-                class_rows(rows["sha256"].to_list(), model_version, content, style),
-                key=["sha256", "model_version"],
-                commit_info=info,
-            )
-            batches += 1
-            context.log.info(f"photo_classes: batch {batches}, {rows.height} images classified")
+            yield class_rows(rows["sha256"].to_list(), model_version, content, style)
+
+    batches = 0
+    for rows in work.apply(lake, classify, commit_info=info):
+        batches += 1
+        context.log.info(f"photo_classes: batch {batches}, {rows.height} images classified")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(
             digest_strings([model_version, *images_now["sha256"].sort().to_list()])
