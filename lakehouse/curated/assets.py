@@ -21,7 +21,7 @@ from lakehouse.graph.defaults import layer_defaults
 from lakehouse.graph.partitions import log_days
 from lakehouse.lake import incremental
 from lakehouse.lake.digests import digest_strings, frame_digest, with_row_digest
-from lakehouse.lake.ledger import DAYS_PER_COMMIT, LEDGER_SCHEMA, LEDGER_TABLE, ledger_digests
+from lakehouse.lake.ledger import DayBatch, ledger_digests, rebuild_changed_days
 from lakehouse.lake.quarantine import (
     active_quarantine,
     rejection,
@@ -224,20 +224,15 @@ ACTIVITY_INPUTS = ["ts", "user_id", "event", "day"]  # of raw_events
 )
 def user_activity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     days = list(context.partition_keys)
-    done = ledger_digests(lake, "user_activity")
     # a day's events are what raw_events parsed from one log file: its ledger names the
     # file's sha256, so an unchanged day is known without reading its events
     parsed = ledger_digests(lake, "raw_events")
     digests = {
         day: digest_strings([USER_ACTIVITY_VERSION, parsed.get(log_key(day), "")]) for day in days
     }
-    changed = [day for day in days if done.get(day) != digests[day]]
-    info = commit_info_for(context)
-    written = 0
-    # a few days at a time, each chunk committed with its ledger rows: all 60 days of 10M
-    # events at once held 4.9 GB, a chunk of 8 holds an eighth of that
-    for start in range(0, len(changed), DAYS_PER_COMMIT):
-        chunk = changed[start : start + DAYS_PER_COMMIT]
+
+    def activity(chunk: list[str]) -> DayBatch:
+        # a few days at a time: all 60 days of 10M events at once held 4.9 GB
         events = lake.read_or_empty(
             "raw_events",
             {column: EVENT_SCHEMA[column] for column in ACTIVITY_INPUTS},
@@ -245,43 +240,25 @@ def user_activity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
             columns=ACTIVITY_INPUTS,
         )
         rows = hourly_activity(events)
-        lake.replace_partitions(
-            "user_activity",
-            rows,
-            key=["user_id", "hour"],
-            partition_column="day",
-            values=chunk,
-            commit_info=info,
-        )
-        lake.upsert(
-            LEDGER_TABLE,
-            ledger_rows(events, rows, chunk, digests),
-            ["asset", "key"],
-            commit_info=info,
-        )
-        written += rows.height
-    context.log.info(f"user_activity: recomputed {len(changed)} of {len(days)} days")
+        read = dict(events.group_by("day").len().iter_rows())
+        written = dict(rows.group_by("day").len().iter_rows())
+        counts = {day: (read.get(day, 0), written.get(day, 0), 0) for day in chunk}
+        return DayBatch(rows, counts)
+
+    rebuilt = rebuild_changed_days(
+        lake,
+        "user_activity",
+        "user_activity",
+        digests,
+        activity,
+        commit_info=commit_info_for(context),
+    )
+    context.log.info(f"user_activity: recomputed {len(rebuilt.days)} of {len(days)} days")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(digest_strings(digests[day] for day in days)),
         metadata={
-            **table_metadata(lake, "user_activity", lake.row_count("user_activity"), written),
-            "days_recomputed": len(changed),
+            **table_metadata(lake, "user_activity", lake.row_count("user_activity"), rebuilt.rows),
+            "days_recomputed": len(rebuilt.days),
             "days_in_run": len(days),
         },
-    )
-
-
-def ledger_rows(
-    events: pl.DataFrame, rows: pl.DataFrame, days: list[str], digests: dict[str, str]
-) -> pl.DataFrame:
-    """One ledger row per recomputed day: its input digest, events read and rows written."""
-    read = dict(events.group_by("day").len().iter_rows())
-    written = dict(rows.group_by("day").len().iter_rows())
-    return pl.DataFrame(
-        [
-            ("user_activity", day, digests[day], read.get(day, 0), written.get(day, 0), 0)
-            for day in days
-        ],
-        schema=LEDGER_SCHEMA,
-        orient="row",
     )

@@ -13,7 +13,7 @@ import polars as pl
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.graph.partitions import log_days
 from lakehouse.lake.digests import digest_strings, frame_digest
-from lakehouse.lake.ledger import DAYS_PER_COMMIT, LEDGER_SCHEMA, LEDGER_TABLE, ledger_digests
+from lakehouse.lake.ledger import DayBatch, rebuild_changed_days
 from lakehouse.lake.quarantine import (
     QUARANTINE_SCHEMA,
     QUARANTINE_TABLE,
@@ -228,19 +228,17 @@ def raw_photo_labels(
     )
 
 
-def ingest_log_days(
+def parse_log_days(
     context: dg.AssetExecutionContext,
     sources: ObjectStoreResource,
     lake: LakeResource,
-    days: tuple[str, ...],
+    days: list[str],
     file_sha: dict[str, str],
     now: datetime,
-) -> int:
-    """Parse some days' files and commit them: events, then quarantine, then the ledger.
-
-    Each commit is atomic and idempotent, so a crash between them is repaired
-    by the next run, which finds the ledger behind and redoes these days.
-    """
+) -> DayBatch:
+    """Parse some days' files: their events, per day the lines read, accepted and rejected,
+    and the quarantine commit of their rejected lines (made after the events, before the
+    ledger: see rebuild_changed_days)."""
     info = commit_info_for(context)
     keys = [log_key(day) for day in days]
     parsed = [
@@ -248,36 +246,20 @@ def ingest_log_days(
         for day, key in zip(days, keys, strict=True)
     ]
     events = pl.concat([p.events for p in parsed])
-    lake.replace_partitions(
-        "raw_events",
-        events,
-        key=["event_id"],
-        partition_column="day",
-        values=days,
-        commit_info=info,
-    )
     rejected = rejections_frame(LOGS_SOURCE, [row for p in parsed for row in p.rejected])
-    sync_quarantine(lake, LOGS_SOURCE, rejected, now=now, commit_info=info, keys=keys)
-    ledger = pl.DataFrame(
-        [
-            (
-                "raw_events",
-                key,
-                file_sha.get(key, ""),
-                p.events.height + len(p.rejected),
-                p.events.height,
-                len(p.rejected),
-            )
-            for key, p in zip(keys, parsed, strict=True)
-        ],
-        schema=LEDGER_SCHEMA,
-        orient="row",
-    )
-    lake.upsert(LEDGER_TABLE, ledger, key=["asset", "key"], commit_info=info)
     context.log.info(
         f"{days[0]}..{days[-1]}: {events.height} events, {rejected.height} lines quarantined"
     )
-    return events.height
+    return DayBatch(
+        rows=events,
+        counts={
+            day: (p.events.height + len(p.rejected), p.events.height, len(p.rejected))
+            for day, p in zip(days, parsed, strict=True)
+        },
+        with_rows=lambda: sync_quarantine(
+            lake, LOGS_SOURCE, rejected, now=now, commit_info=info, keys=keys
+        ),
+    )
 
 
 @dg.asset(
@@ -295,20 +277,23 @@ def raw_events(
     info, now = commit_info_for(context), datetime.now(UTC)
     hashes = object_hashes(sources, lake, LOG_PREFIX, info).objects
     file_sha = dict(hashes.select("key", "sha256").iter_rows())
-    done = ledger_digests(lake, "raw_events")
     days = context.partition_keys
-    changed = [day for day in days if done.get(log_key(day), "") != file_sha.get(log_key(day), "")]
-    events_written = 0
-    for start in range(0, len(changed), DAYS_PER_COMMIT):
-        batch = tuple(changed[start : start + DAYS_PER_COMMIT])
-        events_written += ingest_log_days(context, sources, lake, batch, file_sha, now)
-    context.log.info(f"raw_events: parsed {len(changed)} of {len(days)} days")
+    rebuilt = rebuild_changed_days(
+        lake,
+        "raw_events",
+        "raw_events",
+        {day: file_sha.get(log_key(day), "") for day in days},
+        lambda chunk: parse_log_days(context, sources, lake, chunk, file_sha, now),
+        commit_info=info,
+        ledger_key=log_key,
+    )
+    context.log.info(f"raw_events: parsed {len(rebuilt.days)} of {len(days)} days")
     version = digest_strings(f"{day}\t{file_sha.get(log_key(day), '')}" for day in days)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
-            **table_metadata(lake, "raw_events", lake.row_count("raw_events"), events_written),
-            "days_parsed": len(changed),
+            **table_metadata(lake, "raw_events", lake.row_count("raw_events"), rebuilt.rows),
+            "days_parsed": len(rebuilt.days),
             "days_in_run": len(days),
         },
     )
