@@ -5,8 +5,6 @@ computes set-wise in DuckDB/polars, and writes through `sync_snapshot` or
 `replace_partitions`, so a rerun on unchanged inputs writes no new table version.
 """
 
-import json
-
 import dagster as dg
 import polars as pl
 
@@ -17,9 +15,9 @@ from lakehouse.features.logic import (
     training_rows,
 )
 from lakehouse.graph.defaults import layer_defaults
-from lakehouse.lake.digests import frame_digest
 from lakehouse.lake.ledger import LEDGER_TABLE
-from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
+from lakehouse.lake.pinned import pinned_versions, read_pinned, snapshot_result
+from lakehouse.lake.resource import LakeResource
 
 KINDS = {"delta", "duckdb", "polars"}
 FEATURES = layer_defaults("features", "team:ml-data", kinds=KINDS)
@@ -27,48 +25,9 @@ FEATURE_INPUTS = ("raw_photos", "raw_users", "raw_events", "images", "photo_clas
 TRAINING_INPUTS = ("photo_features", "popularity_labels")
 
 
-def pinned_versions(lake: LakeResource, names: tuple[str, ...]) -> dict[str, int]:
-    """The current version of each input, so every read below sees one consistent snapshot."""
-    versions = {name: lake.version(name) for name in names}
-    missing = sorted(name for name, version in versions.items() if version is None)
-    if missing:
-        raise RuntimeError(f"materialize {', '.join(missing)} first: no such table in the lake")
-    return versions  # type: ignore[return-value]
-
-
-def read_pinned(
-    lake: LakeResource, name: str, versions: dict[str, int], columns: list[str] | None = None
-) -> pl.DataFrame:
-    return lake.read(name, columns=columns, version=versions[name])  # type: ignore[return-value]
-
-
 def events_at(lake: LakeResource, versions: dict[str, int]) -> pl.DataFrame:
     """The columns the point-in-time joins need from raw_events."""
     return read_pinned(lake, "raw_events", versions, ["ts", "user_id", "event", "photo_id"])
-
-
-def snapshot_result(
-    context: dg.AssetExecutionContext,
-    lake: LakeResource,
-    name: str,
-    rows: pl.DataFrame,
-    versions: dict[str, int],
-    extra: dict[str, object] | None = None,
-) -> dg.MaterializeResult:
-    """Sync `rows` into the table (changed rows only) and report content and input versions
-    (in the metadata and in the commit, as `input_versions`: JSON {table: version})."""
-    info = {**commit_info_for(context), "input_versions": json.dumps(versions, sort_keys=True)}
-    changes = lake.sync_snapshot(name, rows, ["photo_id"], commit_info=info)
-    context.log.info(f"{name}: {changes}")
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(frame_digest(rows, ["photo_id"], ["photo_id", "row_sha256"])),
-        metadata={
-            **table_metadata(lake, name, rows.height, sum(changes.values())),
-            "input_versions": dg.MetadataValue.json(versions),
-            **{f"rows_{kind}": n for kind, n in changes.items()},
-            **(extra or {}),
-        },
-    )
 
 
 @dg.asset(

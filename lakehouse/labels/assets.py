@@ -9,7 +9,6 @@ import dagster as dg
 import polars as pl
 
 from lakehouse.curated.logic import photo_images
-from lakehouse.features.assets import pinned_versions, read_pinned, snapshot_result
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.labels.label_model import fit_generative, function_stats
 from lakehouse.labels.labeling_functions import LABELING_FUNCTIONS
@@ -22,6 +21,7 @@ from lakehouse.labels.logic import (
     weak_label_rows,
     with_place_counts,
 )
+from lakehouse.lake.pinned import pinned_versions, read_pinned, snapshot_result
 from lakehouse.lake.resource import LakeResource, commit_info_for
 from lakehouse.vocabulary import CONTENT_CLASSES
 
