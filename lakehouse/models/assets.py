@@ -35,24 +35,12 @@ from lakehouse.models.classifier import (
     predict,
     train_classifier,
 )
+from lakehouse.models.registry import CLASSIFIERS
 from lakehouse.resources.device import DeviceResource
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 CLASSIFIER_CODE_VERSION = "1"
 HELD_OUT_SHARE = 5  # one photo in five, chosen by a hash of photo_id
-MODELS_SCHEMA: dict[str, pl.DataType] = {
-    "model_version": pl.String(),
-    "weights_key": pl.String(),
-    "weights_sha256": pl.String(),
-    "inputs_digest": pl.String(),
-    "content_accuracy": pl.Float64(),
-    "style_accuracy": pl.Float64(),
-    "train_photos": pl.Int64(),
-    "held_out_photos": pl.Int64(),
-    "recipe_version": pl.String(),
-    "trained_at": pl.Datetime("us", "UTC"),
-    "current": pl.Boolean(),
-}
 
 
 class ClassifierConfig(dg.Config):
@@ -204,28 +192,16 @@ def style_content_classifier(
             ),
         ]
     )
-    models = lake.read_or_empty("style_content_classifier", MODELS_SCHEMA)
-    known = models.filter(pl.col("inputs_digest") == inputs)
-    if known.height:
-        row = known.row(0, named=True)
+    models = CLASSIFIERS.models(lake)
+    known = CLASSIFIERS.find(models, pl.col("inputs_digest") == inputs)
+    if known is not None:
+        row = known
         context.log.info(f"inputs unchanged: reusing model {row['model_version']}, no training")
         trained_now = 0
     else:
         row = train_and_evaluate(context, lake, data, train_config, inputs, device)
         trained_now = 1
-    if not row["current"] or trained_now:
-        marked = models.filter(
-            pl.col("current") | (pl.col("model_version") == row["model_version"])
-        )
-        updates = pl.concat(
-            [
-                marked.filter(pl.col("model_version") != row["model_version"]).with_columns(
-                    current=pl.lit(False)
-                ),
-                pl.DataFrame([{**row, "current": True}], schema=MODELS_SCHEMA),
-            ]
-        )
-        lake.upsert("style_content_classifier", updates, key=["model_version"], commit_info=info)
+    CLASSIFIERS.make_current(lake, models, row, commit_info=info)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(row["weights_sha256"]),
         metadata={
@@ -340,10 +316,8 @@ class InferenceConfig(dg.Config):
 
 
 def current_classifier(lake: LakeResource) -> dict[str, object]:
-    models = lake.read("style_content_classifier")
-    if models is None or models.filter(pl.col("current")).is_empty():
-        raise RuntimeError("no trained style_content_classifier in the lake: materialize it first")
-    return models.filter(pl.col("current")).row(0, named=True)
+    """The classifier photo_classes applies: the registry's current one."""
+    return CLASSIFIERS.current(lake)
 
 
 @dg.asset(

@@ -8,19 +8,11 @@ from lakehouse.failpoints import failpoint
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
 from lakehouse.models.popularity import evaluate
+from lakehouse.models.registry import POPULARITY_METRICS, POPULARITY_MODELS
 
 POPULARITY_CODE_VERSION = "1"
-MODEL_TABLE = "popularity_model"
-METRICS = ("val_mae", "baseline_mean_mae", "no_classifier_mae", "val_spearman")
-MODEL_SCHEMA: dict[str, pl.DataType] = {
-    "model_version": pl.String(),
-    "weights_key": pl.String(),
-    "code_version": pl.String(),
-    "training_set_version": pl.Int64(),
-    "train_rows": pl.Int64(),
-    "val_rows": pl.Int64(),
-    **{metric: pl.Float64() for metric in METRICS},
-}
+MODEL_TABLE = POPULARITY_MODELS.table
+METRICS = POPULARITY_METRICS
 
 
 def train_model(lake: LakeResource, version: int) -> dict[str, object]:
@@ -53,10 +45,11 @@ def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> d
     version = lake.version("training_set")
     if version is None:
         raise RuntimeError("materialize training_set first")
-    models = lake.read_or_empty(MODEL_TABLE, MODEL_SCHEMA)
-    known = models.filter(
+    models = POPULARITY_MODELS.models(lake)
+    known = POPULARITY_MODELS.find(
+        models,
         (pl.col("training_set_version") == version)
-        & (pl.col("code_version") == POPULARITY_CODE_VERSION)
+        & (pl.col("code_version") == POPULARITY_CODE_VERSION),
     )
     splits = training.load(version=version, split=None, as_polars=True, lake=lake)["split"]
     if not ((splits == "train").any() and (splits == "val").any()):
@@ -70,17 +63,12 @@ def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> d
                 "reason": reason,
             },
         )
-    if known.height:
-        row, trained = known.row(0, named=True), 0
+    if known is not None:
+        row, trained = known, 0
         context.log.info(f"training_set v{version} unchanged: reusing {row['model_version']}")
     else:
         row, trained = train_model(lake, version), 1
-        lake.upsert(
-            MODEL_TABLE,
-            pl.DataFrame([row], schema=MODEL_SCHEMA),
-            key=["model_version", "training_set_version"],
-            commit_info=commit_info_for(context),
-        )
+    POPULARITY_MODELS.make_current(lake, models, row, commit_info=commit_info_for(context))
     return dg.MaterializeResult(
         data_version=dg.DataVersion(str(row["weights_key"]).rsplit("/", 1)[1]),
         metadata={
