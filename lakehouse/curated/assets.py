@@ -29,6 +29,7 @@ from lakehouse.lake.quarantine import (
     sync_quarantine,
 )
 from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
+from lakehouse.lake.tables import IMAGES, RAW_EVENTS, RAW_OBJECTS, USER_ACTIVITY
 from lakehouse.raw.logs import EVENT_SCHEMA
 from lakehouse.resources import ObjectStoreResource
 from lakehouse.sources.contract import log_key
@@ -57,7 +58,7 @@ class AugmentConfig(dg.Config):
 
 def current_objects(lake: LakeResource) -> pl.DataFrame:
     """One row per distinct content among current objects: its keys and a reference key."""
-    registry = lake.read("raw_objects", columns=["key", "sha256", "status"])
+    registry = lake.read(RAW_OBJECTS, columns=["key", "sha256", "status"])
     if registry is None:
         return pl.DataFrame(
             schema={"sha256": pl.String, "object_key": pl.String, "keys": pl.List(pl.String)}
@@ -104,7 +105,7 @@ def images(
 ) -> dg.MaterializeResult:
     info, now = commit_info_for(context), datetime.now(UTC)
     current = current_objects(lake)
-    known = lake.read_or_empty("images", {**IMAGE_SCHEMA})
+    known = lake.read_or_empty(IMAGES, {**IMAGE_SCHEMA})
     bad = active_quarantine(lake, IMAGES_SOURCE).join(
         current.select("sha256"), on="sha256", how="semi"
     )
@@ -113,7 +114,7 @@ def images(
     fresh, rejected = decoded_facts(sources, todo, config.pixel_limit)
     facts = pl.concat([known.select(list(IMAGE_SCHEMA)), fresh])
     rows = with_row_digest(current.join(facts, on="sha256").sort("sha256"))
-    changes = lake.sync_snapshot("images", rows, ["sha256"], commit_info=info)
+    changes = lake.sync_snapshot(IMAGES, rows, commit_info=info)
     rejections = rejections_frame(
         IMAGES_SOURCE,
         [*bad.select("key", "line", "sha256", "reason", "detail").to_dicts(), *rejected],
@@ -123,7 +124,7 @@ def images(
     return dg.MaterializeResult(
         data_version=dg.DataVersion(frame_digest(rows, ["sha256"], ["sha256", "row_sha256"])),
         metadata={
-            **table_metadata(lake, "images", rows.height, todo.height),
+            **table_metadata(lake, IMAGES, rows.height, todo.height),
             "quarantined": counts["active"],
             "modes": dg.MetadataValue.json(dict(rows["original_mode"].value_counts().iter_rows())),
         },
@@ -155,7 +156,7 @@ def augmented_tensors(
     info = commit_info_for(context)
     wanted = (
         lake.read_or_empty(
-            "images",
+            IMAGES,
             {"sha256": pl.String(), "object_key": pl.String()},
             columns=["sha256", "object_key"],
         )
@@ -234,7 +235,7 @@ def user_activity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
     def activity(chunk: list[str]) -> DayBatch:
         # a few days at a time: all 60 days of 10M events at once held 4.9 GB
         events = lake.read_or_empty(
-            "raw_events",
+            RAW_EVENTS,
             {column: EVENT_SCHEMA[column] for column in ACTIVITY_INPUTS},
             filters=[("day", "in", chunk)],
             columns=ACTIVITY_INPUTS,
@@ -248,7 +249,7 @@ def user_activity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
     rebuilt = rebuild_changed_days(
         lake,
         "user_activity",
-        "user_activity",
+        USER_ACTIVITY,
         digests,
         activity,
         commit_info=commit_info_for(context),
@@ -257,7 +258,7 @@ def user_activity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
     return dg.MaterializeResult(
         data_version=dg.DataVersion(digest_strings(digests[day] for day in days)),
         metadata={
-            **table_metadata(lake, "user_activity", lake.row_count("user_activity"), rebuilt.rows),
+            **table_metadata(lake, USER_ACTIVITY, lake.row_count(USER_ACTIVITY), rebuilt.rows),
             "days_recomputed": len(rebuilt.days),
             "days_in_run": len(days),
         },

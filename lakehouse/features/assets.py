@@ -18,6 +18,16 @@ from lakehouse.graph.defaults import layer_defaults
 from lakehouse.lake.ledger import LEDGER_TABLE
 from lakehouse.lake.pinned import pinned_versions, read_pinned, snapshot_result
 from lakehouse.lake.resource import LakeResource
+from lakehouse.lake.tables import (
+    IMAGES,
+    PHOTO_CLASSES,
+    PHOTO_FEATURES,
+    POPULARITY_LABELS,
+    RAW_EVENTS,
+    RAW_PHOTOS,
+    RAW_USERS,
+    TRAINING_SET,
+)
 
 KINDS = {"delta", "duckdb", "polars"}
 FEATURES = layer_defaults("features", "team:ml-data", kinds=KINDS)
@@ -27,7 +37,7 @@ TRAINING_INPUTS = ("photo_features", "popularity_labels")
 
 def events_at(lake: LakeResource, versions: dict[str, int]) -> pl.DataFrame:
     """The columns the point-in-time joins need from raw_events."""
-    return read_pinned(lake, "raw_events", versions, ["ts", "user_id", "event", "photo_id"])
+    return read_pinned(lake, RAW_EVENTS, versions, ["ts", "user_id", "event", "photo_id"])
 
 
 @dg.asset(
@@ -42,15 +52,15 @@ def events_at(lake: LakeResource, versions: dict[str, int]) -> pl.DataFrame:
 def photo_features(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     versions = pinned_versions(lake, FEATURE_INPUTS)
     rows = photo_feature_rows(
-        read_pinned(lake, "raw_photos", versions),
-        read_pinned(lake, "raw_users", versions, ["user_id", "created_at"]),
+        read_pinned(lake, RAW_PHOTOS, versions),
+        read_pinned(lake, RAW_USERS, versions, ["user_id", "created_at"]),
         events_at(lake, versions),
-        read_pinned(lake, "images", versions, ["sha256", "keys"]),
-        read_pinned(lake, "photo_classes", versions),
+        read_pinned(lake, IMAGES, versions, ["sha256", "keys"]),
+        read_pinned(lake, PHOTO_CLASSES, versions),
     )
     missing = rows.filter(pl.col("classifier_version").is_null()).height
     return snapshot_result(
-        context, lake, "photo_features", rows, versions, {"photos_without_classes": missing}
+        context, lake, PHOTO_FEATURES, rows, versions, {"photos_without_classes": missing}
     )
 
 
@@ -64,10 +74,10 @@ def photo_features(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.
 def popularity_labels(
     context: dg.AssetExecutionContext, lake: LakeResource
 ) -> dg.MaterializeResult:
-    versions = pinned_versions(lake, ("raw_photos", "raw_events"))
+    versions = pinned_versions(lake, (RAW_PHOTOS, RAW_EVENTS))
     end = log_end(lake.read(LEDGER_TABLE, filters=[("asset", "=", "raw_events")]))
     rows = label_rows(
-        read_pinned(lake, "raw_photos", versions, ["photo_id", "posted_at"]),
+        read_pinned(lake, RAW_PHOTOS, versions, ["photo_id", "posted_at"]),
         events_at(lake, versions),
         end,
     )
@@ -75,7 +85,7 @@ def popularity_labels(
     return snapshot_result(
         context,
         lake,
-        "popularity_labels",
+        POPULARITY_LABELS,
         rows,
         versions,
         {
@@ -98,14 +108,14 @@ def popularity_labels(
 def training_set(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     versions = pinned_versions(lake, TRAINING_INPUTS)
     rows = training_rows(
-        read_pinned(lake, "photo_features", versions),
-        read_pinned(lake, "popularity_labels", versions),
+        read_pinned(lake, PHOTO_FEATURES, versions),
+        read_pinned(lake, POPULARITY_LABELS, versions),
     )
     splits = dict(rows.group_by("split").len().iter_rows())
     return snapshot_result(
         context,
         lake,
-        "training_set",
+        TRAINING_SET,
         rows,
         versions,
         {f"{name}_rows": int(splits.get(name, 0)) for name in ("train", "val", "test")},

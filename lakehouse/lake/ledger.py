@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import polars as pl
 
 from lakehouse.lake.resource import LakeResource
+from lakehouse.lake.tables import INGESTED_FILES
 
-LEDGER_TABLE = "_ingested_files"
+LEDGER_TABLE = INGESTED_FILES
 LEDGER_SCHEMA: dict[str, pl.DataType] = {
     "asset": pl.String(),
     "key": pl.String(),

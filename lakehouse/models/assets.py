@@ -26,6 +26,14 @@ from lakehouse.graph.defaults import GPU, layer_defaults
 from lakehouse.lake import incremental
 from lakehouse.lake.digests import digest_strings, frame_digest, hash_bucket, sha256_hex
 from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
+from lakehouse.lake.tables import (
+    IMAGES,
+    PHOTO_CLASSES,
+    RAW_PHOTO_LABELS,
+    RAW_PHOTOS,
+    STYLE_CONTENT_CLASSIFIER,
+    WEAK_LABELS,
+)
 from lakehouse.models.classifier import (
     UNKNOWN,
     PhotoNet,
@@ -66,9 +74,9 @@ def held_out(photo_ids: pl.Series) -> pl.Series:
 
 def labelled_images(lake: LakeResource) -> pl.DataFrame:
     """photo_id, sha256 and label indices of every labelled photo with a current object."""
-    labels = lake.read("raw_photo_labels", columns=["photo_id", "content_label", "style_label"])
-    photos = lake.read("raw_photos", columns=["photo_id", "object_key"])
-    objects = lake.read("images", columns=["sha256", "keys"])
+    labels = lake.read(RAW_PHOTO_LABELS, columns=["photo_id", "content_label", "style_label"])
+    photos = lake.read(RAW_PHOTOS, columns=["photo_id", "object_key"])
+    objects = lake.read(IMAGES, columns=["sha256", "keys"])
     if labels is None or photos is None or objects is None:
         raise RuntimeError("raw_photo_labels, raw_photos and images must be materialized first")
     return (
@@ -94,9 +102,9 @@ def weak_labelled_images(
 ) -> pl.DataFrame:
     """Photos without a gold label whose probabilistic content label is confident enough,
     shaped like `labelled_images` (style UNKNOWN, never held out: scores stay on gold)."""
-    weak = lake.read("weak_labels", columns=["photo_id", "label", "confidence"])
-    photos = lake.read("raw_photos", columns=["photo_id", "object_key"])
-    objects = lake.read("images", columns=["sha256", "keys"])
+    weak = lake.read(WEAK_LABELS, columns=["photo_id", "label", "confidence"])
+    photos = lake.read(RAW_PHOTOS, columns=["photo_id", "object_key"])
+    objects = lake.read(IMAGES, columns=["sha256", "keys"])
     if weak is None or photos is None or objects is None:
         raise RuntimeError("use_weak_labels needs weak_labels: materialize it first")
     return (
@@ -206,7 +214,7 @@ def style_content_classifier(
         data_version=dg.DataVersion(row["weights_sha256"]),
         metadata={
             **table_metadata(
-                lake, "style_content_classifier", models.height + trained_now, trained_now
+                lake, STYLE_CONTENT_CLASSIFIER, models.height + trained_now, trained_now
             ),
             "model_version": row["model_version"],
             "weights": dg.MetadataValue.path(lake.object_key(row["weights_sha256"])),
@@ -339,9 +347,9 @@ def photo_classes(
     info = commit_info_for(context)
     model_row = current_classifier(lake)
     model_version = str(model_row["model_version"])
-    images_now = lake.read_or_empty("images", {"sha256": pl.String()}, columns=["sha256"])
+    images_now = lake.read_or_empty(IMAGES, {"sha256": pl.String()}, columns=["sha256"])
     work = incremental.plan(
-        lake, "photo_classes", images_now.with_columns(model_version=pl.lit(model_version))
+        lake, PHOTO_CLASSES, images_now.with_columns(model_version=pl.lit(model_version))
     )
     todo = work.missing
     target = device.device()
@@ -373,7 +381,7 @@ def photo_classes(
             digest_strings([model_version, *images_now["sha256"].sort().to_list()])
         ),
         metadata={
-            **table_metadata(lake, "photo_classes", images_now.height, todo.height),
+            **table_metadata(lake, PHOTO_CLASSES, images_now.height, todo.height),
             "model_version": model_version,
             "device": str(target),
             "batches": batches,

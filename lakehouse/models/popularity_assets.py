@@ -7,6 +7,7 @@ from lakehouse.access import training
 from lakehouse.failpoints import failpoint
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
+from lakehouse.lake.tables import TRAINING_SET
 from lakehouse.models.popularity import evaluate
 from lakehouse.models.registry import POPULARITY_METRICS, POPULARITY_MODELS
 
@@ -42,7 +43,7 @@ def train_model(lake: LakeResource, version: int) -> dict[str, object]:
     **layer_defaults("models", "team:ml", kinds={"numpy", "delta"}),
 )
 def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    version = lake.version("training_set")
+    version = lake.version(TRAINING_SET)
     if version is None:
         raise RuntimeError("materialize training_set first")
     models = POPULARITY_MODELS.models(lake)

@@ -23,6 +23,14 @@ from lakehouse.lake.quarantine import (
     sync_quarantine,
 )
 from lakehouse.lake.resource import LakeResource, commit_info_for, table_metadata
+from lakehouse.lake.tables import (
+    RAW_EVENTS,
+    RAW_OBJECTS,
+    RAW_PHOTO_LABELS,
+    RAW_PHOTOS,
+    RAW_USERS,
+    key_of,
+)
 from lakehouse.raw.logs import parse_log_day
 from lakehouse.raw.metadata import validate_labels, validate_photos, validate_users
 from lakehouse.raw.objects import (
@@ -58,7 +66,7 @@ def raw_objects(
     info, now = commit_info_for(context), datetime.now(UTC)
     hashed = object_hashes(sources, lake, PHOTO_PREFIX, info, inspect=probe_object)
     hashes = hashed.objects
-    registry = lake.read_or_empty("raw_objects", RAW_OBJECTS_SCHEMA)
+    registry = lake.read_or_empty(RAW_OBJECTS, RAW_OBJECTS_SCHEMA)
     quarantined = active_quarantine(lake, OBJECTS_SOURCE)
     known_bad = quarantined.join(hashes.select(OBJECT_KEY), on=OBJECT_KEY, how="semi")
     known_good = hashes.join(
@@ -86,7 +94,7 @@ def raw_objects(
         how="diagonal_relaxed",
     ).select("key", "sha256", "size", "media_type", "width", "height")
     changes = registry_changes(registry, current, hashes["key"], now)
-    lake.upsert("raw_objects", changes, key=OBJECT_KEY, commit_info=info)
+    lake.upsert(RAW_OBJECTS, changes, commit_info=info)
     rejected = rejections_frame(
         OBJECTS_SOURCE,
         [
@@ -104,7 +112,7 @@ def raw_objects(
     return dg.MaterializeResult(
         data_version=dg.DataVersion(frame_digest(current, OBJECT_KEY, current.columns)),
         metadata={
-            **table_metadata(lake, "raw_objects", current.height, to_probe.height),
+            **table_metadata(lake, RAW_OBJECTS, current.height, to_probe.height),
             "objects_in_source": hashes.height,
             "quarantined": counts["active"],
         },
@@ -118,18 +126,20 @@ def sync_metadata_table(
     source: str,
     accepted: pl.DataFrame,
     rejected: pl.DataFrame,
-    key: str,
 ) -> dg.MaterializeResult:
-    """Snapshot a validated source table into the lake; its rejects into quarantine."""
+    """Snapshot a validated source table into the lake (by its registry key); its rejects
+    into quarantine."""
     info, now = commit_info_for(context), datetime.now(UTC)
-    changes = lake.sync_snapshot(name, accepted, [key], commit_info=info)
+    changes = lake.sync_snapshot(name, accepted, commit_info=info)
     counts = sync_quarantine(
         lake, source, rejections_frame(source, rejected), now=now, commit_info=info
     )
     context.log.info(f"{name}: {changes}; quarantine {counts}")
     computed = changes["inserted"] + changes["updated"]
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(frame_digest(accepted, [key], [key, "row_sha256"])),
+        data_version=dg.DataVersion(
+            frame_digest(accepted, key_of(name), [*key_of(name), "row_sha256"])
+        ),
         metadata={
             **table_metadata(lake, name, accepted.height, computed),
             "rows_in_source": accepted.height + rejected.height,
@@ -153,11 +163,10 @@ def raw_users(
     return sync_metadata_table(
         context,
         lake,
-        "raw_users",
+        RAW_USERS,
         "metadata_db.users",
         checked.accepted,
         checked.rejected,
-        "user_id",
     )
 
 
@@ -172,8 +181,8 @@ def raw_photos(
     context: dg.AssetExecutionContext, metadata_db: MetadataDbResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     lake.ensure_writable()
-    users = lake.read("raw_users", columns=["user_id"])
-    registry = lake.read("raw_objects", columns=["key", "status"])
+    users = lake.read(RAW_USERS, columns=["user_id"])
+    registry = lake.read(RAW_OBJECTS, columns=["key", "status"])
     accepted_objects = (
         pl.DataFrame(schema={"key": pl.String})
         if registry is None
@@ -193,11 +202,10 @@ def raw_photos(
     return sync_metadata_table(
         context,
         lake,
-        "raw_photos",
+        RAW_PHOTOS,
         "metadata_db.photos",
         checked.accepted,
         checked.rejected,
-        "photo_id",
     )
 
 
@@ -212,7 +220,7 @@ def raw_photo_labels(
     context: dg.AssetExecutionContext, metadata_db: MetadataDbResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     lake.ensure_writable()
-    photos = lake.read("raw_photos", columns=["photo_id"])
+    photos = lake.read(RAW_PHOTOS, columns=["photo_id"])
     checked = validate_labels(
         metadata_db.read_table("photo_labels"),
         pl.Series("photo_id", [], pl.Int64) if photos is None else photos["photo_id"],
@@ -220,11 +228,10 @@ def raw_photo_labels(
     return sync_metadata_table(
         context,
         lake,
-        "raw_photo_labels",
+        RAW_PHOTO_LABELS,
         "metadata_db.photo_labels",
         checked.accepted,
         checked.rejected,
-        "photo_id",
     )
 
 
@@ -281,7 +288,7 @@ def raw_events(
     rebuilt = rebuild_changed_days(
         lake,
         "raw_events",
-        "raw_events",
+        RAW_EVENTS,
         {day: file_sha.get(log_key(day), "") for day in days},
         lambda chunk: parse_log_days(context, sources, lake, chunk, file_sha, now),
         commit_info=info,
@@ -292,7 +299,7 @@ def raw_events(
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
-            **table_metadata(lake, "raw_events", lake.row_count("raw_events"), rebuilt.rows),
+            **table_metadata(lake, RAW_EVENTS, lake.row_count(RAW_EVENTS), rebuilt.rows),
             "days_parsed": len(rebuilt.days),
             "days_in_run": len(days),
         },
