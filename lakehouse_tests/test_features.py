@@ -6,9 +6,11 @@ import hashlib
 import json
 import random
 import shutil
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 import sqlalchemy as sa
@@ -28,6 +30,7 @@ from lakehouse.features.logic import (
 )
 from lakehouse.lake.digests import hash_bucket, with_row_digest
 from lakehouse.lake.ledger import DAYS_PER_COMMIT
+from lakehouse.lake.sql import connection
 from lakehouse.models.assets import held_out
 from lakehouse_tests.conftest import (
     DEMO_FIRST,
@@ -55,6 +58,13 @@ def copy_of(built: DemoLake, tmp_path: Path) -> Lakehouse:
 
 def frame(rows: list[dict], **schema: pl.DataType) -> pl.DataFrame:
     return pl.DataFrame(rows, schema_overrides=schema)
+
+
+@pytest.fixture
+def duck() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A plain DuckDB with the lake's settings, as the `duckdb` resource gives assets."""
+    with connection() as conn:
+        yield conn
 
 
 def photos_frame(rows: list[tuple[int, int, datetime]]) -> pl.DataFrame:
@@ -108,7 +118,7 @@ def test_row_digest_covers_every_value_but_not_the_column_order() -> None:
     assert again["row_sha256"].equals(digests), "an old digest is never digested"
 
 
-def test_activity_windows_are_half_open_before_posting() -> None:
+def test_activity_windows_are_half_open_before_posting(duck: duckdb.DuckDBPyConnection) -> None:
     photos = photos_frame([(1, 7, T0), (2, 7, T0 - timedelta(days=3))])
     events = events_frame(
         [
@@ -121,11 +131,13 @@ def test_activity_windows_are_half_open_before_posting() -> None:
             (T0 - timedelta(days=1), 9, "like", 99),  # a photo of someone unknown: out
         ]
     )
-    found = author_activity(photos, events).row(0, named=True)
+    found = author_activity(duck, photos, events).row(0, named=True)
     assert found == {"photo_id": 1, "author_logins_24h": 2, "author_likes_7d": 1}
 
 
-def test_label_window_excludes_its_end_and_censors_past_the_logs() -> None:
+def test_label_window_excludes_its_end_and_censors_past_the_logs(
+    duck: duckdb.DuckDBPyConnection,
+) -> None:
     photos = photos_frame([(1, 7, T0), (2, 7, T0 + timedelta(days=2))])
     events = events_frame(
         [
@@ -137,20 +149,20 @@ def test_label_window_excludes_its_end_and_censors_past_the_logs() -> None:
         ]
     )
     end = datetime(2026, 10, 13)  # the logs end at midnight after 2026-10-12
-    labels = label_rows(photos, events, end)
+    labels = label_rows(duck, photos, events, end)
     assert labels.select("photo_id", "likes_7d", "complete").rows() == [
         (1, 2, True),
         (2, 0, False),
     ]
 
 
-def test_censored_labels_never_reach_the_training_set() -> None:
+def test_censored_labels_never_reach_the_training_set(duck: duckdb.DuckDBPyConnection) -> None:
     photos = photos_frame([(1, 7, T0), (2, 7, T0 + timedelta(days=2))])
-    labels = label_rows(photos, events_frame([]), datetime(2026, 10, 13))
+    labels = label_rows(duck, photos, events_frame([]), datetime(2026, 10, 13))
     features = photos.with_columns(
         *(pl.lit(1.0).alias(c) for c in NUMERIC_FEATURES), row_sha256=pl.lit("x")
     )
-    rows = training_rows(features, labels)
+    rows = training_rows(duck, features, labels)
     assert rows["photo_id"].to_list() == [1]
 
 
@@ -188,7 +200,7 @@ def brute_force(photos: list[tuple], events: list[tuple]) -> list[tuple[int, int
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_activity_matches_a_brute_force_oracle(seed: int) -> None:
+def test_activity_matches_a_brute_force_oracle(seed: int, duck: duckdb.DuckDBPyConnection) -> None:
     rng = random.Random(seed)
     hour = timedelta(hours=1)  # whole hours, so events often sit exactly on a window edge
     photos = [(i, rng.randint(1, 4), T0 + rng.randint(0, 240) * hour) for i in range(1, 41)]
@@ -202,7 +214,7 @@ def test_activity_matches_a_brute_force_oracle(seed: int) -> None:
         for _ in range(800)
     ]
     events = [(ts, u, e, None if e == "login" else p) for ts, u, e, p in events]
-    found = author_activity(photos_frame(photos), events_frame(events)).rows()
+    found = author_activity(duck, photos_frame(photos), events_frame(events)).rows()
     assert found == brute_force(photos, events)
     # the leakage check's recount agrees, however many author buckets it joins in
     for per_bucket in (len(events), 100, 7):

@@ -7,6 +7,7 @@ computes set-wise in DuckDB/polars, and writes through `sync_snapshot` or
 
 import dagster as dg
 import polars as pl
+from dagster_duckdb import DuckDBResource
 
 from lakehouse.features.logic import (
     label_rows,
@@ -49,15 +50,19 @@ def events_at(lake: LakeResource, versions: dict[str, int]) -> pl.DataFrame:
     "correct: nothing at or after posted_at contributes.",
     **FEATURES,
 )
-def photo_features(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def photo_features(
+    context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
     versions = pinned_versions(lake, FEATURE_INPUTS)
-    rows = photo_feature_rows(
-        read_pinned(lake, RAW_PHOTOS, versions),
-        read_pinned(lake, RAW_USERS, versions, ["user_id", "created_at"]),
-        events_at(lake, versions),
-        read_pinned(lake, IMAGES, versions, ["sha256", "keys"]),
-        read_pinned(lake, PHOTO_CLASSES, versions),
-    )
+    with duckdb.get_connection() as conn:
+        rows = photo_feature_rows(
+            conn,
+            read_pinned(lake, RAW_PHOTOS, versions),
+            read_pinned(lake, RAW_USERS, versions, ["user_id", "created_at"]),
+            events_at(lake, versions),
+            read_pinned(lake, IMAGES, versions, ["sha256", "keys"]),
+            read_pinned(lake, PHOTO_CLASSES, versions),
+        )
     missing = rows.filter(pl.col("classifier_version").is_null()).height
     return snapshot_result(
         context, lake, PHOTO_FEATURES, rows, versions, {"photos_without_classes": missing}
@@ -72,15 +77,17 @@ def photo_features(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.
     **FEATURES,
 )
 def popularity_labels(
-    context: dg.AssetExecutionContext, lake: LakeResource
+    context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
     versions = pinned_versions(lake, (RAW_PHOTOS, RAW_EVENTS))
     end = log_end(lake.read(LEDGER_TABLE, filters=[("asset", "=", "raw_events")]))
-    rows = label_rows(
-        read_pinned(lake, RAW_PHOTOS, versions, ["photo_id", "posted_at"]),
-        events_at(lake, versions),
-        end,
-    )
+    with duckdb.get_connection() as conn:
+        rows = label_rows(
+            conn,
+            read_pinned(lake, RAW_PHOTOS, versions, ["photo_id", "posted_at"]),
+            events_at(lake, versions),
+            end,
+        )
     complete = int(rows["complete"].sum())
     return snapshot_result(
         context,
@@ -105,12 +112,16 @@ def popularity_labels(
     "Read it back with lakehouse.access.training.load(version=...).",
     **FEATURES,
 )
-def training_set(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def training_set(
+    context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
     versions = pinned_versions(lake, TRAINING_INPUTS)
-    rows = training_rows(
-        read_pinned(lake, PHOTO_FEATURES, versions),
-        read_pinned(lake, POPULARITY_LABELS, versions),
-    )
+    with duckdb.get_connection() as conn:
+        rows = training_rows(
+            conn,
+            read_pinned(lake, PHOTO_FEATURES, versions),
+            read_pinned(lake, POPULARITY_LABELS, versions),
+        )
     splits = dict(rows.group_by("split").len().iter_rows())
     return snapshot_result(
         context,

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 import duckdb
 import polars as pl
 
+MEMORY_LIMIT_VAR = "LAKEHOUSE_DUCKDB_MEMORY_LIMIT"  # e.g. "4GB"; unset: DuckDB's default
+THREADS_VAR = "LAKEHOUSE_DUCKDB_THREADS"  # unset: one per core
 DUCKDB_CONFIG: dict[str, object] = {
     # the lake never fetches code at query time
     "autoinstall_known_extensions": False,
@@ -21,6 +23,17 @@ DUCKDB_CONFIG: dict[str, object] = {
     # nested-loop ASOF join (quadratic: seconds instead of milliseconds).
     "asof_loop_join_threshold": 0,
 }
+
+
+def connection_config(
+    memory_limit: str | None = None, threads: int | str | None = None
+) -> dict[str, object]:
+    """DUCKDB_CONFIG with a memory limit and a thread count where given (else DuckDB's)."""
+    return {
+        **DUCKDB_CONFIG,
+        **({"memory_limit": memory_limit} if memory_limit else {}),
+        **({"threads": int(threads)} if threads else {}),
+    }
 
 
 @contextmanager
