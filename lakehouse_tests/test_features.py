@@ -31,7 +31,7 @@ from lakehouse.features.logic import (
 from lakehouse.lake.digests import hash_bucket, with_row_digest
 from lakehouse.lake.ledger import DAYS_PER_COMMIT
 from lakehouse.lake.sql import connection
-from lakehouse.models.assets import held_out
+from lakehouse.models.assets import is_held_out
 from lakehouse_tests.conftest import (
     DEMO_FIRST,
     DEMO_LAST,
@@ -101,7 +101,7 @@ def test_split_and_held_out_side_of_a_photo_are_pinned_to_its_id() -> None:
     ids = pl.Series("photo_id", list(KNOWN_SPLITS), dtype=pl.Int64)
     assert dict(zip(ids, split_of(ids), strict=True)) == KNOWN_SPLITS
     ids = pl.Series("photo_id", list(KNOWN_HELD_OUT), dtype=pl.Int64)
-    assert dict(zip(ids, held_out(ids), strict=True)) == KNOWN_HELD_OUT
+    assert dict(zip(ids, is_held_out(ids), strict=True)) == KNOWN_HELD_OUT
     many = pl.Series("photo_id", range(-500, 500), dtype=pl.Int64)
     expected = [int(hashlib.sha256(str(i).encode()).hexdigest(), 16) % 20 for i in many]
     assert hash_bucket(many, 20).to_list() == expected

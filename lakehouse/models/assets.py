@@ -67,7 +67,7 @@ class ClassifierConfig(dg.Config):
     weak_label_min_confidence: float = 0.9
 
 
-def held_out(photo_ids: pl.Series) -> pl.Series:
+def is_held_out(photo_ids: pl.Series) -> pl.Series:
     """Split by photo, never by view: all augmentations of a photo fall on one side."""
     return (hash_bucket(photo_ids, HELD_OUT_SHARE) == 0).rename("held_out")
 
@@ -92,7 +92,7 @@ def labelled_images(lake: LakeResource) -> pl.DataFrame:
                 {s: i for i, s in enumerate(STYLES)}, return_dtype=pl.Int64
             ),
         )
-        .pipe(lambda rows: rows.with_columns(held_out(rows["photo_id"])))
+        .pipe(lambda rows: rows.with_columns(is_held_out(rows["photo_id"])))
         .sort("photo_id")
     )
 
