@@ -35,6 +35,7 @@ from lakehouse.features.logic import (
     UTC_TS,
     author_activity,
 )
+from lakehouse.lake.sql import connection
 
 EVENT_KINDS = np.array(["login", "view", "like"])
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -169,7 +170,8 @@ def pandas_asof(photos: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
 
 def compare(photos: pl.DataFrame, events: pl.DataFrame, runs: int) -> list[Result]:
     """Ours against both peers on the same rows; fails unless all three agree exactly."""
-    ours_s, ours = best_of(runs, lambda: author_activity(photos, events))
+    with connection() as conn:
+        ours_s, ours = best_of(runs, lambda: author_activity(conn, photos, events))
     size = f"{events.height:,} events x {photos.height:,} photos"
     results = []
     for name, peer_fn in (("pandas merge_asof", pandas_asof), ("polars join_asof", polars_asof)):

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 
 from lakehouse import automation, curated, features, labels, models, raw, sources
 from lakehouse.graph.executors import default_executor
 from lakehouse.lake import LakeResource
+from lakehouse.lake.sql import MEMORY_LIMIT_VAR, THREADS_VAR, connection_config
 from lakehouse.resources import MetadataDbResource, ObjectStoreResource
 from lakehouse.resources.device import DEVICE_VAR, DeviceResource
 from lakehouse.settings import (
@@ -44,6 +46,14 @@ def lakehouse_resources(
             url=metadata_db or setting(METADATA_DB_VAR, metadata_db_url())
         ),
         "device": DeviceResource(prefer=os.environ.get(DEVICE_VAR, "auto")),
+        # SQL assets compute here: a private in-memory database per connection; memory
+        # limit and threads from the environment or as resource config (connection_config)
+        "duckdb": DuckDBResource(
+            database=":memory:",
+            connection_config=connection_config(
+                os.environ.get(MEMORY_LIMIT_VAR), os.environ.get(THREADS_VAR)
+            ),
+        ),
     }
 
 

@@ -6,9 +6,11 @@ import hashlib
 import json
 import random
 import shutil
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 import sqlalchemy as sa
@@ -23,9 +25,13 @@ from lakehouse.features.logic import (
     activity_oracle,
     author_activity,
     label_rows,
+    split_of,
     training_rows,
 )
+from lakehouse.lake.digests import hash_bucket, with_row_digest
 from lakehouse.lake.ledger import DAYS_PER_COMMIT
+from lakehouse.lake.sql import connection
+from lakehouse.models.assets import is_held_out
 from lakehouse_tests.conftest import (
     DEMO_FIRST,
     DEMO_LAST,
@@ -54,6 +60,13 @@ def frame(rows: list[dict], **schema: pl.DataType) -> pl.DataFrame:
     return pl.DataFrame(rows, schema_overrides=schema)
 
 
+@pytest.fixture
+def duck() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A plain DuckDB with the lake's settings, as the `duckdb` resource gives assets."""
+    with connection() as conn:
+        yield conn
+
+
 def photos_frame(rows: list[tuple[int, int, datetime]]) -> pl.DataFrame:
     return pl.DataFrame(
         rows,
@@ -69,8 +82,43 @@ def events_frame(rows: list[tuple[datetime, int, str, int | None]]) -> pl.DataFr
 
 # --- pure functions at the edges ---------------------------------------------------
 
+# Computed with the per-row hashlib code these buckets replaced: a photo never changes
+# side, so a model's held-out photos and a training_set's splits stay comparable.
+KNOWN_SPLITS = {
+    0: "train",
+    1: "val",
+    3: "test",
+    8: "test",
+    42: "val",
+    99: "train",
+    987654321: "val",
+    2**62: "train",
+}
+KNOWN_HELD_OUT = {0: True, 1: True, 2: False, 3: False, 42: False, 987654321: True, 2**62: False}
 
-def test_activity_windows_are_half_open_before_posting() -> None:
+
+def test_split_and_held_out_side_of_a_photo_are_pinned_to_its_id() -> None:
+    ids = pl.Series("photo_id", list(KNOWN_SPLITS), dtype=pl.Int64)
+    assert dict(zip(ids, split_of(ids), strict=True)) == KNOWN_SPLITS
+    ids = pl.Series("photo_id", list(KNOWN_HELD_OUT), dtype=pl.Int64)
+    assert dict(zip(ids, is_held_out(ids), strict=True)) == KNOWN_HELD_OUT
+    many = pl.Series("photo_id", range(-500, 500), dtype=pl.Int64)
+    expected = [int(hashlib.sha256(str(i).encode()).hexdigest(), 16) % 20 for i in many]
+    assert hash_bucket(many, 20).to_list() == expected
+
+
+def test_row_digest_covers_every_value_but_not_the_column_order() -> None:
+    rows = pl.DataFrame({"a": [1, 1, None], "b": ["x", "", ""], "keys": [["k"], ["k"], ["k"]]})
+    digests = with_row_digest(rows)["row_sha256"]
+    assert digests.n_unique() == 3, "a changed value, and null against a value, change it"
+    assert with_row_digest(rows.select("keys", "b", "a"))["row_sha256"].equals(digests)
+    text = "\x1f".join(["1", "x", '{"keys":["k"]}'])
+    assert digests[0] == hashlib.sha256(text.encode()).hexdigest()
+    again = with_row_digest(with_row_digest(rows))
+    assert again["row_sha256"].equals(digests), "an old digest is never digested"
+
+
+def test_activity_windows_are_half_open_before_posting(duck: duckdb.DuckDBPyConnection) -> None:
     photos = photos_frame([(1, 7, T0), (2, 7, T0 - timedelta(days=3))])
     events = events_frame(
         [
@@ -83,11 +131,13 @@ def test_activity_windows_are_half_open_before_posting() -> None:
             (T0 - timedelta(days=1), 9, "like", 99),  # a photo of someone unknown: out
         ]
     )
-    found = author_activity(photos, events).row(0, named=True)
+    found = author_activity(duck, photos, events).row(0, named=True)
     assert found == {"photo_id": 1, "author_logins_24h": 2, "author_likes_7d": 1}
 
 
-def test_label_window_excludes_its_end_and_censors_past_the_logs() -> None:
+def test_label_window_excludes_its_end_and_censors_past_the_logs(
+    duck: duckdb.DuckDBPyConnection,
+) -> None:
     photos = photos_frame([(1, 7, T0), (2, 7, T0 + timedelta(days=2))])
     events = events_frame(
         [
@@ -99,20 +149,20 @@ def test_label_window_excludes_its_end_and_censors_past_the_logs() -> None:
         ]
     )
     end = datetime(2026, 10, 13)  # the logs end at midnight after 2026-10-12
-    labels = label_rows(photos, events, end)
+    labels = label_rows(duck, photos, events, end)
     assert labels.select("photo_id", "likes_7d", "complete").rows() == [
         (1, 2, True),
         (2, 0, False),
     ]
 
 
-def test_censored_labels_never_reach_the_training_set() -> None:
+def test_censored_labels_never_reach_the_training_set(duck: duckdb.DuckDBPyConnection) -> None:
     photos = photos_frame([(1, 7, T0), (2, 7, T0 + timedelta(days=2))])
-    labels = label_rows(photos, events_frame([]), datetime(2026, 10, 13))
+    labels = label_rows(duck, photos, events_frame([]), datetime(2026, 10, 13))
     features = photos.with_columns(
         *(pl.lit(1.0).alias(c) for c in NUMERIC_FEATURES), row_sha256=pl.lit("x")
     )
-    rows = training_rows(features, labels)
+    rows = training_rows(duck, features, labels)
     assert rows["photo_id"].to_list() == [1]
 
 
@@ -150,7 +200,7 @@ def brute_force(photos: list[tuple], events: list[tuple]) -> list[tuple[int, int
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_activity_matches_a_brute_force_oracle(seed: int) -> None:
+def test_activity_matches_a_brute_force_oracle(seed: int, duck: duckdb.DuckDBPyConnection) -> None:
     rng = random.Random(seed)
     hour = timedelta(hours=1)  # whole hours, so events often sit exactly on a window edge
     photos = [(i, rng.randint(1, 4), T0 + rng.randint(0, 240) * hour) for i in range(1, 41)]
@@ -164,7 +214,7 @@ def test_activity_matches_a_brute_force_oracle(seed: int) -> None:
         for _ in range(800)
     ]
     events = [(ts, u, e, None if e == "login" else p) for ts, u, e, p in events]
-    found = author_activity(photos_frame(photos), events_frame(events)).rows()
+    found = author_activity(duck, photos_frame(photos), events_frame(events)).rows()
     assert found == brute_force(photos, events)
     # the leakage check's recount agrees, however many author buckets it joins in
     for per_bucket in (len(events), 100, 7):

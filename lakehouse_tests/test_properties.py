@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lakehouse.features.logic import author_activity, label_rows
+from lakehouse.lake.sql import connection
 from lakehouse.raw.logs import EARLY_SLACK, EVENT_TYPES, LATE_SLACK, parse_log_day
 from lakehouse.raw.metadata import PHOTO_SCHEMA, validate_photos
 from lakehouse_tests.test_features import brute_force, events_frame, photos_frame
@@ -236,7 +237,8 @@ events_st = st.lists(
 @settings(PROPERTY, max_examples=30)  # each example runs DuckDB
 @given(photos_st, events_st)
 def test_author_activity_matches_the_brute_force_oracle(photos: list, events: list) -> None:
-    found = author_activity(photos_frame(photos), events_frame(events)).rows()
+    with connection() as conn:
+        found = author_activity(conn, photos_frame(photos), events_frame(events)).rows()
     assert found == brute_force(photos, events)
 
 
@@ -261,6 +263,9 @@ def brute_force_labels(photos: list, events: list, logs_end: datetime) -> list[t
 @given(photos_st, events_st, st.integers(-100, 300))
 def test_labels_match_the_brute_force_oracle(photos: list, events: list, end_hour: int) -> None:
     logs_end = T0 + timedelta(hours=end_hour)
-    labels = label_rows(photos_frame(photos), events_frame(events), logs_end.replace(tzinfo=None))
+    with connection() as conn:
+        labels = label_rows(
+            conn, photos_frame(photos), events_frame(events), logs_end.replace(tzinfo=None)
+        )
     found = labels.select("photo_id", "likes_7d", "complete").sort("photo_id").rows()
     assert found == brute_force_labels(photos, events, logs_end)

@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 from lakehouse import settings
 from lakehouse.features.logic import NUMERIC_FEATURES
 from lakehouse.lake import LakeResource
+from lakehouse.lake.tables import TRAINING_SET
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -54,7 +55,7 @@ def load(
         if version is not None:
             raise ValueError("pass either version or release, not both")
         version = release_version(resource, release)
-    rows = resource.read("training_set", version=version)
+    rows = resource.read(TRAINING_SET, version=version)
     if rows is None:
         raise LookupError(f"no training_set under {resource.root}: materialize it first")
     if split is not None:

@@ -6,23 +6,25 @@ per (sha256, model_version).
 """
 
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
 
-from lakehouse.curated.augment import RECIPE, TENSOR_SCHEMA, augmented_batches
+from lakehouse.curated.augment import RECIPE, augmented_batches
 from lakehouse.curated.decode import DEFAULT_PIXEL_LIMIT, DecodeError, decode_image
 from lakehouse.curated.logic import hourly_activity
 from lakehouse.curated.preview import augmentation_grid, markdown_image
 from lakehouse.curated.views import TENSORS_TABLE
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.graph.partitions import log_days
-from lakehouse.lake import LakeResource, commit_info_for, table_metadata
-from lakehouse.lake.digests import digest_strings, frame_digest
-from lakehouse.lake.ledger import DAYS_PER_COMMIT, LEDGER_SCHEMA, LEDGER_TABLE, ledger_digests
+from lakehouse.lake import LakeResource, commit_info_for, incremental, table_metadata
+from lakehouse.lake.digests import digest_strings, frame_digest, with_row_digest
+from lakehouse.lake.ledger import DayBatch, ledger_digests, rebuild_changed_days
 from lakehouse.lake.quarantine import active_quarantine, sync_quarantine
 from lakehouse.lake.rejections import rejection, rejections_frame
+from lakehouse.lake.tables import IMAGES, RAW_EVENTS, RAW_OBJECTS, USER_ACTIVITY
 from lakehouse.raw.logs import EVENT_SCHEMA
 from lakehouse.resources import ObjectStoreResource
 from lakehouse.sources.contract import log_key
@@ -51,7 +53,7 @@ class AugmentConfig(dg.Config):
 
 def current_objects(lake: LakeResource) -> pl.DataFrame:
     """One row per distinct content among current objects: its keys and a reference key."""
-    registry = lake.read("raw_objects", columns=["key", "sha256", "status"])
+    registry = lake.read(RAW_OBJECTS, columns=["key", "sha256", "status"])
     if registry is None:
         return pl.DataFrame(
             schema={"sha256": pl.String, "object_key": pl.String, "keys": pl.List(pl.String)}
@@ -98,7 +100,7 @@ def images(
 ) -> dg.MaterializeResult:
     info, now = commit_info_for(context), datetime.now(UTC)
     current = current_objects(lake)
-    known = lake.read_or_empty("images", {**IMAGE_SCHEMA})
+    known = lake.read_or_empty(IMAGES, {**IMAGE_SCHEMA})
     bad = active_quarantine(lake, IMAGES_SOURCE).join(
         current.select("sha256"), on="sha256", how="semi"
     )
@@ -106,15 +108,8 @@ def images(
     context.log.info(f"{current.height} distinct images; decoding {todo.height} new")
     fresh, rejected = decoded_facts(sources, todo, config.pixel_limit)
     facts = pl.concat([known.select(list(IMAGE_SCHEMA)), fresh])
-    rows = current.join(facts, on="sha256").sort("sha256")
-    rows = rows.with_columns(
-        row_sha256=pl.concat_str(
-            [pl.col(c).cast(pl.String) for c in ("object_key", "width", "height", "original_mode")]
-            + [pl.col("keys").list.join("\n")],
-            separator="|",
-        )
-    )
-    changes = lake.sync_snapshot("images", rows, ["sha256"], commit_info=info)
+    rows = with_row_digest(current.join(facts, on="sha256").sort("sha256"))
+    changes = lake.sync_snapshot(IMAGES, rows, commit_info=info)
     rejections = rejections_frame(
         IMAGES_SOURCE,
         [*bad.select("key", "line", "sha256", "reason", "detail").to_dicts(), *rejected],
@@ -124,7 +119,7 @@ def images(
     return dg.MaterializeResult(
         data_version=dg.DataVersion(frame_digest(rows, ["sha256"], ["sha256", "row_sha256"])),
         metadata={
-            **table_metadata(lake, "images", rows.height, todo.height),
+            **table_metadata(lake, IMAGES, rows.height, todo.height),
             "quarantined": counts["active"],
             "modes": dg.MetadataValue.json(dict(rows["original_mode"].value_counts().iter_rows())),
         },
@@ -156,7 +151,7 @@ def augmented_tensors(
     info = commit_info_for(context)
     wanted = (
         lake.read_or_empty(
-            "images",
+            IMAGES,
             {"sha256": pl.String(), "object_key": pl.String()},
             columns=["sha256", "object_key"],
         )
@@ -167,30 +162,29 @@ def augmented_tensors(
         )
         .with_columns(recipe_version=pl.lit(RECIPE.version))
     )
-    key = ["sha256", "aug_index", "recipe_version"]
-    # the keys only: the tensor bytes are most of the table (about 110 kB an image)
-    have = lake.read_or_empty(TENSORS_TABLE, {c: TENSOR_SCHEMA[c] for c in key}, columns=key)
-    missing = wanted.join(have, on=key, how="anti")
-    stale = have.join(wanted.select(key), on=key, how="anti")
-    todo = missing.select("sha256", "object_key").unique("sha256").sort("sha256")
+    work = incremental.plan(lake, TENSORS_TABLE, wanted)
+    todo = work.missing.select("sha256", "object_key").unique("sha256").sort("sha256")
     workers = augment_workers(config, todo.height)
     context.log.info(
         f"{wanted.height} rows wanted; computing {todo.height} images x {config.k} "
-        f"with {workers} workers; removing {stale.height} stale rows"
+        f"with {workers} workers; removing {work.stale.height} stale rows"
     )
-    lake.delete_keys(TENSORS_TABLE, stale, commit_info=info)
+
+    def augment(_: pl.DataFrame) -> Iterator[pl.DataFrame]:
+        for rows, failed in augmented_batches(
+            sources.uri,
+            list(todo.iter_rows()),
+            k=config.k,
+            recipe=RECIPE,
+            workers=workers,
+            images_per_batch=config.images_per_batch,
+        ):
+            if failed:
+                raise RuntimeError(f"images that decoded before failed now: {failed[:5]}")
+            yield rows
+
     computed = 0
-    for rows, failed in augmented_batches(
-        sources.uri,
-        list(todo.iter_rows()),
-        k=config.k,
-        recipe=RECIPE,
-        workers=workers,
-        images_per_batch=config.images_per_batch,
-    ):
-        if failed:
-            raise RuntimeError(f"images that decoded before failed now: {failed[:5]}")
-        lake.upsert(TENSORS_TABLE, rows, key=key, commit_info=info)
+    for rows in work.apply(lake, augment, commit_info=info):
         computed += rows.height
         context.log.info(f"augmented_tensors: {computed} rows written")
     metadata = {
@@ -205,7 +199,9 @@ def augmented_tensors(
             markdown_image(grid, "originals (left) and their augmentations")
         )
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(digest_strings([RECIPE.name, frame_digest(wanted, key, key)])),
+        data_version=dg.DataVersion(
+            digest_strings([RECIPE.name, frame_digest(wanted, work.key, work.key)])
+        ),
         metadata=metadata,
     )
 
@@ -224,64 +220,41 @@ ACTIVITY_INPUTS = ["ts", "user_id", "event", "day"]  # of raw_events
 )
 def user_activity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     days = list(context.partition_keys)
-    done = ledger_digests(lake, "user_activity")
     # a day's events are what raw_events parsed from one log file: its ledger names the
     # file's sha256, so an unchanged day is known without reading its events
     parsed = ledger_digests(lake, "raw_events")
     digests = {
         day: digest_strings([USER_ACTIVITY_VERSION, parsed.get(log_key(day), "")]) for day in days
     }
-    changed = [day for day in days if done.get(day) != digests[day]]
-    info = commit_info_for(context)
-    written = 0
-    # a few days at a time, each chunk committed with its ledger rows: all 60 days of 10M
-    # events at once held 4.9 GB, a chunk of 8 holds an eighth of that
-    for start in range(0, len(changed), DAYS_PER_COMMIT):
-        chunk = changed[start : start + DAYS_PER_COMMIT]
+
+    def activity(chunk: list[str]) -> DayBatch:
+        # a few days at a time: all 60 days of 10M events at once held 4.9 GB
         events = lake.read_or_empty(
-            "raw_events",
+            RAW_EVENTS,
             {column: EVENT_SCHEMA[column] for column in ACTIVITY_INPUTS},
             filters=[("day", "in", chunk)],
             columns=ACTIVITY_INPUTS,
         )
         rows = hourly_activity(events)
-        lake.replace_partitions(
-            "user_activity",
-            rows,
-            key=["user_id", "hour"],
-            partition_column="day",
-            values=chunk,
-            commit_info=info,
-        )
-        lake.upsert(
-            LEDGER_TABLE,
-            ledger_rows(events, rows, chunk, digests),
-            ["asset", "key"],
-            commit_info=info,
-        )
-        written += rows.height
-    context.log.info(f"user_activity: recomputed {len(changed)} of {len(days)} days")
+        read = dict(events.group_by("day").len().iter_rows())
+        written = dict(rows.group_by("day").len().iter_rows())
+        counts = {day: (read.get(day, 0), written.get(day, 0), 0) for day in chunk}
+        return DayBatch(rows, counts)
+
+    rebuilt = rebuild_changed_days(
+        lake,
+        "user_activity",
+        USER_ACTIVITY,
+        digests,
+        activity,
+        commit_info=commit_info_for(context),
+    )
+    context.log.info(f"user_activity: recomputed {len(rebuilt.days)} of {len(days)} days")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(digest_strings(digests[day] for day in days)),
         metadata={
-            **table_metadata(lake, "user_activity", lake.row_count("user_activity"), written),
-            "days_recomputed": len(changed),
+            **table_metadata(lake, USER_ACTIVITY, lake.row_count(USER_ACTIVITY), rebuilt.rows),
+            "days_recomputed": len(rebuilt.days),
             "days_in_run": len(days),
         },
-    )
-
-
-def ledger_rows(
-    events: pl.DataFrame, rows: pl.DataFrame, days: list[str], digests: dict[str, str]
-) -> pl.DataFrame:
-    """One ledger row per recomputed day: its input digest, events read and rows written."""
-    read = dict(events.group_by("day").len().iter_rows())
-    written = dict(rows.group_by("day").len().iter_rows())
-    return pl.DataFrame(
-        [
-            ("user_activity", day, digests[day], read.get(day, 0), written.get(day, 0), 0)
-            for day in days
-        ],
-        schema=LEDGER_SCHEMA,
-        orient="row",
     )

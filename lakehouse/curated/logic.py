@@ -15,6 +15,16 @@ ACTIVITY_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+def photo_images(photos: pl.DataFrame, images: pl.DataFrame) -> pl.DataFrame:
+    """Photos joined to the sha256 of their object (images lists every key holding the bytes).
+
+    The one photo -> content join: features, labels and models all reach an image this way,
+    so a photo whose object is not a decoded image drops out of each of them alike.
+    """
+    by_key = images.select("sha256", "keys").explode("keys").rename({"keys": "object_key"})
+    return photos.join(by_key, on="object_key", how="inner")
+
+
 def hourly_activity(events: pl.DataFrame) -> pl.DataFrame:
     """Logins, views and likes per (log day, user, UTC hour); `day` is the raw_events partition."""
     if events.is_empty():

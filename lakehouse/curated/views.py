@@ -16,8 +16,9 @@ import torch
 
 from lakehouse.curated.augment import RECIPE, tensors_from_arrow
 from lakehouse.lake import LakeResource
+from lakehouse.lake.tables import AUGMENTED_TENSORS
 
-TENSORS_TABLE = "augmented_tensors"
+TENSORS_TABLE = AUGMENTED_TENSORS
 VIEW_KEY = ["sha256", "aug_index"]
 VIEW_COLUMNS = [*VIEW_KEY, "tensor", "shape"]
 VIEWS_PER_BATCH = 1024  # about 28 MB of pixels; allocators keep a few copies' worth

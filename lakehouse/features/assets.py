@@ -5,10 +5,9 @@ computes set-wise in DuckDB/polars, and writes through `sync_snapshot` or
 `replace_partitions`, so a rerun on unchanged inputs writes no new table version.
 """
 
-import json
-
 import dagster as dg
 import polars as pl
+from dagster_duckdb import DuckDBResource
 
 from lakehouse.features.logic import (
     label_rows,
@@ -17,9 +16,19 @@ from lakehouse.features.logic import (
     training_rows,
 )
 from lakehouse.graph.defaults import layer_defaults
-from lakehouse.lake import LakeResource, commit_info_for, table_metadata
-from lakehouse.lake.digests import frame_digest
+from lakehouse.lake import LakeResource
 from lakehouse.lake.ledger import LEDGER_TABLE
+from lakehouse.lake.pinned import pinned_versions, read_pinned, snapshot_result
+from lakehouse.lake.tables import (
+    IMAGES,
+    PHOTO_CLASSES,
+    PHOTO_FEATURES,
+    POPULARITY_LABELS,
+    RAW_EVENTS,
+    RAW_PHOTOS,
+    RAW_USERS,
+    TRAINING_SET,
+)
 
 KINDS = {"delta", "duckdb", "polars"}
 FEATURES = layer_defaults("features", "team:ml-data", kinds=KINDS)
@@ -27,48 +36,9 @@ FEATURE_INPUTS = ("raw_photos", "raw_users", "raw_events", "images", "photo_clas
 TRAINING_INPUTS = ("photo_features", "popularity_labels")
 
 
-def pinned_versions(lake: LakeResource, names: tuple[str, ...]) -> dict[str, int]:
-    """The current version of each input, so every read below sees one consistent snapshot."""
-    versions = {name: lake.version(name) for name in names}
-    missing = sorted(name for name, version in versions.items() if version is None)
-    if missing:
-        raise RuntimeError(f"materialize {', '.join(missing)} first: no such table in the lake")
-    return versions  # type: ignore[return-value]
-
-
-def read_pinned(
-    lake: LakeResource, name: str, versions: dict[str, int], columns: list[str] | None = None
-) -> pl.DataFrame:
-    return lake.read(name, columns=columns, version=versions[name])  # type: ignore[return-value]
-
-
 def events_at(lake: LakeResource, versions: dict[str, int]) -> pl.DataFrame:
     """The columns the point-in-time joins need from raw_events."""
-    return read_pinned(lake, "raw_events", versions, ["ts", "user_id", "event", "photo_id"])
-
-
-def snapshot_result(
-    context: dg.AssetExecutionContext,
-    lake: LakeResource,
-    name: str,
-    rows: pl.DataFrame,
-    versions: dict[str, int],
-    extra: dict[str, object] | None = None,
-) -> dg.MaterializeResult:
-    """Sync `rows` into the table (changed rows only) and report content and input versions
-    (in the metadata and in the commit, as `input_versions`: JSON {table: version})."""
-    info = {**commit_info_for(context), "input_versions": json.dumps(versions, sort_keys=True)}
-    changes = lake.sync_snapshot(name, rows, ["photo_id"], commit_info=info)
-    context.log.info(f"{name}: {changes}")
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(frame_digest(rows, ["photo_id"], ["photo_id", "row_sha256"])),
-        metadata={
-            **table_metadata(lake, name, rows.height, sum(changes.values())),
-            "input_versions": dg.MetadataValue.json(versions),
-            **{f"rows_{kind}": n for kind, n in changes.items()},
-            **(extra or {}),
-        },
-    )
+    return read_pinned(lake, RAW_EVENTS, versions, ["ts", "user_id", "event", "photo_id"])
 
 
 @dg.asset(
@@ -80,18 +50,22 @@ def snapshot_result(
     "correct: nothing at or after posted_at contributes.",
     **FEATURES,
 )
-def photo_features(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def photo_features(
+    context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
     versions = pinned_versions(lake, FEATURE_INPUTS)
-    rows = photo_feature_rows(
-        read_pinned(lake, "raw_photos", versions),
-        read_pinned(lake, "raw_users", versions, ["user_id", "created_at"]),
-        events_at(lake, versions),
-        read_pinned(lake, "images", versions, ["sha256", "keys"]),
-        read_pinned(lake, "photo_classes", versions),
-    )
+    with duckdb.get_connection() as conn:
+        rows = photo_feature_rows(
+            conn,
+            read_pinned(lake, RAW_PHOTOS, versions),
+            read_pinned(lake, RAW_USERS, versions, ["user_id", "created_at"]),
+            events_at(lake, versions),
+            read_pinned(lake, IMAGES, versions, ["sha256", "keys"]),
+            read_pinned(lake, PHOTO_CLASSES, versions),
+        )
     missing = rows.filter(pl.col("classifier_version").is_null()).height
     return snapshot_result(
-        context, lake, "photo_features", rows, versions, {"photos_without_classes": missing}
+        context, lake, PHOTO_FEATURES, rows, versions, {"photos_without_classes": missing}
     )
 
 
@@ -103,20 +77,22 @@ def photo_features(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.
     **FEATURES,
 )
 def popularity_labels(
-    context: dg.AssetExecutionContext, lake: LakeResource
+    context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
-    versions = pinned_versions(lake, ("raw_photos", "raw_events"))
+    versions = pinned_versions(lake, (RAW_PHOTOS, RAW_EVENTS))
     end = log_end(lake.read(LEDGER_TABLE, filters=[("asset", "=", "raw_events")]))
-    rows = label_rows(
-        read_pinned(lake, "raw_photos", versions, ["photo_id", "posted_at"]),
-        events_at(lake, versions),
-        end,
-    )
+    with duckdb.get_connection() as conn:
+        rows = label_rows(
+            conn,
+            read_pinned(lake, RAW_PHOTOS, versions, ["photo_id", "posted_at"]),
+            events_at(lake, versions),
+            end,
+        )
     complete = int(rows["complete"].sum())
     return snapshot_result(
         context,
         lake,
-        "popularity_labels",
+        POPULARITY_LABELS,
         rows,
         versions,
         {
@@ -136,17 +112,21 @@ def popularity_labels(
     "Read it back with lakehouse.access.training.load(version=...).",
     **FEATURES,
 )
-def training_set(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def training_set(
+    context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
     versions = pinned_versions(lake, TRAINING_INPUTS)
-    rows = training_rows(
-        read_pinned(lake, "photo_features", versions),
-        read_pinned(lake, "popularity_labels", versions),
-    )
+    with duckdb.get_connection() as conn:
+        rows = training_rows(
+            conn,
+            read_pinned(lake, PHOTO_FEATURES, versions),
+            read_pinned(lake, POPULARITY_LABELS, versions),
+        )
     splits = dict(rows.group_by("split").len().iter_rows())
     return snapshot_result(
         context,
         lake,
-        "training_set",
+        TRAINING_SET,
         rows,
         versions,
         {f"{name}_rows": int(splits.get(name, 0)) for name in ("train", "val", "test")},

@@ -9,6 +9,13 @@ import polars as pl
 
 from lakehouse.features.logic import REQUIRED_FEATURE_COLUMNS, activity_oracle
 from lakehouse.lake import LakeResource
+from lakehouse.lake.tables import (
+    PHOTO_FEATURES,
+    POPULARITY_LABELS,
+    RAW_EVENTS,
+    RAW_PHOTOS,
+    TRAINING_SET,
+)
 from lakehouse.raw.logs import EVENT_SCHEMA
 
 COUNTED = ("author_logins_24h", "author_likes_7d")
@@ -39,9 +46,9 @@ def unique_photo_ids(lake: LakeResource, name: str) -> dg.AssetCheckResult:
     "contributing event of every row is before posted_at.",
 )
 def photo_features_no_leakage(lake: LakeResource) -> dg.AssetCheckResult:
-    features = table(lake, "photo_features").select("photo_id", "posted_at", *COUNTED)
-    photos = table(lake, "raw_photos").select("photo_id", "user_id", "posted_at")
-    events = lake.read("raw_events", columns=["ts", "user_id", "event", "photo_id"])
+    features = table(lake, PHOTO_FEATURES).select("photo_id", "posted_at", *COUNTED)
+    photos = table(lake, RAW_PHOTOS).select("photo_id", "user_id", "posted_at")
+    events = lake.read(RAW_EVENTS, columns=["ts", "user_id", "event", "photo_id"])
     events = (
         pl.DataFrame(schema=EVENT_SCHEMA).drop("event_id", "line", "day")
         if events is None
@@ -69,7 +76,7 @@ def photo_features_no_leakage(lake: LakeResource) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset="photo_features", blocking=True, description="photo_id is unique.")
 def photo_features_unique(lake: LakeResource) -> dg.AssetCheckResult:
-    return unique_photo_ids(lake, "photo_features")
+    return unique_photo_ids(lake, PHOTO_FEATURES)
 
 
 @dg.asset_check(
@@ -79,10 +86,7 @@ def photo_features_unique(lake: LakeResource) -> dg.AssetCheckResult:
 )
 def photo_features_required_fields(lake: LakeResource) -> dg.AssetCheckResult:
     nulls = (
-        table(lake, "photo_features")
-        .select(REQUIRED_FEATURE_COLUMNS)
-        .null_count()
-        .row(0, named=True)
+        table(lake, PHOTO_FEATURES).select(REQUIRED_FEATURE_COLUMNS).null_count().row(0, named=True)
     )
     bad = {column: n for column, n in nulls.items() if n}
     return dg.AssetCheckResult(
@@ -98,8 +102,8 @@ def photo_features_required_fields(lake: LakeResource) -> dg.AssetCheckResult:
     description="Counts reconcile: one photo_features row per photo in raw_photos.",
 )
 def photo_features_reconcile(lake: LakeResource) -> dg.AssetCheckResult:
-    photos = table(lake, "raw_photos").select("photo_id")
-    features = table(lake, "photo_features").select("photo_id")
+    photos = table(lake, RAW_PHOTOS).select("photo_id")
+    features = table(lake, PHOTO_FEATURES).select("photo_id")
     missing = photos.join(features, on="photo_id", how="anti").height
     extra = features.join(photos, on="photo_id", how="anti").height
     return dg.AssetCheckResult(
@@ -112,7 +116,7 @@ def photo_features_reconcile(lake: LakeResource) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset="popularity_labels", blocking=True, description="photo_id is unique.")
 def popularity_labels_unique(lake: LakeResource) -> dg.AssetCheckResult:
-    return unique_photo_ids(lake, "popularity_labels")
+    return unique_photo_ids(lake, POPULARITY_LABELS)
 
 
 @dg.asset_check(
@@ -122,10 +126,10 @@ def popularity_labels_unique(lake: LakeResource) -> dg.AssetCheckResult:
     "version the row was built from, and photo_id is unique.",
 )
 def training_set_labels_complete(lake: LakeResource) -> dg.AssetCheckResult:
-    version = lake.version("training_set")
-    rows = table(lake, "training_set", version).select("photo_id")
-    recorded = json.loads(str(lake.commit_metadata("training_set", version)["input_versions"]))
-    labels = table(lake, "popularity_labels", recorded["popularity_labels"])
+    version = lake.version(TRAINING_SET)
+    rows = table(lake, TRAINING_SET, version).select("photo_id")
+    recorded = json.loads(str(lake.commit_metadata(TRAINING_SET, version)["input_versions"]))
+    labels = table(lake, POPULARITY_LABELS, recorded[POPULARITY_LABELS])
     incomplete = rows.join(labels.filter(pl.col("complete")), on="photo_id", how="anti").height
     duplicates = rows.height - rows["photo_id"].n_unique()
     return dg.AssetCheckResult(

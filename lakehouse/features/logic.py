@@ -1,4 +1,6 @@
-"""Pure feature logic: point-in-time joins, labels, splits. No Dagster, no lake.
+"""Pure feature logic: point-in-time joins, labels, splits. No Dagster, no storage: the
+SQL runs on the DuckDB connection the caller passes (an asset's `duckdb` resource, or
+lakehouse.lake.sql.connection() in tests and benchmarks).
 
 Timestamps enter the range joins as integer microseconds since the epoch, so
 every window is plain integer arithmetic: no time zone or DST can move an edge.
@@ -9,13 +11,15 @@ Windows are half-open: author activity counts events in [posted_at - w, posted_a
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import duckdb
 import polars as pl
 
+from lakehouse.curated.logic import photo_images
+from lakehouse.lake.digests import hash_bucket, with_row_digest
+from lakehouse.lake.sql import run_sql
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 MICROS = 1_000_000
@@ -101,29 +105,12 @@ def epoch_micros(frame: pl.DataFrame, column: str) -> pl.DataFrame:
     return frame.with_columns(pl.col(column).dt.epoch("us"))
 
 
-def run_sql(sql: str, tables: Mapping[str, pl.DataFrame], params: dict[str, int]) -> pl.DataFrame:
-    """Run `sql` in a private in-memory DuckDB over Arrow views of `tables`."""
-    conn = duckdb.connect(
-        ":memory:",
-        config={
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            # Registered Arrow views look like ~1 row to the planner, which then picks the
-            # nested-loop ASOF join (quadratic: seconds instead of milliseconds).
-            "asof_loop_join_threshold": 0,
-        },
-    )
-    try:
-        for name, frame in tables.items():
-            conn.register(name, frame.to_arrow())
-        return conn.execute(sql, params).pl()
-    finally:
-        conn.close()
-
-
-def author_activity(photos: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+def author_activity(
+    conn: duckdb.DuckDBPyConnection, photos: pl.DataFrame, events: pl.DataFrame
+) -> pl.DataFrame:
     """Per photo: author's logins in the 24 h and likes received in the 7 d before posting."""
     return run_sql(
+        conn,
         AUTHOR_ACTIVITY_SQL,
         {
             "photos": epoch_micros(photos.select("photo_id", "user_id", "posted_at"), "posted_at"),
@@ -140,11 +127,9 @@ def classifier_outputs(
     photos: pl.DataFrame, images: pl.DataFrame, classes: pl.DataFrame
 ) -> pl.DataFrame:
     """Per photo: the classifier's probabilities as columns and its labels, via object_key."""
-    by_key = images.select("sha256", "keys").explode("keys").rename({"keys": "object_key"})
     latest = classes.sort("sha256", "model_version").unique("sha256", keep="last")
     return (
-        photos.select("photo_id", "object_key")
-        .join(by_key, on="object_key", how="inner")
+        photo_images(photos.select("photo_id", "object_key"), images)
         .join(latest, on="sha256", how="inner")
         .select(
             "photo_id",
@@ -164,6 +149,7 @@ def classifier_outputs(
 
 
 def photo_feature_rows(
+    conn: duckdb.DuckDBPyConnection,
     photos: pl.DataFrame,
     users: pl.DataFrame,
     events: pl.DataFrame,
@@ -173,7 +159,7 @@ def photo_feature_rows(
     """One row per photo: metadata, author activity as of posted_at, classifier outputs."""
     created = users.select("user_id", "created_at")
     rows = (
-        photos.join(author_activity(photos, events), on="photo_id", how="left")
+        photos.join(author_activity(conn, photos, events), on="photo_id", how="left")
         .join(created, on="user_id", how="left")
         .join(classifier_outputs(photos, images, classes), on="photo_id", how="left")
         .with_columns(
@@ -197,7 +183,7 @@ def photo_feature_rows(
         )
         .sort("photo_id")
     )
-    return with_row_digest(rows)
+    return with_row_digest(rows, conn)
 
 
 def log_end(ledger: pl.DataFrame | None) -> datetime | None:
@@ -211,9 +197,15 @@ def log_end(ledger: pl.DataFrame | None) -> datetime | None:
     return datetime(last.year, last.month, last.day) + timedelta(days=1)  # type: ignore[union-attr]
 
 
-def label_rows(photos: pl.DataFrame, events: pl.DataFrame, end: datetime | None) -> pl.DataFrame:
+def label_rows(
+    conn: duckdb.DuckDBPyConnection,
+    photos: pl.DataFrame,
+    events: pl.DataFrame,
+    end: datetime | None,
+) -> pl.DataFrame:
     """Likes in [posted_at, posted_at + 7 d); windows reaching past `end` are complete=false."""
     counts = run_sql(
+        conn,
         LABELS_SQL,
         {
             "photos": epoch_micros(photos.select("photo_id", "posted_at"), "posted_at"),
@@ -232,19 +224,25 @@ def label_rows(photos: pl.DataFrame, events: pl.DataFrame, end: datetime | None)
         .select("photo_id", "posted_at", "window_end", "likes_7d", "complete")
         .sort("photo_id")
     )
-    return with_row_digest(rows)
+    return with_row_digest(rows, conn)
 
 
-def split_of(photo_ids: pl.Series) -> pl.Series:
+def split_of(photo_ids: pl.Series, conn: duckdb.DuckDBPyConnection | None = None) -> pl.Series:
     """train/val/test from a SHA-256 of the photo id: stable across runs, lakes and versions."""
-    buckets = [
-        int(hashlib.sha256(str(i).encode()).hexdigest(), 16) % SPLIT_BUCKETS for i in photo_ids
-    ]
-    names = [next(name for name, bound in SPLITS if bucket < bound) for bucket in buckets]
-    return pl.Series("split", names, dtype=pl.String)
+    bucket = pl.col("bucket")
+    name = pl.lit(SPLITS[-1][0])
+    for split, bound in reversed(SPLITS[:-1]):
+        name = pl.when(bucket < bound).then(pl.lit(split)).otherwise(name)
+    return (
+        hash_bucket(photo_ids, SPLIT_BUCKETS, conn)
+        .to_frame("bucket")
+        .select(name.cast(pl.String).alias("split"))["split"]
+    )
 
 
-def training_rows(features: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
+def training_rows(
+    conn: duckdb.DuckDBPyConnection, features: pl.DataFrame, labels: pl.DataFrame
+) -> pl.DataFrame:
     """Features of photos with a complete label window and every feature present.
 
     The input versions go in each commit (`input_versions`), not in each row: a row
@@ -259,18 +257,7 @@ def training_rows(features: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
         .drop_nulls(NUMERIC_FEATURES)
         .sort("photo_id")
     )
-    return with_row_digest(joined.with_columns(split_of(joined["photo_id"])))
-
-
-def with_row_digest(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add `row_sha256` over every column, so an unchanged row is never rewritten."""
-    text = pl.concat_str(
-        [pl.col(c).cast(pl.String).fill_null("\x00") for c in frame.columns], separator="\x1f"
-    )
-    digests = run_sql(
-        "SELECT sha256(t) AS d FROM rows", {"rows": frame.select(text.alias("t"))}, {}
-    )["d"]
-    return frame.with_columns(row_sha256=digests)
+    return with_row_digest(joined.with_columns(split_of(joined["photo_id"], conn)), conn)
 
 
 ORACLE_EVENTS_PER_BUCKET = 500_000

@@ -8,7 +8,7 @@ from their content.
 import dagster as dg
 import polars as pl
 
-from lakehouse.features.assets import pinned_versions, read_pinned, snapshot_result
+from lakehouse.curated.logic import photo_images
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.labels.label_model import fit_generative, function_stats
 from lakehouse.labels.labeling_functions import LABELING_FUNCTIONS
@@ -16,19 +16,28 @@ from lakehouse.labels.logic import (
     STRATEGIES,
     gold_indices,
     label_matrix,
-    photo_images,
     queue_rows,
     stats_rows,
     weak_label_rows,
     with_place_counts,
 )
 from lakehouse.lake import LakeResource, commit_info_for
+from lakehouse.lake.pinned import pinned_versions, read_pinned, snapshot_result
+from lakehouse.lake.tables import (
+    IMAGES,
+    LABEL_QUEUE,
+    PHOTO_CLASSES,
+    RAW_PHOTO_LABELS,
+    RAW_PHOTOS,
+    WEAK_LABEL_STATS,
+    WEAK_LABELS,
+)
 from lakehouse.vocabulary import CONTENT_CLASSES
 
 LABELS = layer_defaults("labels", "team:ml-data", kinds={"delta", "numpy"})
 LABEL_INPUTS = ("raw_photos", "raw_photo_labels", "images", "photo_classes")
 LABEL_MODELS = ("generative", "majority")
-STATS_TABLE = "weak_label_stats"
+STATS_TABLE = WEAK_LABEL_STATS
 
 
 class LabelQueueConfig(dg.Config):
@@ -46,12 +55,12 @@ def photos_with_classes(lake: LakeResource, versions: dict[str, int]) -> pl.Data
     """
     photos = photo_images(
         read_pinned(
-            lake, "raw_photos", versions, ["photo_id", "object_key", "title", "location_name"]
+            lake, RAW_PHOTOS, versions, ["photo_id", "object_key", "title", "location_name"]
         ),
-        read_pinned(lake, "images", versions, ["sha256", "keys"]),
+        read_pinned(lake, IMAGES, versions, ["sha256", "keys"]),
     )
-    gold = read_pinned(lake, "raw_photo_labels", versions, ["photo_id", "content_label"])
-    classes = read_pinned(lake, "photo_classes", versions)
+    gold = read_pinned(lake, RAW_PHOTO_LABELS, versions, ["photo_id", "content_label"])
+    classes = read_pinned(lake, PHOTO_CLASSES, versions)
     return (
         photos.join(gold.rename({"content_label": "gold_label"}), on="photo_id", how="left")
         .join(classes, on="sha256", how="inner")
@@ -76,7 +85,7 @@ def label_queue(
     photos = photos_with_classes(lake, versions)
     rows = queue_rows(photos.filter(pl.col("gold_label").is_null()), config.strategy)
     return snapshot_result(
-        context, lake, "label_queue", rows, versions, {"strategy": config.strategy}
+        context, lake, LABEL_QUEUE, rows, versions, {"strategy": config.strategy}
     )
 
 
@@ -101,14 +110,12 @@ def weak_labels(
     model = fit_generative(matrix, len(CONTENT_CLASSES))
     rows = weak_label_rows(photos, names, matrix, model, config.label_model)
     stats = stats_rows(names, function_stats(matrix, gold), model)
-    changes = lake.sync_snapshot(
-        STATS_TABLE, stats, ["function"], commit_info=commit_info_for(context)
-    )
+    changes = lake.sync_snapshot(STATS_TABLE, stats, commit_info=commit_info_for(context))
     context.log.info(f"{STATS_TABLE}: {changes}")
     return snapshot_result(
         context,
         lake,
-        "weak_labels",
+        WEAK_LABELS,
         rows,
         versions,
         {

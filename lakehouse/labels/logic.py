@@ -10,7 +10,6 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 
-from lakehouse.features.logic import with_row_digest
 from lakehouse.labels.label_model import (
     ABSTAIN,
     FunctionStats,
@@ -18,18 +17,13 @@ from lakehouse.labels.label_model import (
     majority_vote,
 )
 from lakehouse.labels.labeling_functions import LabelingFunction
+from lakehouse.lake.digests import with_row_digest
 from lakehouse.vocabulary import CONTENT_CLASSES
 
 STRATEGIES = ("margin", "entropy")
 HEADS = ("content", "style")
 PROB_COLUMNS = [f"p_{name}" for name in CONTENT_CLASSES]
 QUEUE_ORDER = ("uncertainty", "photo_id")  # descending uncertainty, then ascending photo_id
-
-
-def photo_images(photos: pl.DataFrame, images: pl.DataFrame) -> pl.DataFrame:
-    """Photos joined to the sha256 of their object (images lists every key holding the bytes)."""
-    by_key = images.select("sha256", "keys").explode("keys").rename({"keys": "object_key"})
-    return photos.join(by_key, on="object_key", how="inner")
 
 
 def head_uncertainty(probs: np.ndarray, strategy: str) -> np.ndarray:

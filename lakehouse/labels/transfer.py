@@ -11,6 +11,7 @@ import polars as pl
 from lakehouse.labels.logic import QUEUE_ORDER
 from lakehouse.labels.studio import Resolution, label_config, parse_export, resolve, task
 from lakehouse.lake import LakeResource
+from lakehouse.lake.tables import LABEL_QUEUE
 from lakehouse.resources import MetadataDbResource
 from lakehouse.settings import is_s3
 
@@ -39,7 +40,7 @@ def export_tasks(
     labeling config beside them; returns how many tasks were written."""
     if n < 1:
         raise ValueError(f"--n must be at least 1, not {n}")
-    queue = lake.read("label_queue")
+    queue = lake.read(LABEL_QUEUE)
     if queue is None:
         raise LookupError(f"no label_queue under {lake.root}: materialize it first")
     top = queue.sort(*QUEUE_ORDER, descending=[True, False]).head(n)

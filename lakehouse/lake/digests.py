@@ -5,7 +5,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 
+import duckdb
 import polars as pl
+
+from lakehouse.lake.sql import connection, run_sql
+
+HEX_CHUNK = 15  # hex digits of a SHA-256 taken at a time: 60 bits, fits an Int64
 
 
 def digest_strings(parts: Iterable[str]) -> str:
@@ -28,3 +33,72 @@ def frame_digest(frame: pl.DataFrame, key: Sequence[str], columns: Sequence[str]
         return digest_strings(["empty", *columns])
     ordered = frame.select(columns).sort(list(key))
     return hashlib.sha256(ordered.write_csv().encode()).hexdigest()
+
+
+def sha256_hex(texts: pl.Series, conn: duckdb.DuckDBPyConnection | None = None) -> pl.Series:
+    """SHA-256 (hex) of each UTF-8 text, computed set-wise in DuckDB (a null stays null);
+    a private connection when none is given."""
+    if conn is None:
+        with connection() as private:
+            return sha256_hex(texts, private)
+    found = run_sql(conn, "SELECT sha256(t) AS d FROM texts", {"texts": texts.to_frame("t")})
+    return found["d"].rename(texts.name)
+
+
+def hex_modulo(hexes: pl.Expr, modulus: int) -> pl.Expr:
+    """A hex string read as one (arbitrarily long) integer, modulo `modulus`: Horner's rule
+    over 60-bit chunks, so int(h, 16) % modulus without a Python loop per row."""
+    if not 0 < modulus < 2**31:
+        raise ValueError(f"modulus must be in (0, 2**31), not {modulus}")
+    remainder = pl.lit(0, pl.Int64)
+    for start in range(0, 64, HEX_CHUNK):
+        width = min(HEX_CHUNK, 64 - start)
+        chunk = hexes.str.slice(start, width).str.to_integer(base=16, dtype=pl.Int64)
+        remainder = (remainder * (16**width % modulus) + chunk % modulus) % modulus
+    return remainder
+
+
+def hash_bucket(
+    values: pl.Series, buckets: int, conn: duckdb.DuckDBPyConnection | None = None
+) -> pl.Series:
+    """int(SHA-256(str(value)), 16) % buckets for each value: a bucket that depends on the
+    value alone, the same in every run, lake and version (splits and held-out sides)."""
+    digests = sha256_hex(values.cast(pl.String), conn)
+    return digests.to_frame("d").select(hex_modulo(pl.col("d"), buckets).alias(values.name))[
+        values.name
+    ]
+
+
+ROW_SEPARATOR = "\x1f"  # between values (unit separator: no text we store holds it)
+NULL_TEXT = "\x00"  # a null value (sources holding NUL are quarantined)
+
+
+def value_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    """Column `name` as text for a row digest: scalars cast, nested values as JSON, bytes as hex."""
+    column = pl.col(name)
+    if isinstance(dtype, pl.List | pl.Array | pl.Struct):
+        text = pl.struct(column).struct.json_encode()
+    elif dtype == pl.Binary:
+        text = column.bin.encode("hex")
+    else:
+        text = column.cast(pl.String)
+    return text.fill_null(NULL_TEXT)
+
+
+def row_digests(frame: pl.DataFrame, conn: duckdb.DuckDBPyConnection | None = None) -> pl.Series:
+    """SHA-256 of each row's values in column-name order (\\x1f between values, nulls as \\x00):
+    the same values give the same digest whatever order a source lists its columns in."""
+    text = pl.concat_str(
+        [value_text(name, frame.schema[name]) for name in sorted(frame.columns)],
+        separator=ROW_SEPARATOR,
+    )
+    return sha256_hex(frame.select(text.alias("row_sha256")).to_series(), conn)
+
+
+def with_row_digest(
+    frame: pl.DataFrame, conn: duckdb.DuckDBPyConnection | None = None
+) -> pl.DataFrame:
+    """Add `row_sha256` over every column, so that sync_snapshot rewrites changed rows only.
+
+    Every table that carries row_sha256 gets it here."""
+    return frame.with_columns(row_digests(frame.drop("row_sha256", strict=False), conn))

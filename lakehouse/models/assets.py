@@ -4,7 +4,7 @@ Weights are stored content-addressed in the lake; `photo_classes` holds the curr
 model's outputs per image.
 """
 
-import hashlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -13,6 +13,7 @@ import torch
 from pydantic import Field
 
 from lakehouse.curated.augment import RECIPE
+from lakehouse.curated.logic import photo_images
 from lakehouse.curated.views import (
     TENSORS_TABLE,
     VIEW_KEY,
@@ -22,9 +23,16 @@ from lakehouse.curated.views import (
     view_pixels,
 )
 from lakehouse.graph.defaults import GPU, layer_defaults
-from lakehouse.labels.logic import photo_images
-from lakehouse.lake import LakeResource, commit_info_for, table_metadata
-from lakehouse.lake.digests import digest_strings, frame_digest
+from lakehouse.lake import LakeResource, commit_info_for, incremental, table_metadata
+from lakehouse.lake.digests import digest_strings, frame_digest, hash_bucket, sha256_hex
+from lakehouse.lake.tables import (
+    IMAGES,
+    PHOTO_CLASSES,
+    RAW_PHOTO_LABELS,
+    RAW_PHOTOS,
+    STYLE_CONTENT_CLASSIFIER,
+    WEAK_LABELS,
+)
 from lakehouse.models.classifier import (
     UNKNOWN,
     PhotoNet,
@@ -34,24 +42,12 @@ from lakehouse.models.classifier import (
     predict,
     train_classifier,
 )
+from lakehouse.models.registry import CLASSIFIERS
 from lakehouse.resources.device import DeviceResource
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 CLASSIFIER_CODE_VERSION = "1"
 HELD_OUT_SHARE = 5  # one photo in five, chosen by a hash of photo_id
-MODELS_SCHEMA: dict[str, pl.DataType] = {
-    "model_version": pl.String(),
-    "weights_key": pl.String(),
-    "weights_sha256": pl.String(),
-    "inputs_digest": pl.String(),
-    "content_accuracy": pl.Float64(),
-    "style_accuracy": pl.Float64(),
-    "train_photos": pl.Int64(),
-    "held_out_photos": pl.Int64(),
-    "recipe_version": pl.String(),
-    "trained_at": pl.Datetime("us", "UTC"),
-    "current": pl.Boolean(),
-}
 
 
 class ClassifierConfig(dg.Config):
@@ -70,22 +66,20 @@ class ClassifierConfig(dg.Config):
     weak_label_min_confidence: float = 0.9
 
 
-def is_held_out(photo_id: int) -> bool:
+def is_held_out(photo_ids: pl.Series) -> pl.Series:
     """Split by photo, never by view: all augmentations of a photo fall on one side."""
-    return int(hashlib.sha256(str(photo_id).encode()).hexdigest(), 16) % HELD_OUT_SHARE == 0
+    return (hash_bucket(photo_ids, HELD_OUT_SHARE) == 0).rename("held_out")
 
 
 def labelled_images(lake: LakeResource) -> pl.DataFrame:
     """photo_id, sha256 and label indices of every labelled photo with a current object."""
-    labels = lake.read("raw_photo_labels", columns=["photo_id", "content_label", "style_label"])
-    photos = lake.read("raw_photos", columns=["photo_id", "object_key"])
-    objects = lake.read("images", columns=["sha256", "keys"])
+    labels = lake.read(RAW_PHOTO_LABELS, columns=["photo_id", "content_label", "style_label"])
+    photos = lake.read(RAW_PHOTOS, columns=["photo_id", "object_key"])
+    objects = lake.read(IMAGES, columns=["sha256", "keys"])
     if labels is None or photos is None or objects is None:
         raise RuntimeError("raw_photo_labels, raw_photos and images must be materialized first")
-    by_key = objects.explode("keys").rename({"keys": "object_key"})
     return (
-        labels.join(photos, on="photo_id")
-        .join(by_key, on="object_key")
+        photo_images(labels.join(photos, on="photo_id"), objects)
         .filter(
             pl.col("content_label").is_in(CONTENT_CLASSES) & pl.col("style_label").is_in(STYLES)
         )
@@ -96,8 +90,8 @@ def labelled_images(lake: LakeResource) -> pl.DataFrame:
             style=pl.col("style_label").replace_strict(
                 {s: i for i, s in enumerate(STYLES)}, return_dtype=pl.Int64
             ),
-            held_out=pl.col("photo_id").map_elements(is_held_out, return_dtype=pl.Boolean),
         )
+        .pipe(lambda rows: rows.with_columns(is_held_out(rows["photo_id"])))
         .sort("photo_id")
     )
 
@@ -107,9 +101,9 @@ def weak_labelled_images(
 ) -> pl.DataFrame:
     """Photos without a gold label whose probabilistic content label is confident enough,
     shaped like `labelled_images` (style UNKNOWN, never held out: scores stay on gold)."""
-    weak = lake.read("weak_labels", columns=["photo_id", "label", "confidence"])
-    photos = lake.read("raw_photos", columns=["photo_id", "object_key"])
-    objects = lake.read("images", columns=["sha256", "keys"])
+    weak = lake.read(WEAK_LABELS, columns=["photo_id", "label", "confidence"])
+    photos = lake.read(RAW_PHOTOS, columns=["photo_id", "object_key"])
+    objects = lake.read(IMAGES, columns=["sha256", "keys"])
     if weak is None or photos is None or objects is None:
         raise RuntimeError("use_weak_labels needs weak_labels: materialize it first")
     return (
@@ -154,13 +148,11 @@ def capped_views(views: pl.DataFrame, cap: int) -> pl.DataFrame:
     run repeats. Training takes at most max_steps batches, so more views are never seen."""
     if views.height <= cap:
         return views
-    rank = pl.concat_str([pl.col("sha256"), pl.col("aug_index").cast(pl.String)], separator=":")
+    text = views.select(
+        pl.concat_str([pl.col("sha256"), pl.col("aug_index").cast(pl.String)], separator=":")
+    ).to_series()
     return (
-        views.with_columns(
-            rank=rank.map_elements(
-                lambda text: hashlib.sha256(text.encode()).hexdigest(), return_dtype=pl.String
-            )
-        )
+        views.with_columns(rank=sha256_hex(text))
         .sort("rank", "photo_id", "aug_index")
         .head(cap)
         .drop("rank")
@@ -207,33 +199,21 @@ def style_content_classifier(
             ),
         ]
     )
-    models = lake.read_or_empty("style_content_classifier", MODELS_SCHEMA)
-    known = models.filter(pl.col("inputs_digest") == inputs)
-    if known.height:
-        row = known.row(0, named=True)
+    models = CLASSIFIERS.models(lake)
+    known = CLASSIFIERS.find(models, pl.col("inputs_digest") == inputs)
+    if known is not None:
+        row = known
         context.log.info(f"inputs unchanged: reusing model {row['model_version']}, no training")
         trained_now = 0
     else:
         row = train_and_evaluate(context, lake, data, train_config, inputs, device)
         trained_now = 1
-    if not row["current"] or trained_now:
-        marked = models.filter(
-            pl.col("current") | (pl.col("model_version") == row["model_version"])
-        )
-        updates = pl.concat(
-            [
-                marked.filter(pl.col("model_version") != row["model_version"]).with_columns(
-                    current=pl.lit(False)
-                ),
-                pl.DataFrame([{**row, "current": True}], schema=MODELS_SCHEMA),
-            ]
-        )
-        lake.upsert("style_content_classifier", updates, key=["model_version"], commit_info=info)
+    CLASSIFIERS.make_current(lake, models, row, commit_info=info)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(row["weights_sha256"]),
         metadata={
             **table_metadata(
-                lake, "style_content_classifier", models.height + trained_now, trained_now
+                lake, STYLE_CONTENT_CLASSIFIER, models.height + trained_now, trained_now
             ),
             "model_version": row["model_version"],
             "weights": dg.MetadataValue.path(lake.object_key(row["weights_sha256"])),
@@ -343,10 +323,8 @@ class InferenceConfig(dg.Config):
 
 
 def current_classifier(lake: LakeResource) -> dict[str, object]:
-    models = lake.read("style_content_classifier")
-    if models is None or models.filter(pl.col("current")).is_empty():
-        raise RuntimeError("no trained style_content_classifier in the lake: materialize it first")
-    return models.filter(pl.col("current")).row(0, named=True)
+    """The classifier photo_classes applies: the registry's current one."""
+    return CLASSIFIERS.current(lake)
 
 
 @dg.asset(
@@ -368,31 +346,21 @@ def photo_classes(
     info = commit_info_for(context)
     model_row = current_classifier(lake)
     model_version = str(model_row["model_version"])
-    images_now = lake.read_or_empty("images", {"sha256": pl.String()}, columns=["sha256"])
-    have = lake.read_or_empty(
-        "photo_classes",
-        {c: CLASSES_SCHEMA[c] for c in ("sha256", "model_version")},
-        columns=["sha256", "model_version"],
+    images_now = lake.read_or_empty(IMAGES, {"sha256": pl.String()}, columns=["sha256"])
+    work = incremental.plan(
+        lake, PHOTO_CLASSES, images_now.with_columns(model_version=pl.lit(model_version))
     )
-    todo = images_now.join(
-        have.filter(pl.col("model_version") == model_version), on="sha256", how="anti"
-    )
-    stale = have.join(
-        images_now.with_columns(model_version=pl.lit(model_version)),
-        on=["sha256", "model_version"],
-        how="anti",
-    )
+    todo = work.missing
     target = device.device()
     batch_size = config.batch_size or device.batch_size
     context.log.info(
         f"classifying {todo.height} images with model {model_version} on {target} "
-        f"(batch {batch_size}); removing {stale.height} stale rows"
+        f"(batch {batch_size}); removing {work.stale.height} stale rows"
     )
-    lake.delete_keys("photo_classes", stale, commit_info=info)
-    batches = 0
-    if todo.height:
+
+    def classify(missing: pl.DataFrame) -> Iterator[pl.DataFrame]:
         model = load_classifier(lake.get_object(str(model_row["weights_key"])))
-        plain = todo.select("sha256", aug_index=pl.lit(0, pl.Int32))
+        plain = missing.select("sha256", aug_index=pl.lit(0, pl.Int32))
         for rows in view_batches(lake, plain, config.images_per_batch):
             content, style = predict(
                 model,
@@ -401,20 +369,18 @@ def photo_classes(
                 batch_size=batch_size,
                 mixed_precision=device.mixed_precision(),
             )
-            lake.upsert(
-                "photo_classes",
-                class_rows(rows["sha256"].to_list(), model_version, content, style),
-                key=["sha256", "model_version"],
-                commit_info=info,
-            )
-            batches += 1
-            context.log.info(f"photo_classes: batch {batches}, {rows.height} images classified")
+            yield class_rows(rows["sha256"].to_list(), model_version, content, style)
+
+    batches = 0
+    for rows in work.apply(lake, classify, commit_info=info):
+        batches += 1
+        context.log.info(f"photo_classes: batch {batches}, {rows.height} images classified")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(
             digest_strings([model_version, *images_now["sha256"].sort().to_list()])
         ),
         metadata={
-            **table_metadata(lake, "photo_classes", images_now.height, todo.height),
+            **table_metadata(lake, PHOTO_CLASSES, images_now.height, todo.height),
             "model_version": model_version,
             "device": str(target),
             "batches": batches,

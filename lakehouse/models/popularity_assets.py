@@ -3,31 +3,28 @@
 import dagster as dg
 import polars as pl
 
-from lakehouse.access import training
 from lakehouse.failpoints import failpoint
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.lake import LakeResource, commit_info_for, table_metadata
+from lakehouse.lake.tables import TRAINING_SET
 from lakehouse.models.popularity import evaluate
+from lakehouse.models.registry import POPULARITY_METRICS, POPULARITY_MODELS
 
 POPULARITY_CODE_VERSION = "1"
-MODEL_TABLE = "popularity_model"
-METRICS = ("val_mae", "baseline_mean_mae", "no_classifier_mae", "val_spearman")
-MODEL_SCHEMA: dict[str, pl.DataType] = {
-    "model_version": pl.String(),
-    "weights_key": pl.String(),
-    "code_version": pl.String(),
-    "training_set_version": pl.Int64(),
-    "train_rows": pl.Int64(),
-    "val_rows": pl.Int64(),
-    **{metric: pl.Float64() for metric in METRICS},
-}
+MODEL_TABLE = POPULARITY_MODELS.table
+METRICS = POPULARITY_METRICS
 
 
-def train_model(lake: LakeResource, version: int) -> dict[str, object]:
+def training_rows_at(lake: LakeResource, version: int) -> pl.DataFrame:
+    """Every row of one training_set version (Delta time travel), in photo_id order."""
+    return lake.read(TRAINING_SET, version=version).sort("photo_id")  # type: ignore[union-attr]
+
+
+def train_model(lake: LakeResource, rows: pl.DataFrame, version: int) -> dict[str, object]:
     """Fit on the train split, score on val, store the weights content-addressed."""
-    train = training.load(version=version, split="train", as_polars=True, lake=lake)
-    val = training.load(version=version, split="val", as_polars=True, lake=lake)
-    model, metrics = evaluate(train, val)  # type: ignore[arg-type]
+    train = rows.filter(pl.col("split") == "train")
+    val = rows.filter(pl.col("split") == "val")
+    model, metrics = evaluate(train, val)
     failpoint("popularity/trained")
     key = lake.put_object(model.to_bytes())
     return {
@@ -50,15 +47,17 @@ def train_model(lake: LakeResource, version: int) -> dict[str, object]:
     **layer_defaults("models", "team:ml", kinds={"numpy", "delta"}),
 )
 def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    version = lake.version("training_set")
+    version = lake.version(TRAINING_SET)
     if version is None:
         raise RuntimeError("materialize training_set first")
-    models = lake.read_or_empty(MODEL_TABLE, MODEL_SCHEMA)
-    known = models.filter(
+    models = POPULARITY_MODELS.models(lake)
+    known = POPULARITY_MODELS.find(
+        models,
         (pl.col("training_set_version") == version)
-        & (pl.col("code_version") == POPULARITY_CODE_VERSION)
+        & (pl.col("code_version") == POPULARITY_CODE_VERSION),
     )
-    splits = training.load(version=version, split=None, as_polars=True, lake=lake)["split"]
+    rows = training_rows_at(lake, version)
+    splits = rows["split"]
     if not ((splits == "train").any() and (splits == "val").any()):
         reason = f"training_set v{version} has no train or no val rows (too few complete labels)"
         context.log.warning(f"popularity_model not trained: {reason}")
@@ -70,17 +69,12 @@ def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> d
                 "reason": reason,
             },
         )
-    if known.height:
-        row, trained = known.row(0, named=True), 0
+    if known is not None:
+        row, trained = known, 0
         context.log.info(f"training_set v{version} unchanged: reusing {row['model_version']}")
     else:
-        row, trained = train_model(lake, version), 1
-        lake.upsert(
-            MODEL_TABLE,
-            pl.DataFrame([row], schema=MODEL_SCHEMA),
-            key=["model_version", "training_set_version"],
-            commit_info=commit_info_for(context),
-        )
+        row, trained = train_model(lake, rows, version), 1
+    POPULARITY_MODELS.make_current(lake, models, row, commit_info=commit_info_for(context))
     return dg.MaterializeResult(
         data_version=dg.DataVersion(str(row["weights_key"]).rsplit("/", 1)[1]),
         metadata={

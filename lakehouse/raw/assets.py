@@ -14,11 +14,24 @@ from lakehouse.graph.defaults import layer_defaults
 from lakehouse.graph.partitions import log_days
 from lakehouse.lake import LakeResource, commit_info_for, table_metadata
 from lakehouse.lake.digests import digest_strings, frame_digest
-from lakehouse.lake.ledger import DAYS_PER_COMMIT, LEDGER_SCHEMA, LEDGER_TABLE, ledger_digests
+from lakehouse.lake.ledger import DayBatch, rebuild_changed_days
 from lakehouse.lake.quarantine import QUARANTINE_TABLE, active_quarantine, sync_quarantine
 from lakehouse.lake.rejections import QUARANTINE_SCHEMA, rejection, rejections_frame
+from lakehouse.lake.tables import (
+    RAW_EVENTS,
+    RAW_OBJECTS,
+    RAW_PHOTO_LABELS,
+    RAW_PHOTOS,
+    RAW_USERS,
+    key_of,
+)
 from lakehouse.raw.logs import parse_log_day
-from lakehouse.raw.metadata import validate_labels, validate_photos, validate_users
+from lakehouse.raw.metadata import (
+    SourceSchemaError,
+    validate_labels,
+    validate_photos,
+    validate_users,
+)
 from lakehouse.raw.objects import (
     OBJECT_KEY,
     RAW_OBJECTS_SCHEMA,
@@ -26,6 +39,7 @@ from lakehouse.raw.objects import (
     registry_changes,
 )
 from lakehouse.resources import MetadataDbResource, ObjectStoreResource
+from lakehouse.resources.errors import permanent
 from lakehouse.sources.contract import (
     LOG_PREFIX,
     LOGS_SOURCE,
@@ -52,7 +66,7 @@ def raw_objects(
     info, now = commit_info_for(context), datetime.now(UTC)
     hashed = object_hashes(sources, lake, PHOTO_PREFIX, info, inspect=probe_object)
     hashes = hashed.objects
-    registry = lake.read_or_empty("raw_objects", RAW_OBJECTS_SCHEMA)
+    registry = lake.read_or_empty(RAW_OBJECTS, RAW_OBJECTS_SCHEMA)
     quarantined = active_quarantine(lake, OBJECTS_SOURCE)
     known_bad = quarantined.join(hashes.select(OBJECT_KEY), on=OBJECT_KEY, how="semi")
     known_good = hashes.join(
@@ -80,7 +94,7 @@ def raw_objects(
         how="diagonal_relaxed",
     ).select("key", "sha256", "size", "media_type", "width", "height")
     changes = registry_changes(registry, current, hashes["key"], now)
-    lake.upsert("raw_objects", changes, key=OBJECT_KEY, commit_info=info)
+    lake.upsert(RAW_OBJECTS, changes, commit_info=info)
     rejected = rejections_frame(
         OBJECTS_SOURCE,
         [
@@ -98,7 +112,7 @@ def raw_objects(
     return dg.MaterializeResult(
         data_version=dg.DataVersion(frame_digest(current, OBJECT_KEY, current.columns)),
         metadata={
-            **table_metadata(lake, "raw_objects", current.height, to_probe.height),
+            **table_metadata(lake, RAW_OBJECTS, current.height, to_probe.height),
             "objects_in_source": hashes.height,
             "quarantined": counts["active"],
         },
@@ -112,18 +126,20 @@ def sync_metadata_table(
     source: str,
     accepted: pl.DataFrame,
     rejected: pl.DataFrame,
-    key: str,
 ) -> dg.MaterializeResult:
-    """Snapshot a validated source table into the lake; its rejects into quarantine."""
+    """Snapshot a validated source table into the lake (by its registry key); its rejects
+    into quarantine."""
     info, now = commit_info_for(context), datetime.now(UTC)
-    changes = lake.sync_snapshot(name, accepted, [key], commit_info=info)
+    changes = lake.sync_snapshot(name, accepted, commit_info=info)
     counts = sync_quarantine(
         lake, source, rejections_frame(source, rejected), now=now, commit_info=info
     )
     context.log.info(f"{name}: {changes}; quarantine {counts}")
     computed = changes["inserted"] + changes["updated"]
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(frame_digest(accepted, [key], [key, "row_sha256"])),
+        data_version=dg.DataVersion(
+            frame_digest(accepted, key_of(name), [*key_of(name), "row_sha256"])
+        ),
         metadata={
             **table_metadata(lake, name, accepted.height, computed),
             "rows_in_source": accepted.height + rejected.height,
@@ -143,15 +159,15 @@ def raw_users(
     context: dg.AssetExecutionContext, metadata_db: MetadataDbResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     lake.ensure_writable()
-    checked = validate_users(metadata_db.read_table("users"))
+    with permanent(SourceSchemaError):
+        checked = validate_users(metadata_db.read_table("users"))
     return sync_metadata_table(
         context,
         lake,
-        "raw_users",
+        RAW_USERS,
         "metadata_db.users",
         checked.accepted,
         checked.rejected,
-        "user_id",
     )
 
 
@@ -166,8 +182,8 @@ def raw_photos(
     context: dg.AssetExecutionContext, metadata_db: MetadataDbResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     lake.ensure_writable()
-    users = lake.read("raw_users", columns=["user_id"])
-    registry = lake.read("raw_objects", columns=["key", "status"])
+    users = lake.read(RAW_USERS, columns=["user_id"])
+    registry = lake.read(RAW_OBJECTS, columns=["key", "status"])
     accepted_objects = (
         pl.DataFrame(schema={"key": pl.String})
         if registry is None
@@ -179,19 +195,19 @@ def raw_photos(
             active_quarantine(lake, OBJECTS_SOURCE).select("key", problem="reason"),
         ]
     )
-    checked = validate_photos(
-        metadata_db.read_table("photos"),
-        pl.Series("user_id", [], pl.Int64) if users is None else users["user_id"],
-        objects,
-    )
+    with permanent(SourceSchemaError):
+        checked = validate_photos(
+            metadata_db.read_table("photos"),
+            pl.Series("user_id", [], pl.Int64) if users is None else users["user_id"],
+            objects,
+        )
     return sync_metadata_table(
         context,
         lake,
-        "raw_photos",
+        RAW_PHOTOS,
         "metadata_db.photos",
         checked.accepted,
         checked.rejected,
-        "photo_id",
     )
 
 
@@ -206,35 +222,33 @@ def raw_photo_labels(
     context: dg.AssetExecutionContext, metadata_db: MetadataDbResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     lake.ensure_writable()
-    photos = lake.read("raw_photos", columns=["photo_id"])
-    checked = validate_labels(
-        metadata_db.read_table("photo_labels"),
-        pl.Series("photo_id", [], pl.Int64) if photos is None else photos["photo_id"],
-    )
+    photos = lake.read(RAW_PHOTOS, columns=["photo_id"])
+    with permanent(SourceSchemaError):
+        checked = validate_labels(
+            metadata_db.read_table("photo_labels"),
+            pl.Series("photo_id", [], pl.Int64) if photos is None else photos["photo_id"],
+        )
     return sync_metadata_table(
         context,
         lake,
-        "raw_photo_labels",
+        RAW_PHOTO_LABELS,
         "metadata_db.photo_labels",
         checked.accepted,
         checked.rejected,
-        "photo_id",
     )
 
 
-def ingest_log_days(
+def parse_log_days(
     context: dg.AssetExecutionContext,
     sources: ObjectStoreResource,
     lake: LakeResource,
-    days: tuple[str, ...],
+    days: list[str],
     file_sha: dict[str, str],
     now: datetime,
-) -> int:
-    """Parse some days' files and commit them: events, then quarantine, then the ledger.
-
-    Each commit is atomic and idempotent, so a crash between them is repaired
-    by the next run, which finds the ledger behind and redoes these days.
-    """
+) -> DayBatch:
+    """Parse some days' files: their events, per day the lines read, accepted and rejected,
+    and the quarantine commit of their rejected lines (made after the events, before the
+    ledger: see rebuild_changed_days)."""
     info = commit_info_for(context)
     keys = [log_key(day) for day in days]
     parsed = [
@@ -242,36 +256,20 @@ def ingest_log_days(
         for day, key in zip(days, keys, strict=True)
     ]
     events = pl.concat([p.events for p in parsed])
-    lake.replace_partitions(
-        "raw_events",
-        events,
-        key=["event_id"],
-        partition_column="day",
-        values=days,
-        commit_info=info,
-    )
     rejected = rejections_frame(LOGS_SOURCE, [row for p in parsed for row in p.rejected])
-    sync_quarantine(lake, LOGS_SOURCE, rejected, now=now, commit_info=info, keys=keys)
-    ledger = pl.DataFrame(
-        [
-            (
-                "raw_events",
-                key,
-                file_sha.get(key, ""),
-                p.events.height + len(p.rejected),
-                p.events.height,
-                len(p.rejected),
-            )
-            for key, p in zip(keys, parsed, strict=True)
-        ],
-        schema=LEDGER_SCHEMA,
-        orient="row",
-    )
-    lake.upsert(LEDGER_TABLE, ledger, key=["asset", "key"], commit_info=info)
     context.log.info(
         f"{days[0]}..{days[-1]}: {events.height} events, {rejected.height} lines quarantined"
     )
-    return events.height
+    return DayBatch(
+        rows=events,
+        counts={
+            day: (p.events.height + len(p.rejected), p.events.height, len(p.rejected))
+            for day, p in zip(days, parsed, strict=True)
+        },
+        with_rows=lambda: sync_quarantine(
+            lake, LOGS_SOURCE, rejected, now=now, commit_info=info, keys=keys
+        ),
+    )
 
 
 @dg.asset(
@@ -289,20 +287,23 @@ def raw_events(
     info, now = commit_info_for(context), datetime.now(UTC)
     hashes = object_hashes(sources, lake, LOG_PREFIX, info).objects
     file_sha = dict(hashes.select("key", "sha256").iter_rows())
-    done = ledger_digests(lake, "raw_events")
     days = context.partition_keys
-    changed = [day for day in days if done.get(log_key(day), "") != file_sha.get(log_key(day), "")]
-    events_written = 0
-    for start in range(0, len(changed), DAYS_PER_COMMIT):
-        batch = tuple(changed[start : start + DAYS_PER_COMMIT])
-        events_written += ingest_log_days(context, sources, lake, batch, file_sha, now)
-    context.log.info(f"raw_events: parsed {len(changed)} of {len(days)} days")
+    rebuilt = rebuild_changed_days(
+        lake,
+        "raw_events",
+        RAW_EVENTS,
+        {day: file_sha.get(log_key(day), "") for day in days},
+        lambda chunk: parse_log_days(context, sources, lake, chunk, file_sha, now),
+        commit_info=info,
+        ledger_key=log_key,
+    )
+    context.log.info(f"raw_events: parsed {len(rebuilt.days)} of {len(days)} days")
     version = digest_strings(f"{day}\t{file_sha.get(log_key(day), '')}" for day in days)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
-            **table_metadata(lake, "raw_events", lake.row_count("raw_events"), events_written),
-            "days_parsed": len(changed),
+            **table_metadata(lake, RAW_EVENTS, lake.row_count(RAW_EVENTS), rebuilt.rows),
+            "days_parsed": len(rebuilt.days),
             "days_in_run": len(days),
         },
     )

@@ -6,6 +6,7 @@ import polars as pl
 from lakehouse.lake import LakeResource
 from lakehouse.lake.ledger import LEDGER_TABLE
 from lakehouse.lake.quarantine import active_quarantine
+from lakehouse.lake.tables import RAW_EVENTS, RAW_OBJECTS, RAW_PHOTOS
 from lakehouse.resources import MetadataDbResource, ObjectStoreResource
 from lakehouse.sources.contract import LOGS_SOURCE, OBJECTS_SOURCE, PHOTO_PREFIX
 
@@ -20,7 +21,7 @@ def reconciled(source: int, accepted: int, quarantined: int, what: str) -> dg.As
 
 @dg.asset_check(asset="raw_objects", description="Objects in = accepted + quarantined.")
 def raw_objects_reconcile(sources: ObjectStoreResource, lake: LakeResource) -> dg.AssetCheckResult:
-    registry = lake.read("raw_objects", columns=["key", "status"])
+    registry = lake.read(RAW_OBJECTS, columns=["key", "status"])
     current = 0 if registry is None else registry.filter(pl.col("status") == "current").height
     return reconciled(
         len(sources.list(PHOTO_PREFIX)),
@@ -36,7 +37,7 @@ def raw_photos_reconcile(
 ) -> dg.AssetCheckResult:
     return reconciled(
         metadata_db.read_table("photos").height,
-        lake.row_count("raw_photos"),
+        lake.row_count(RAW_PHOTOS),
         active_quarantine(lake, "metadata_db.photos").height,
         "photo rows",
     )
@@ -46,10 +47,10 @@ def raw_photos_reconcile(
 def raw_events_reconcile(lake: LakeResource) -> dg.AssetCheckResult:
     ledger = lake.read(LEDGER_TABLE, filters=[("asset", "=", "raw_events")])
     if ledger is None:
-        return reconciled(0, lake.row_count("raw_events"), 0, "log lines")
+        return reconciled(0, lake.row_count(RAW_EVENTS), 0, "log lines")
     return reconciled(
         int(ledger["lines"].sum()),
-        lake.row_count("raw_events"),
+        lake.row_count(RAW_EVENTS),
         active_quarantine(lake, LOGS_SOURCE).height,
         "log lines",
     )

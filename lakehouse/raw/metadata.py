@@ -7,13 +7,12 @@ expects) and rejected rows with every reason that applies, so that
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import polars as pl
 
+from lakehouse.lake.digests import sha256_hex, with_row_digest
 from lakehouse.lake.rejections import DETAIL_LIMIT, REJECTION_COLUMNS, row_detail
-from lakehouse.resources.errors import PermanentError
 
 UTC_TS = pl.Datetime("us", "UTC")
 USER_SCHEMA: dict[str, pl.DataType] = {
@@ -42,8 +41,9 @@ LABEL_SCHEMA: dict[str, pl.DataType] = {
 OPTIONAL_LABEL_COLUMNS = ("labeled_by",)
 
 
-class SourceSchemaError(PermanentError, ValueError):
-    """A source table changed incompatibly (a required column is gone): no retry helps."""
+class SourceSchemaError(ValueError):
+    """A source table changed incompatibly (a required column is gone): no retry helps
+    (the raw assets fail their step at once on it)."""
 
 
 @dataclass(frozen=True)
@@ -206,21 +206,13 @@ def split_rows(
         *schema, *extra_columns(source, schema)
     )
     # fingerprints of the typed values, so Postgres and SQLite give the same lake versions
-    accepted = accepted.with_columns(
-        row_sha256=pl.Series(
-            [sha256_text(row_detail(row)) for row in accepted.iter_rows(named=True)],
-            dtype=pl.String,
-        )
-    )
-    rejected = flagged.filter(pl.col("reason").is_not_null()).select(
+    accepted = with_row_digest(accepted)
+    rejected = flagged.filter(pl.col("reason").is_not_null())
+    rejected = rejected.select(
         key=pl.format(f"{key}={{}}", pl.col(key).cast(pl.String).fill_null("null")),
         line=pl.lit(None, pl.Int64),
-        sha256=pl.col("detail").map_elements(sha256_text, return_dtype=pl.String),
+        sha256=sha256_hex(rejected["detail"]),
         reason="reason",
         detail=pl.col("detail").str.slice(0, DETAIL_LIMIT),
     )
     return Validated(accepted, rejected.select(REJECTION_COLUMNS))
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()

@@ -8,6 +8,9 @@ the lowest Dagster-aware layer, so resources and the lake can both raise them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
 
 from lakehouse.errors import ConfigError
@@ -24,3 +27,13 @@ class PermanentError(dg.Failure):
 class SettingError(PermanentError, ConfigError):
     """A setting found wrong while a step runs: a ConfigError (the CLI prints one line)
     that also fails the step at once."""
+
+
+@contextmanager
+def permanent(*kinds: type[Exception]) -> Iterator[None]:
+    """Errors of these kinds, raised by pure code that knows nothing of Dagster, fail the
+    step at once: re-raised as a PermanentError that names them."""
+    try:
+        yield
+    except kinds as exc:
+        raise PermanentError(f"{type(exc).__name__}: {exc}") from exc
