@@ -277,7 +277,10 @@ def test_full_materialization_in_the_production_profile(deployment: Deployment) 
         "observe_logs",
         "__ASSET_JOB",
     }
-    assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records)
+    failed = [r.dagster_run for r in records if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS]
+    assert not failed, [
+        (run.job_name, run.status.value, step_failures(instance, run.run_id)) for run in failed
+    ]
     engine = sa.create_engine(deployment.dagster_db)
     with engine.connect() as db:
         stored_runs = db.execute(sa.text("SELECT count(*) FROM runs")).scalar_one()
@@ -368,3 +371,12 @@ def test_the_production_profile_names_every_missing_setting(
         "LAKEHOUSE_METADATA_DB, LAKEHOUSE_LAKE, LAKEHOUSE_CELERY_BROKER"
     )
     assert str(unknown.value) == "LAKEHOUSE_ENV='staging': expected one of local, production"
+
+
+def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """What failed in a run, step by step, for an assertion message."""
+    return [
+        f"{entry.step_key}: {entry.dagster_event.event_specific_data}"[:2000]
+        for entry in instance.all_logs(run_id)
+        if entry.dagster_event is not None and entry.dagster_event.is_failure
+    ]
