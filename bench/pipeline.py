@@ -24,12 +24,9 @@ import typing
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from lakehouse.definitions import build_definitions
+from lakehouse.graph.partitions import partition_range_tags
 
 # INFO: what each asset logs (its progress) shows while the run goes; the event chatter does not
 RUN_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -82,7 +79,7 @@ def dagster_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -
     result = job.execute_in_process(
         instance=instance,
         run_config={**RUN_LOGS, "ops": ops},
-        tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+        tags=partition_range_tags(first, last),
     )
     if not result.success:
         raise RuntimeError("materialization failed")

@@ -11,6 +11,7 @@ import pytest
 
 from lakehouse.definitions import build_definitions
 from lakehouse.demo.world import generate_world
+from lakehouse.graph.partitions import partition_range_tags
 from lakehouse.lake import LakeResource
 from lakehouse_tests.hostile import pytest_terminal_summary  # noqa: F401  (the hostile-input table)
 
@@ -21,10 +22,6 @@ RAW_LAYER = frozenset(
 EVERYTHING = frozenset({"*"})
 WORLD = {"photos": 40, "users": 8, "days": 6, "seed": 7}
 FIRST_DAY, LAST_DAY = "2026-10-01", "2026-10-06"
-# The run tags `--partition-range a...b` sets: one run over a range of days (Dagster has no
-# public constant for them, and execute_in_process no range argument).
-ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
-ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 @dataclass
@@ -74,7 +71,7 @@ class Lakehouse:
         job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
         result = job.execute_in_process(
             instance=self.instance,
-            tags={ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+            tags=partition_range_tags(first, last),
             raise_on_error=raise_on_error,
         )
         assert result.success or not raise_on_error

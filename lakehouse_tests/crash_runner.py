@@ -13,13 +13,10 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from lakehouse.definitions import build_definitions
 from lakehouse.failpoints import CRASH_VAR
+from lakehouse.graph.partitions import partition_range_tags
 
 SOURCES = ("photo_objects", "metadata_db", "activity_logs")
 RAW = frozenset(
@@ -68,7 +65,7 @@ def materialize(
         .execute_in_process(
             run_config=RUN_CONFIG if stage == "models" else None,
             instance=dg.DagsterInstance.ephemeral(),
-            tags={ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[1]},
+            tags=partition_range_tags(days[0], days[1]),
             raise_on_error=False,
         )
     )

@@ -16,14 +16,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 from deltalake import DeltaTable
 
 from lakehouse import failpoints
 from lakehouse.definitions import build_definitions
+from lakehouse.graph.partitions import partition_range_tags
 from lakehouse.lake import LakeResource
 from lakehouse_tests.conftest import FIRST_DAY, LAST_DAY, RAW_LAYER, Lakehouse, materializations
 from lakehouse_tests.servers.postgres import free_port
@@ -32,7 +29,7 @@ from lakehouse_tests.servers.s3 import aws_settings, create_buckets, start_moto
 pytestmark = pytest.mark.reliability
 
 BUCKET = "lake-bucket"
-EVERY_DAY = {ASSET_PARTITION_RANGE_START_TAG: FIRST_DAY, ASSET_PARTITION_RANGE_END_TAG: LAST_DAY}
+EVERY_DAY = partition_range_tags(FIRST_DAY, LAST_DAY)
 
 
 class Gate:
