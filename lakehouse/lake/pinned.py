@@ -14,8 +14,9 @@ from collections.abc import Iterable
 import dagster as dg
 import polars as pl
 
-from lakehouse.lake import LakeResource, commit_info_for, table_metadata
 from lakehouse.lake.digests import frame_digest
+from lakehouse.lake.metadata import commit_info_for, table_metadata
+from lakehouse.lake.resource import LakeResource
 from lakehouse.lake.tables import key_of
 
 
