@@ -16,7 +16,6 @@ from lakehouse.curated.augment import RECIPE, augmented_batches
 from lakehouse.curated.decode import DEFAULT_PIXEL_LIMIT, DecodeError, decode_image
 from lakehouse.curated.logic import hourly_activity
 from lakehouse.curated.preview import augmentation_grid, markdown_image
-from lakehouse.curated.views import TENSORS_TABLE
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.graph.partitions import log_days
 from lakehouse.lake import LakeResource, commit_info_for, incremental, table_metadata
@@ -24,7 +23,7 @@ from lakehouse.lake.digests import digest_strings, frame_digest, with_row_digest
 from lakehouse.lake.ledger import DayBatch, ledger_digests, rebuild_changed_days
 from lakehouse.lake.quarantine import active_quarantine, sync_quarantine
 from lakehouse.lake.rejections import rejection, rejections_frame
-from lakehouse.lake.tables import IMAGES, RAW_EVENTS, RAW_OBJECTS, USER_ACTIVITY
+from lakehouse.lake.tables import AUGMENTED_TENSORS, IMAGES, RAW_EVENTS, RAW_OBJECTS, USER_ACTIVITY
 from lakehouse.raw.logs import EVENT_SCHEMA
 from lakehouse.resources import ObjectStoreResource
 from lakehouse.sources.contract import log_key
@@ -162,7 +161,7 @@ def augmented_tensors(
         )
         .with_columns(recipe_version=pl.lit(RECIPE.version))
     )
-    work = incremental.plan(lake, TENSORS_TABLE, wanted)
+    work = incremental.plan(lake, AUGMENTED_TENSORS, wanted)
     todo = work.missing.select("sha256", "object_key").unique("sha256").sort("sha256")
     workers = augment_workers(config, todo.height)
     context.log.info(
@@ -188,7 +187,7 @@ def augmented_tensors(
         computed += rows.height
         context.log.info(f"augmented_tensors: {computed} rows written")
     metadata = {
-        **table_metadata(lake, TENSORS_TABLE, wanted.height, computed),
+        **table_metadata(lake, AUGMENTED_TENSORS, wanted.height, computed),
         "recipe": f"{RECIPE.name} v{RECIPE.version}",
         "k": config.k,
         "size": RECIPE.size,

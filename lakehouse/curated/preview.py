@@ -10,15 +10,16 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from lakehouse.curated.augment import RECIPE
-from lakehouse.curated.views import TENSORS_TABLE, VIEW_KEY, read_views, view_pixels
+from lakehouse.curated.views import VIEW_KEY, read_views, view_pixels
 from lakehouse.lake import LakeResource
+from lakehouse.lake.tables import AUGMENTED_TENSORS
 
 
 def augmentation_grid(lake: LakeResource, n: int = 6) -> bytes | None:
     """PNG bytes: one row per image (first `n` by sha256), its k views side by side.
     Only those images' pixels are read: the keys pick them."""
     keys = lake.read(
-        TENSORS_TABLE,
+        AUGMENTED_TENSORS,
         columns=VIEW_KEY,
         filters=[("recipe_version", "=", RECIPE.version)],
     )

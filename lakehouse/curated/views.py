@@ -18,7 +18,6 @@ from lakehouse.curated.augment import RECIPE, tensors_from_arrow
 from lakehouse.lake import LakeResource
 from lakehouse.lake.tables import AUGMENTED_TENSORS
 
-TENSORS_TABLE = AUGMENTED_TENSORS
 VIEW_KEY = ["sha256", "aug_index"]
 VIEW_COLUMNS = [*VIEW_KEY, "tensor", "shape"]
 VIEWS_PER_BATCH = 1024  # about 28 MB of pixels; allocators keep a few copies' worth
@@ -45,7 +44,7 @@ def view_batches(
     files = [("sha256", ">=", shas.min()), ("sha256", "<=", shas.max())]
     pending: list[pl.DataFrame] = []
     held = 0
-    for rows in lake.scan(TENSORS_TABLE, VIEW_COLUMNS, predicate, per_batch, files):
+    for rows in lake.scan(AUGMENTED_TENSORS, VIEW_COLUMNS, predicate, per_batch, files):
         pending.append(rows.join(wanted, on=VIEW_KEY, how="semi"))
         held += pending[-1].height
         while held >= per_batch:
@@ -89,6 +88,6 @@ def fill_views(lake: LakeResource, views: pl.DataFrame) -> torch.Tensor:
         filled += hits.height
     if filled != views.height:
         raise RuntimeError(
-            f"{views.height - filled} of {views.height} views are not in {TENSORS_TABLE}"
+            f"{views.height - filled} of {views.height} views are not in {AUGMENTED_TENSORS}"
         )
     return pixels

@@ -15,7 +15,6 @@ from pydantic import Field
 from lakehouse.curated.augment import RECIPE
 from lakehouse.curated.logic import photo_images
 from lakehouse.curated.views import (
-    TENSORS_TABLE,
     VIEW_KEY,
     VIEWS_PER_BATCH,
     fill_views,
@@ -26,6 +25,7 @@ from lakehouse.graph.defaults import GPU, layer_defaults
 from lakehouse.lake import LakeResource, commit_info_for, incremental, table_metadata
 from lakehouse.lake.digests import digest_strings, frame_digest, hash_bucket, sha256_hex
 from lakehouse.lake.tables import (
+    AUGMENTED_TENSORS,
     IMAGES,
     PHOTO_CLASSES,
     RAW_PHOTO_LABELS,
@@ -133,7 +133,7 @@ def training_views(lake: LakeResource, labelled: pl.DataFrame) -> pl.DataFrame:
     """Every view of the training photos, only the plain view of held-out ones: their keys
     and labels, not their pixels (enough to know the inputs)."""
     views = lake.read(
-        TENSORS_TABLE, columns=VIEW_KEY, filters=[("recipe_version", "=", RECIPE.version)]
+        AUGMENTED_TENSORS, columns=VIEW_KEY, filters=[("recipe_version", "=", RECIPE.version)]
     )
     return (
         labelled.join(views, on="sha256")

@@ -6,13 +6,11 @@ import polars as pl
 from lakehouse.failpoints import failpoint
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.lake import LakeResource, commit_info_for, table_metadata
-from lakehouse.lake.tables import TRAINING_SET
+from lakehouse.lake.tables import POPULARITY_MODEL, TRAINING_SET
 from lakehouse.models.popularity import evaluate
 from lakehouse.models.registry import POPULARITY_METRICS, POPULARITY_MODELS
 
 POPULARITY_CODE_VERSION = "1"
-MODEL_TABLE = POPULARITY_MODELS.table
-METRICS = POPULARITY_METRICS
 
 
 def training_rows_at(lake: LakeResource, version: int) -> pl.DataFrame:
@@ -64,7 +62,7 @@ def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> d
         return dg.MaterializeResult(
             data_version=dg.DataVersion(f"untrained-training-set-v{version}"),
             metadata={
-                **table_metadata(lake, MODEL_TABLE, models.height, 0),
+                **table_metadata(lake, POPULARITY_MODEL, models.height, 0),
                 "trained": False,
                 "reason": reason,
             },
@@ -78,9 +76,9 @@ def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> d
     return dg.MaterializeResult(
         data_version=dg.DataVersion(str(row["weights_key"]).rsplit("/", 1)[1]),
         metadata={
-            **table_metadata(lake, MODEL_TABLE, models.height + trained, trained),
+            **table_metadata(lake, POPULARITY_MODEL, models.height + trained, trained),
             "weights": dg.MetadataValue.path(str(row["weights_key"])),
             "training_set_version": version,
-            **{metric: float(row[metric]) for metric in METRICS},
+            **{metric: float(row[metric]) for metric in POPULARITY_METRICS},
         },
     )
