@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import dagster as dg
@@ -45,16 +46,22 @@ class MetadataDbResource(dg.ConfigurableResource):
         finally:
             engine.dispose()
 
-    def write_labels(self, rows: list[dict[str, object]]) -> None:
-        """Replace the labels of these photos in one transaction (all or nothing).
+    def write_labels(
+        self, rows: list[dict[str, object]], unlabel: Collection[int] = ()
+    ) -> list[int]:
+        """Replace the labels of these photos and drop the imported labels (those with a
+        `labeled_by`) of the `unlabel` photos, in one transaction (all or nothing).
 
         `rows` have the contract's columns plus `labeled_by`; the column is added
         to photo_labels first if the table lacks it. `labeled_at` goes in as ISO
         8601 text with its offset, which both SQLite (as the synthetic world
-        stores it) and Postgres (`timestamptz`) take.
+        stores it) and Postgres (`timestamptz`) take. Labels without `labeled_by`
+        came from elsewhere and are kept for the `unlabel` photos. Returns the photos
+        whose imported label was dropped.
         """
-        if not rows:
-            return
+        if not rows and not unlabel:
+            return []
+        removed: list[int] = []
         engine = self._engine()
         try:
             with engine.begin() as connection:
@@ -63,10 +70,28 @@ class MetadataDbResource(dg.ConfigurableResource):
                     connection.execute(
                         sa.text(f"ALTER TABLE {LABELS_TABLE} ADD COLUMN {LABELED_BY} TEXT")
                     )
-                table = sa.table(LABELS_TABLE, *(sa.column(name) for name in rows[0]))
-                photo_ids = [row["photo_id"] for row in rows]
-                connection.execute(table.delete().where(table.c.photo_id.in_(photo_ids)))
-                connection.execute(table.insert(), rows)
+                table = sa.table(
+                    LABELS_TABLE,
+                    sa.column("photo_id"),
+                    sa.column(LABELED_BY),
+                    *(
+                        sa.column(name)
+                        for name in (rows[0] if rows else ())
+                        if name not in ("photo_id", LABELED_BY)
+                    ),
+                )
+                if unlabel:
+                    imported = sa.and_(
+                        table.c.photo_id.in_(list(unlabel)), table.c[LABELED_BY].is_not(None)
+                    )
+                    found = connection.execute(sa.select(table.c.photo_id).where(imported))
+                    removed = sorted({row[0] for row in found})
+                    connection.execute(table.delete().where(imported))
+                if rows:
+                    photo_ids = [row["photo_id"] for row in rows]
+                    connection.execute(table.delete().where(table.c.photo_id.in_(photo_ids)))
+                    connection.execute(table.insert(), rows)
+            return removed
         except sa.exc.SQLAlchemyError as exc:
             raise SettingError(
                 f"{METADATA_DB_VAR}={self.safe_url()!r}: cannot write {LABELS_TABLE} "
