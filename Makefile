@@ -22,7 +22,7 @@ CPU_WORKER_CONCURRENCY ?= 2
 LAKEHOUSE_MAX_CONCURRENT_RUNS ?= 4
 
 .PHONY: demo test ui install instance materialize lint clean workers worker-cpu worker-gpu \
-	daemon servers bench feast-venv
+	daemon servers bench feast-venv label-studio label-studio-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,7 +55,7 @@ materialize: instance
 	$(BIN)/dagster asset materialize -m lakehouse.definitions --select '*' \
 		--partition-range "$$($(BIN)/lakehouse log-range)" $(if $(EXECUTION),--config-json '$(EXECUTION)')
 
-test: install servers
+test: install servers label-studio-venv
 	$(BIN)/python -m pytest lakehouse_tests
 
 ## servers: the Redis server the Celery tests start on loopback (Postgres is on the machine)
@@ -89,6 +89,33 @@ bench: install
 feast-venv:
 	test -x .venv-feast/bin/python || $(PYTHON) -m venv .venv-feast
 	.venv-feast/bin/pip install --quiet feast==0.67.0
+
+## label-studio-venv: Label Studio 1.23.2 in a venv of its own (its Django pins clash with
+## ours), and an empty data directory with its database migrated once (the migrations take
+## about 40 s; tests and `make label-studio` start from a copy of it)
+LABEL_STUDIO_VENV := .venv-label-studio
+LABEL_STUDIO_TEMPLATE := $(LABEL_STUDIO_VENV)/template-data
+LABEL_STUDIO_DATA ?= $(CURDIR)/data/label-studio
+LABEL_STUDIO_PORT ?= 8080
+LABEL_STUDIO_DOCUMENT_ROOT ?= $(abspath $(or $(LAKEHOUSE_SOURCES),data/sources))
+LABEL_STUDIO_QUIET := LABEL_STUDIO_LATEST_VERSION_CHECK=false LABEL_STUDIO_COLLECT_ANALYTICS=false
+$(LABEL_STUDIO_VENV)/.installed:
+	test -x $(LABEL_STUDIO_VENV)/bin/python || $(PYTHON) -m venv $(LABEL_STUDIO_VENV)
+	$(LABEL_STUDIO_VENV)/bin/pip install --quiet label-studio==1.23.2
+	rm -rf $(LABEL_STUDIO_TEMPLATE)
+	$(LABEL_STUDIO_QUIET) $(LABEL_STUDIO_VENV)/bin/label-studio version --data-dir $(LABEL_STUDIO_TEMPLATE) >/dev/null
+	touch $@
+label-studio-venv: $(LABEL_STUDIO_VENV)/.installed
+
+## label-studio: Label Studio on http://127.0.0.1:8080 (LABEL_STUDIO_PORT), its data in
+## data/label-studio, photos served from the sources directory as local files; sign up in
+## the browser, or set LABEL_STUDIO_USERNAME and LABEL_STUDIO_PASSWORD for the first user
+label-studio: label-studio-venv
+	test -d $(LABEL_STUDIO_DATA) || cp -r $(LABEL_STUDIO_TEMPLATE) $(LABEL_STUDIO_DATA)
+	$(LABEL_STUDIO_QUIET) LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \
+	LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=$(LABEL_STUDIO_DOCUMENT_ROOT) \
+	$(LABEL_STUDIO_VENV)/bin/label-studio start --data-dir $(LABEL_STUDIO_DATA) \
+		--internal-host 127.0.0.1 -p $(LABEL_STUDIO_PORT) --no-browser
 
 ui: instance
 	$(BIN)/dagster dev -m lakehouse.definitions -h 127.0.0.1
