@@ -9,12 +9,16 @@ logs (stdout, stderr, step errors), the Dagster
 instance directory (run and event storage, compute logs), the lake, or what the
 webserver answers over GraphQL. That user SQL stays read-only is proven in
 test_query.py (test_the_guard_refuses_everything_but_a_read and the shell test).
+The Label Studio API token: a server that echoes it back gets it into no error text
+here; test_clients_studio.py checks the live round trip's output, database and lake.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,3 +208,52 @@ def test_secrets_appear_in_no_log_record_metadata_lake_or_ui(
     assert leaks(text) == [], "GraphQL answers"
     assert leaks(log.read_bytes()) == [], "webserver log"
     record("secret", f"UI GraphQL: {len(runs)} runs, events, assets, resources", "no sentinel")
+
+
+LABEL_STUDIO_TOKEN = "ls-sentinel-7d3a90"
+
+
+class EchoingStudio(http.server.BaseHTTPRequestHandler):
+    """A hostile Label Studio: it refuses every request, quoting the headers and body."""
+
+    def do_GET(self) -> None:
+        status = 401 if self.path.startswith("/api/users") else 500
+        sent = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        body = json.dumps({"detail": f"denied {dict(self.headers)} {sent}"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("token", [LABEL_STUDIO_TOKEN, f"eyJ{LABEL_STUDIO_TOKEN}.a.b"])
+def test_the_label_studio_token_appears_in_no_error_or_repr(
+    token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that echoes the token back: our errors still do not carry it (the live
+    round trip in test_clients_studio.py checks output, metadata DB and lake too)."""
+    from lakehouse.labels.studio_api import StudioClient, StudioError
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EchoingStudio)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("LABEL_STUDIO_URL", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
+        client = StudioClient.from_environment()
+        assert token not in repr(client)
+        for call in (client.users, lambda: client.project("p")):
+            with pytest.raises(StudioError) as raised:
+                call()
+            message = str(raised.value)
+            assert message.startswith("Label Studio at http://127.0.0.1:") and "\n" not in message
+            assert "denied" in message, "the server's answer is quoted"
+            assert "sentinel" not in message, "no part of the token, even cut short"
+            assert raised.value.__suppress_context__, "no chained HTTP error in a traceback"
+    finally:
+        server.shutdown()
+        server.server_close()

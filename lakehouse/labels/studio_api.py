@@ -138,7 +138,7 @@ class StudioClient:
             ) as answer:
                 return answer.read().decode()
         except HTTPError as exc:
-            detail = _detail(exc)
+            detail = _detail(exc, self.token)
             if exc.code in (401, 403):
                 raise self.error(
                     f"refused the token in {TOKEN_VAR} ({exc.code}: {detail}); "
@@ -176,8 +176,9 @@ class StudioClient:
             with urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
                 return json.loads(answer.read())["access"]
         except HTTPError as exc:
+            detail = _detail(exc, self.token)
             raise self.error(
-                f"refused the personal access token in {TOKEN_VAR} ({exc.code}: {_detail(exc)})"
+                f"refused the personal access token in {TOKEN_VAR} ({exc.code}: {detail})"
             ) from None
         except (URLError, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -229,8 +230,9 @@ def config_difference(found: str) -> str:
     return "; ".join(parts)
 
 
-def _detail(exc: HTTPError) -> str:
-    """The short reason of a refusal: the `detail` of Label Studio's JSON error, else text."""
+def _detail(exc: HTTPError, token: str) -> str:
+    """The short reason of a refusal: the `detail` of Label Studio's JSON error, else its
+    text; the token is scrubbed before it is cut short (no prefix of it survives)."""
     try:
         body = exc.read().decode(errors="replace")
     except OSError:
@@ -238,8 +240,7 @@ def _detail(exc: HTTPError) -> str:
     try:
         answer = json.loads(body)
     except json.JSONDecodeError:
-        return " ".join(body.split())[:ANSWER_SHOWN]
+        answer = body
     if isinstance(answer, dict):
-        detail = answer.get("detail") or answer.get("validation_errors") or answer
-        return " ".join(str(detail).split())[:ANSWER_SHOWN]
-    return " ".join(str(answer).split())[:ANSWER_SHOWN]
+        answer = answer.get("detail") or answer.get("validation_errors") or answer
+    return " ".join(str(answer).replace(token, "***").split())[:ANSWER_SHOWN]
