@@ -29,7 +29,12 @@ from deltalake import DeltaTable
 from lakehouse.cli.main import main
 from lakehouse.demo.world import generate_world
 from lakehouse.labels.studio import label_config
-from lakehouse.labels.studio_api import DEFAULT_PROJECT, config_difference
+from lakehouse.labels.studio_api import (
+    DEFAULT_PROJECT,
+    StudioClient,
+    StudioError,
+    config_difference,
+)
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 from lakehouse_tests.conftest import RAW_LAYER, Lakehouse
 from lakehouse_tests.servers.label_studio import ADMIN, Studio, label_studio
@@ -370,3 +375,17 @@ def test_other_export_formats_and_controls(
     assert "ignored 1 answer(s) of a control we do not read: comment (textarea)" in printed
     assert "ignored 1 answer(s) of a control we do not read: quality (rating)" in printed
     assert labels(copy)[photo["photo_id"]]["labeled_by"] == ADMIN
+
+
+def test_a_personal_access_token_opens_it_too(
+    live: Live, copy: Lakehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tokens users copy from Label Studio 1.23 are personal access tokens (JWT
+    refresh tokens): the client trades one for an access token."""
+    personal = live.studio.call("POST", "/api/token/")["token"]
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", personal)
+    client = StudioClient.from_environment()
+    assert client.users()[1] == ADMIN
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", personal[:-4] + "AAAA")
+    with pytest.raises(StudioError, match="refused the personal access token"):
+        StudioClient.from_environment().users()

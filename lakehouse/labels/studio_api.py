@@ -167,7 +167,7 @@ class StudioClient:
     def _refresh(self) -> str:
         """Exchange a personal access token (a JWT refresh token) for an access token."""
         request = Request(
-            self.url + "/api/token/refresh",
+            self.url + "/api/token/refresh/",
             data=json.dumps({"refresh": self.token}).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
