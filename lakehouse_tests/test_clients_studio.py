@@ -389,3 +389,75 @@ def test_a_personal_access_token_opens_it_too(
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", personal[:-4] + "AAAA")
     with pytest.raises(StudioError, match="refused the personal access token"):
         StudioClient.from_environment().users()
+
+
+def file_export(tasks: dict[int, list[tuple[int, str, str]]]) -> str:
+    """A JSON export by file: per photo, (user id, content, style) answers."""
+    return json.dumps(
+        [
+            {
+                "id": photo_id,
+                "data": {"photo_id": photo_id},
+                "annotations": [
+                    {
+                        "id": 100 * photo_id + number,
+                        "completed_by": who,
+                        "result": [
+                            {
+                                "from_name": "content",
+                                "to_name": "image",
+                                "type": "choices",
+                                "value": {"choices": [content]},
+                            },
+                            {
+                                "from_name": "style",
+                                "to_name": "image",
+                                "type": "choices",
+                                "value": {"choices": [style]},
+                            },
+                        ],  # fmt: skip
+                        "was_cancelled": False,
+                        "created_at": f"2026-11-20T10:0{number}:00Z",
+                        "updated_at": f"2026-11-20T10:0{number}:00Z",
+                    }
+                    for number, (who, content, style) in enumerate(answers)
+                ],
+            }
+            for photo_id, answers in tasks.items()
+        ]
+    )
+
+
+def test_a_later_tie_in_a_file_export_unlabels_only_what_label_studio_gave(
+    lakehouse: Lakehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd
+) -> None:
+    """No server: the same rule for `labels import`. A photo labelled by another source
+    (no `labeled_by`) keeps its label through a tie; one labelled by an import loses it."""
+    monkeypatch.setenv("LAKEHOUSE_METADATA_DB", lakehouse.db_url)
+    before = labels(lakehouse)
+    other = min(before)  # the world's label, from another source
+    engine = sa.create_engine(lakehouse.db_url)
+    with engine.connect() as connection:
+        photos = [row[0] for row in connection.execute(sa.text("SELECT photo_id FROM photos"))]
+    engine.dispose()
+    fresh = min(set(photos) - set(before))
+    path = tmp_path / "export.json"
+    agree = [(1, "circle", "gray"), (2, "circle", "gray")]
+    split = [(1, "circle", "gray"), (2, "square", "gray")]
+
+    path.write_text(file_export({fresh: agree, other: split}))
+    assert main(["labels", "import", str(path)]) == 0
+    out, err = capfd.readouterr()
+    assert f"labelled 1 photos: {fresh}" in out and "removed" not in out
+    assert "reading the export: 2 tasks" in err, "the progress line"
+    assert labels(lakehouse)[other] == {**before[other], "labeled_by": None}
+    assert labels(lakehouse)[fresh]["labeled_by"] == "user-1,user-2"
+
+    path.write_text(file_export({fresh: [*agree, (3, "square", "gray"), (4, "square", "gray")]}))
+    assert main(["labels", "import", str(path)]) == 0
+    assert f"Label Studio label removed: photos {fresh}" in capfd.readouterr().out
+    after = labels(lakehouse)
+    assert fresh not in after
+    assert {k: {**v, "labeled_by": None} for k, v in after.items()} == {
+        k: {**v, "labeled_by": None} for k, v in before.items()
+    }, "every other label as it was"
