@@ -133,7 +133,9 @@ def push_tasks(
     """Create the project (or give it our config), connect the photo store as a Local
     Files storage (local sources), and send the `n` most uncertain photos not yet in the
     project as tasks with the classifier's answers as predictions."""
-    if lake.version(LABEL_QUEUE) is None:  # the lake is checked before the server is touched
+    if n < 1:  # everything we can check is checked before the server is touched
+        raise ValueError(f"--n must be at least 1, not {n}")
+    if lake.version(LABEL_QUEUE) is None:
         raise LookupError(f"no label_queue under {lake.root}: materialize it first")
     project, state = client.ensure_project(title, label_config())
     project_id = int(project["id"])
