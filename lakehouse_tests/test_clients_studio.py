@@ -200,6 +200,7 @@ def test_push_and_pull_follow_the_annotators_last_word(
     answer(studio, task_of[conflict], ann, "square", "blurred")
     answer(studio, task_of[conflict], bob, "triangle", "blurred")
     third = answer(studio, task_of[conflict], admin, "square", "blurred")
+    assert (agreed[0]["completed_by"], third["completed_by"]) == (ann, admin), "posted as them"
     answer(studio, task_of[tie], ann, "stripes", "high_contrast")
     answer(studio, task_of[tie], bob, "circle", "high_contrast")
     answer(studio, task_of[skip], ann, "circle", "gray", was_cancelled=True)
@@ -235,7 +236,6 @@ def test_push_and_pull_follow_the_annotators_last_word(
     carol = user(studio, "carol@example.com")
     answer(studio, task_of[conflict], carol, "triangle", "blurred")
     studio.call("DELETE", f"/api/annotations/{only['id']}/")
-    assert third["completed_by"] == admin
     printed = run("labels", "pull")
     assert f"labelled 1 photos: {agree}" in printed
     removed = sorted([conflict, deleted])
