@@ -220,7 +220,7 @@ class Bench:
         self.facts["world generation"] = f"{seconds:.1f} s"
 
     def ingest(self) -> None:
-        log("ingest: raw_objects vs xargs -P2 sha256sum")
+        log("ingest: raw_objects vs xargs -P2 -n 256 sha256sum")
         self.add(ingest.compare(self.work / "ingest", self.sources, self.scale.repeats))
 
     def augment(self) -> None:
