@@ -182,11 +182,17 @@ def augmented_tensors(
             images_per_commit=config.images_per_commit,
         )
 
-    computed = 0
+    computed, before = 0, lake.version(AUGMENTED_TENSORS)
     with Progress("augmented_tensors", todo.height, context.log.info, unit="images") as progress:
         for rows in work.apply(lake, augment, commit_info=info):
             computed += rows.height
             progress.advance(rows.height // config.k)
+    # one file per commit: after many, merge them and checkpoint the log for readers
+    compacted = lake.compact(
+        AUGMENTED_TENSORS, commit_info=info, since=-1 if before is None else before
+    )
+    if compacted["files_removed"]:
+        context.log.info(f"augmented_tensors compacted: {compacted}")
     metadata = {
         **table_metadata(lake, AUGMENTED_TENSORS, wanted.height, computed),
         "recipe": f"{RECIPE.name} v{RECIPE.version}",
