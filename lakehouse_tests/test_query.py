@@ -404,23 +404,31 @@ def test_parquet_views_hold_delta_scans_rows_for_every_table_and_version(lake_co
     for table in lake.table_names():
         for version in range(lake.version(table) + 1):  # type: ignore[operator]
             delta = lake.open(table, version)
-            select = parquet_snapshot_sql(delta, lake.table_uri(table))  # type: ignore[arg-type]
-            if select is None:  # no data files at this version: delta_scan answers
-                assert delta.get_add_actions().num_rows == 0  # type: ignore[union-attr]
+            if delta.get_add_actions().num_rows == 0:  # type: ignore[union-attr]
+                # no data files at this version: delta_scan answers
+                assert parquet_snapshot_sql(delta, lake.table_uri(table)) is None  # type: ignore[arg-type]
                 continue
-            fast = f"_fast_{table.strip('_')}_{version}"
-            conn.execute(f"CREATE VIEW {fast} AS {select}")
             reference = delta_reference(conn, lake, table, version)
-            assert conn.table(fast).columns == conn.table(reference).columns, table
-            assert conn.table(fast).types == conn.table(reference).types, table
-            assert same_rows(conn, fast, reference), f"{table} v{version}"
-            compared += 1
-    assert compared >= len(lake.table_names()) + 3
+            for hive in (True, False):  # one scan over name=value folders; constants per group
+                select = parquet_snapshot_sql(delta, lake.table_uri(table), hive=hive)  # type: ignore[arg-type]
+                fast = f"_fast_{table.strip('_')}_{version}_{hive}"
+                conn.execute(f"CREATE VIEW {fast} AS {select}")
+                assert conn.table(fast).columns == conn.table(reference).columns, table
+                assert conn.table(fast).types == conn.table(reference).types, table
+                assert same_rows(conn, fast, reference), f"{table} v{version} hive={hive}"
+                compared += 1
+    assert compared >= 2 * (len(lake.table_names()) + 3)
     assert lake.version("raw_users") >= 3 and lake.version("raw_events") >= 1
-    # raw_events is partitioned by day: its view holds one constant `day` per file group
+    # raw_events is partitioned by day: one scan taking `day` from its folders, or one
+    # constant `day` per file group
+    events_table = lake.open("raw_events")
+    assert "hive_partitioning = true" in parquet_snapshot_sql(
+        events_table, lake.table_uri("raw_events")
+    )  # type: ignore[arg-type,operator]
     assert "CAST('2026-10-02' AS VARCHAR) AS \"day\"" in parquet_snapshot_sql(
-        lake.open("raw_events"),  # type: ignore[arg-type]
+        events_table,  # type: ignore[arg-type]
         lake.table_uri("raw_events"),
+        hive=False,
     )
 
 

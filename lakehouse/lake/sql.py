@@ -94,15 +94,18 @@ def sql_name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def parquet_snapshot_sql(table: DeltaTable, table_uri: str) -> str | None:
+def parquet_snapshot_sql(table: DeltaTable, table_uri: str, *, hive: bool = True) -> str | None:
     """A SELECT over one Delta snapshot's data files with DuckDB's Parquet reader, or None
     where only a Delta reader gives the right rows.
 
     The snapshot's file list and partition values come from the Delta log (the
-    `DeltaTable` already read it); partition columns become constants per group of
-    files, so a filter on them drops whole groups, and a filter on a data column
-    uses the Parquet files' own statistics. Only plain tables qualify: reader
-    protocol 1 (no deletion vectors, no column mapping: those need reader 2 or 3).
+    `DeltaTable` already read it). Where every file sits in `name=value` folders that
+    match its partition values in the log (deltalake writes them so), one Parquet scan
+    reads them all and takes the partition columns from the folders (`hive`; a filter
+    on them skips files); otherwise each group of files gets its partition values as
+    typed constants, in a UNION ALL. A filter on a data column uses the files' own
+    statistics either way. Only plain tables qualify: reader protocol 1 (no deletion
+    vectors, no column mapping: those need reader 2 or 3).
     """
     protocol = table.protocol()
     mapping = table.metadata().configuration.get("delta.columnMapping.mode", "none")
@@ -123,6 +126,21 @@ def parquet_snapshot_sql(table: DeltaTable, table_uri: str) -> str | None:
         paths, zip(*values, strict=True) if partitions else [()] * len(paths), strict=True
     ):
         groups.setdefault(tuple(key), []).append(path)
+    if (
+        hive
+        and partitions
+        and all(hive_path(path, partitions, key) for key, files in groups.items() for path in files)
+    ):
+        hive_types = ", ".join(
+            f"{sql_literal(name)}: {sql_literal(DELTA_TO_DUCKDB[types[name]])}"
+            for name in partitions
+        )
+        listing = ", ".join(sql_literal(file) for file in paths)
+        columns = ", ".join(sql_name(f.name) for f in fields)
+        return (
+            f"SELECT {columns} FROM read_parquet([{listing}], union_by_name = true, "  # noqa: S608
+            f"hive_partitioning = true, hive_types = {{{hive_types}}})"
+        )
     selects = []
     for key, files in sorted(groups.items(), key=lambda item: str(item[0])):
         constants = dict(zip(partitions, key, strict=True))
@@ -137,6 +155,14 @@ def parquet_snapshot_sql(table: DeltaTable, table_uri: str) -> str | None:
             f"SELECT {', '.join(columns)} FROM read_parquet([{listing}], union_by_name = true)"  # noqa: S608
         )
     return "\nUNION ALL\n".join(selects)
+
+
+def hive_path(path: str, partitions: list[str], values: tuple[object, ...]) -> bool:
+    """Whether `path` names each partition value the log gives, as `name=value` folders."""
+    folders = path.split("/")[-1 - len(partitions) : -1]
+    return None not in values and folders == [
+        f"{name}={value}" for name, value in zip(partitions, values, strict=True)
+    ]
 
 
 def constant_column(name: str, value: object, delta_type: str) -> str:
