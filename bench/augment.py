@@ -4,12 +4,15 @@ Target: ours/peer in images/s >= 1.0.
 
     .venv/bin/python -m bench.augment [--images N] [--workers W] [--repeats R] [--keep DIR]
 
-Ours is the `augmented_tensors` asset's compute path minus the Delta write:
-read by key from the object store, decode (EXIF, modes, bomb guard), k=4 seeded
-views, Arrow rows. The peer is the textbook loader: a Dataset that opens each
-file with PIL, converts to an RGB tensor and applies the same `RECIPE.plain()`
-and 3x `RECIPE.random()`, no seeding. Both use W spawned workers and 64 images
-a batch; each side runs R times, alternating, and the best time counts.
+Ours is the `augmented_tensors` asset's path end to end, Delta writes included:
+read by key from the object store, decode (EXIF, modes, bomb guard), k=4 views
+seeded per (sha256, aug_index, recipe version), Arrow rows, one Delta merge per
+256 images into a fresh table. The peer is the fastest idiomatic torchvision
+loader: a Dataset that opens each file with PIL, applies the same recipe as
+torchvision v2 transforms to the PIL image (`RECIPE.torchvision()`: the plain
+resize and 3 random views, no seeding) and `pil_to_tensor` at the end; it writes
+nothing. Both use W spawned workers; each side runs R times, alternating, and
+the best time counts.
 """
 
 from __future__ import annotations
@@ -18,20 +21,24 @@ import argparse
 import hashlib
 import math
 import resource
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch.utils.data import DataLoader
+from typing import TYPE_CHECKING
 
 from bench.common import Result, run_in_workdir
-from bench.peer_loader import K, PeerImages
-from lakehouse.curated.augment import RECIPE, augmented_batches
 from lakehouse.curated.decode import DecodeError, decode_image
-from lakehouse.demo.world import generate_world
-from lakehouse.resources import ObjectStoreResource
+from lakehouse.curated.recipe import RECIPE
+
+if TYPE_CHECKING:
+    from lakehouse.resources import ObjectStoreResource
+
+# Spawned workers import the parent's main module (`python -m bench.augment`): torch,
+# polars, Dagster and the lake are imported where used, so neither side's workers pay
+# for them here (started from `python -m bench` they import nothing of it anyway).
+K = 4
 
 BATCH = 64
 PHOTO_PREFIX = "photos/"
@@ -73,6 +80,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_sources(work: Path, images: int) -> Path:
+    from lakehouse.demo.world import generate_world
+
     sources = work / "sources"
     sources.mkdir(parents=True, exist_ok=True)
     generate_world(sources, f"sqlite:///{sources}/metadata.db", photos=images, users=20, days=3)
@@ -115,15 +124,27 @@ def timed(batches: Iterable[int], images: int) -> Timing:
 
 
 def ours(store_uri: str, items: list[tuple[str, str]], workers: int) -> Iterable[int]:
-    for rows, failed in augmented_batches(store_uri, items, k=K, recipe=RECIPE, workers=workers):
-        if failed:
-            raise RuntimeError(f"unexpected decode failures: {failed}")
-        if rows.height % K:
-            raise RuntimeError(f"{rows.height} rows is not a multiple of k={K}")
-        yield rows.height // K
+    """The asset's batches, each merged into a fresh `augmented_tensors` table."""
+    from lakehouse.curated.augment import commit_batches
+    from lakehouse.lake import LakeResource
+    from lakehouse.lake.tables import AUGMENTED_TENSORS
+
+    with tempfile.TemporaryDirectory(prefix="bench-augment-") as root:
+        lake = LakeResource(root=root)
+        for rows in commit_batches(store_uri, items, k=K, recipe=RECIPE, workers=workers):
+            if rows.height % K:
+                raise RuntimeError(f"{rows.height} rows is not a multiple of k={K}")
+            lake.upsert(AUGMENTED_TENSORS, rows, commit_info={"bench": "augment"})
+            yield rows.height // K
+        if lake.row_count(AUGMENTED_TENSORS) != len(items) * K:
+            raise RuntimeError("the table does not hold every view")
 
 
 def peer(paths: list[str], workers: int) -> Iterable[int]:
+    from torch.utils.data import DataLoader
+
+    from bench.peer_loader import PeerImages
+
     loader = DataLoader(
         PeerImages(paths),
         batch_size=BATCH,
@@ -165,6 +186,8 @@ def print_report(best: dict[str, Timing]) -> None:
 
 def compare(sources: Path, images: int, workers: int, repeats: int) -> Result:
     """The augmentation comparison on the first `images` good photos of a world."""
+    from lakehouse.resources import ObjectStoreResource
+
     items = good_items(ObjectStoreResource(uri=str(sources)))[0][:images]
     paths = [str(sources / key) for _, key in items]
     best = best_of(
@@ -175,7 +198,8 @@ def compare(sources: Path, images: int, workers: int, repeats: int) -> Result:
         repeats,
     )
     return Result.of(
-        f"augment {len(items)} images x{K}, {workers} workers: ours vs plain DataLoader",
+        f"augment {len(items)} images x{K}, {workers} workers: ours (Delta writes included) "
+        "vs torchvision on PIL in a DataLoader",
         best["ours"].images_per_s,
         best["peer"].images_per_s,
         "images/s",
@@ -185,6 +209,10 @@ def compare(sources: Path, images: int, workers: int, repeats: int) -> Result:
 
 
 def run(work: Path, args: argparse.Namespace) -> None:
+    import torch
+
+    from lakehouse.resources import ObjectStoreResource
+
     start = time.perf_counter()
     sources = make_sources(work, args.images)
     store = ObjectStoreResource(uri=str(sources))

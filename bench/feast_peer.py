@@ -1,20 +1,27 @@
 """Point-in-time author activity through Feast's offline store, run in Feast's own venv.
 
-    .venv-feast/bin/python bench/feast_peer.py WORKDIR LOGIN_WINDOW_US LIKES_WINDOW_US
+    .venv-feast/bin/python bench/feast_peer.py WORKDIR LOGIN_WINDOW_US LIKES_WINDOW_US [RUNS]
 
 Feast 0.67 pins other versions of our libraries, so it lives in a separate venv
 (`make feast-venv`) and this script imports only Feast, pandas and pyarrow.
 WORKDIR holds photos.parquet (photo_id, user_id, posted_at) and events.parquet
 (ts, user_id, event, photo_id); it gets features.parquet (photo_id,
-author_logins_24h, author_likes_7d) and seconds.txt.
+author_logins_24h, author_likes_7d) of the photos Feast answered for,
+dropped.parquet (photo_id) of those it dropped, and seconds.txt.
 
 What a Feast user writes for "events of the author in [posted_at - w,
 posted_at)": a feature view per event kind holding each author's running count
 at each event time, and `get_historical_features` at the window's two ends.
 Feast's as-of join takes rows at or before the entity timestamp, so the ends
 are moved one microsecond earlier to make them strict (log times are whole
-seconds). The timed part starts after reading the inputs and ends with the
-counts: the running counts, their Parquet source, `apply` and the lookup.
+seconds). The running counts, their Parquet source and `apply` are set up
+first, untimed; the timed part is the lookup alone, run RUNS times on the
+warm store (the best counts, as for every other engine).
+
+Feast drops entity rows that share (join keys, event timestamp): two photos by
+one author posted in the same second become one row. Those photos are listed
+in dropped.parquet, so the caller reports them as Feast's error and compares
+counts on the rest.
 """
 
 from __future__ import annotations
@@ -59,11 +66,11 @@ def feature_views(work: Path, counts: dict[str, pd.DataFrame]) -> tuple[Entity, 
 
 def seen_in_window(
     store: FeatureStore, photos: pd.DataFrame, kind: str, width: pd.Timedelta
-) -> pd.Series:
+) -> tuple[pd.Series, set[int]]:
     """Per photo_id: the author's `kind` events in [posted_at - width, posted_at), as the
     difference of two as-of lookups of the running count. One call per feature view:
     Feast 0.67's file store drops an entity row that one of the views has no value for,
-    and here no value means a count of 0."""
+    and here no value means a count of 0. Also the photo_ids Feast returned no row for."""
     probes = pd.concat(
         [
             photos[["photo_id", "user_id"]].assign(
@@ -76,6 +83,7 @@ def seen_in_window(
     found = store.get_historical_features(
         entity_df=probes, features=[f"{kind}_counts:seen"], full_feature_names=True
     ).to_df()
+    dropped = set(photos["photo_id"]) - set(found["photo_id"])
     seen = (
         found.pivot_table(
             index="photo_id", columns="end", values=f"{kind}_counts__seen", aggfunc="first"
@@ -83,13 +91,12 @@ def seen_in_window(
         .reindex(index=photos["photo_id"].unique(), columns=["until", "since"])
         .fillna(0)
     )
-    return seen["until"] - seen["since"]
+    return seen["until"] - seen["since"], dropped
 
 
-def author_activity(
-    work: Path, photos: pd.DataFrame, events: pd.DataFrame, windows: dict[str, pd.Timedelta]
-) -> pd.DataFrame:
-    """Feast's answer: per photo, the author's logins in 24 h and likes received in 7 d."""
+def prepared_store(work: Path, photos: pd.DataFrame, events: pd.DataFrame) -> FeatureStore:
+    """The feature store a Feast user has before asking: running counts as Parquet
+    sources, their feature views applied."""
     received = events[events["event"] == "like"][["photo_id", "ts"]].merge(
         photos[["photo_id", "user_id"]], on="photo_id"
     )
@@ -107,32 +114,49 @@ def author_activity(
         )
     )
     store.apply([author, *views])
+    return store
+
+
+def author_activity(
+    store: FeatureStore, photos: pd.DataFrame, windows: dict[str, pd.Timedelta]
+) -> tuple[pd.DataFrame, set[int]]:
+    """Feast's answer: per photo, the author's logins in 24 h and likes received in 7 d;
+    and the photos it dropped (their rows are left out of the answer)."""
     ids = photos["photo_id"].sort_values()
-    counts = {
-        kind: seen_in_window(store, photos, kind, windows[kind]).reindex(ids) for kind in KINDS
-    }
-    return pd.DataFrame(
+    counts, dropped = {}, set()
+    for kind in KINDS:
+        seen, lost = seen_in_window(store, photos, kind, windows[kind])
+        counts[kind], dropped = seen.reindex(ids), dropped | lost
+    features = pd.DataFrame(
         {
             "photo_id": ids.to_numpy(),
             "author_logins_24h": counts["login"].to_numpy().astype("int64"),
             "author_likes_7d": counts["like"].to_numpy().astype("int64"),
         }
-    ).sort_values("photo_id")
+    )
+    return features[~features["photo_id"].isin(dropped)].sort_values("photo_id"), dropped
 
 
 def main() -> int:
     work, login_us, likes_us = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    runs = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     photos = pd.read_parquet(work / "photos.parquet")
     events = pd.read_parquet(work / "events.parquet")
     windows = {
         "login": pd.Timedelta(microseconds=login_us),
         "like": pd.Timedelta(microseconds=likes_us),
     }
-    start = time.perf_counter()
-    features = author_activity(work, photos, events, windows)
-    seconds = time.perf_counter() - start
+    store = prepared_store(work, photos, events)
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        features, dropped = author_activity(store, photos, windows)
+        best = min(best, time.perf_counter() - start)
     features.to_parquet(work / "features.parquet", index=False)
-    (work / "seconds.txt").write_text(f"{seconds}\n")
+    pd.DataFrame({"photo_id": sorted(dropped)}, dtype="int64").to_parquet(
+        work / "dropped.parquet", index=False
+    )
+    (work / "seconds.txt").write_text(f"{best}\n")
     return 0
 
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 from deltalake import DeltaTable, write_deltalake
 from PIL import Image, ImageFile
-from torchvision.transforms import v2
 
+from bench.peer_loader import torchvision_recipe
 from lakehouse.curated.augment import (
     RECIPE,
     augment,
@@ -28,6 +28,7 @@ from lakehouse.curated.augment import (
     tensors_from_arrow,
 )
 from lakehouse.curated.decode import DecodedImage, DecodeError, decode_image
+from lakehouse.curated.recipe import ViewBatch
 
 pytestmark = pytest.mark.images
 
@@ -301,10 +302,6 @@ def test_header_only_giant_png_is_refused(load_spy: LoadSpy) -> None:
 # --- augmentation ------------------------------------------------------------------
 
 
-def photo_tensor(seed: int) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(noisy_photo(seed)).copy()).permute(2, 0, 1)
-
-
 def test_row_seed_depends_on_sha_index_and_recipe_only() -> None:
     assert row_seed("ab" * 32, 1, "1") == row_seed("ab" * 32, 1, "1")
     seeds = {row_seed(sha, i, v) for sha in ("a", "b") for i in (1, 2) for v in ("1", "2")}
@@ -313,31 +310,47 @@ def test_row_seed_depends_on_sha_index_and_recipe_only() -> None:
 
 
 def test_augment_is_deterministic_for_the_same_image_and_sha() -> None:
-    image = photo_tensor(5)
+    image = noisy_photo(5)
     first = augment(image, "ab" * 32, 4, RECIPE)
-    torch.manual_seed(12345)  # the caller's RNG state must not matter
+    np.random.seed(12345)  # no global random state is used
+    torch.manual_seed(12345)
     second = augment(image, "ab" * 32, 4, RECIPE)
-    assert len(first) == 4
-    for a, b in zip(first, second, strict=True):
-        assert a.dtype == torch.uint8 and a.shape == (3, SIZE, SIZE)
-        assert a.numpy().tobytes() == b.numpy().tobytes()
+    assert first.shape == (4, 3, SIZE, SIZE) and first.dtype == np.uint8
+    assert first.tobytes() == second.tobytes()
 
 
 def test_index_zero_is_the_plain_resize() -> None:
-    image = photo_tensor(6)
+    image = noisy_photo(6)
     views = augment(image, "cd" * 32, 3, RECIPE)
-    assert torch.equal(views[0], v2.Resize((SIZE, SIZE), antialias=True)(image))
-    assert not torch.equal(views[1], views[0])
-    assert not torch.equal(views[2], views[1])
+    plain = np.asarray(image.resize((SIZE, SIZE), Image.Resampling.BILINEAR)).transpose(2, 0, 1)
+    assert np.array_equal(views[0], plain)
+    assert not np.array_equal(views[1], views[0])
+    assert not np.array_equal(views[2], views[1])
+
+
+def test_index_zero_matches_torchvision_resize_of_the_pil_image() -> None:
+    image = noisy_photo(6)
+    plain, _ = torchvision_recipe()
+    expected = np.asarray(plain(image)).transpose(2, 0, 1)
+    assert np.array_equal(augment(image, "cd" * 32, 1, RECIPE)[0], expected)
 
 
 def test_different_sha_gives_different_views() -> None:
-    image = photo_tensor(7)
+    image = noisy_photo(7)
     one = augment(image, "01" * 32, 3, RECIPE)
     other = augment(image, "02" * 32, 3, RECIPE)
-    assert torch.equal(one[0], other[0])  # the plain view has no randomness
-    assert not torch.equal(one[1], other[1])
-    assert not torch.equal(one[2], other[2])
+    assert np.array_equal(one[0], other[0])  # the plain view has no randomness
+    assert not np.array_equal(one[1], other[1])
+    assert not np.array_equal(one[2], other[2])
+
+
+def test_views_stay_close_to_the_image() -> None:
+    """A random view is a crop of at least 70 % of the area, turned at most 10 degrees and
+    lit within 10 %: a flat grey photo stays grey away from the rotated corners."""
+    grey = Image.new("RGB", (120, 80), (128, 128, 128))
+    views = augment(grey, "ef" * 32, 4, RECIPE)
+    centre = views[:, :, SIZE // 4 : 3 * SIZE // 4, SIZE // 4 : 3 * SIZE // 4]
+    assert np.all(np.abs(centre.astype(int) - 128) <= 128 * 0.1 + 2)
 
 
 @pytest.fixture(scope="module")
@@ -356,11 +369,11 @@ def photo_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[tup
 
 
 def collect_views(
-    store_uri: str, items: list[tuple[str, str]], workers: int
+    store_uri: str, items: list[tuple[str, str]], workers: int, per_batch: int = 2
 ) -> tuple[dict[tuple[str, int], bytes], list[tuple[str, str]]]:
     views, failures = {}, []
     batches = augmented_batches(
-        store_uri, items, k=3, recipe=RECIPE, workers=workers, images_per_batch=2
+        store_uri, items, k=3, recipe=RECIPE, workers=workers, images_per_batch=per_batch
     )
     for rows, failed in batches:
         for sha, index, tensor in rows.select("sha256", "aug_index", "tensor").iter_rows():
@@ -369,17 +382,22 @@ def collect_views(
     return views, failures
 
 
+@pytest.mark.speed
 def test_augmented_batches_do_not_depend_on_worker_count(
     photo_store: tuple[str, list[tuple[str, str]]],
 ) -> None:
+    """The same bytes per (sha256, aug_index, recipe version) with no workers, one or two,
+    in any batch size and in reversed order."""
     store_uri, items = photo_store
     serial, serial_failures = collect_views(store_uri, items, workers=0)
-    parallel, parallel_failures = collect_views(store_uri, items, workers=2)
+    one, one_failures = collect_views(store_uri, items[::-1], workers=1, per_batch=3)
+    parallel, parallel_failures = collect_views(store_uri, items, workers=2, per_batch=1)
     assert len(serial) == 5 * 3
-    assert serial.keys() == parallel.keys()
+    assert serial.keys() == parallel.keys() == one.keys()
     for key, tensor in serial.items():
         assert parallel[key] == tensor, f"{key} differs between 0 and 2 workers"
-    for failures in (serial_failures, parallel_failures):
+        assert one[key] == tensor, f"{key} differs between 0 and 1 worker"
+    for failures in (serial_failures, one_failures, parallel_failures):
         ((sha, reason),) = failures
         assert sha == "ff" * 32 and "not an image" in reason
 
@@ -389,9 +407,8 @@ def test_augmented_batches_match_augment(photo_store: tuple[str, list[tuple[str,
     views, _ = collect_views(store_uri, items[:1], workers=0)
     sha, key = items[0]
     decoded = decode_image((Path(store_uri) / key).read_bytes())
-    image = torch.from_numpy(pixels_of(decoded).copy()).permute(2, 0, 1)
-    expected = augment(image, sha, 3, RECIPE)
-    assert [views[(sha, i)] for i in range(3)] == [v.numpy().tobytes() for v in expected]
+    expected = augment(decoded.image, sha, 3, RECIPE)
+    assert [views[(sha, i)] for i in range(3)] == [v.tobytes() for v in expected]
 
 
 # --- tensors through Arrow and Delta -----------------------------------------------
@@ -399,11 +416,10 @@ def test_augmented_batches_match_augment(photo_store: tuple[str, list[tuple[str,
 
 @pytest.fixture
 def rows_and_originals() -> tuple[pl.DataFrame, torch.Tensor]:
-    images = [
-        (f"{n:02x}" * 32, torch.stack(augment(photo_tensor(n), "x", 2, RECIPE))) for n in (8, 9)
-    ]
-    originals = torch.cat([views for _, views in images])
-    return tensor_rows(images, RECIPE), originals
+    shas = [f"{n:02x}" * 32 for n in (8, 9)]
+    pixels = np.stack([augment(noisy_photo(n), "x", 2, RECIPE) for n in (8, 9)])
+    originals = torch.from_numpy(pixels.reshape(4, 3, SIZE, SIZE).copy())
+    return tensor_rows(ViewBatch(shas, pixels, []), 2, RECIPE), originals
 
 
 def test_tensor_rows_schema_and_seeds(

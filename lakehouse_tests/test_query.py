@@ -9,8 +9,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import nbformat
 import polars as pl
 import pyarrow as pa
@@ -28,6 +30,7 @@ from lakehouse.access.query import (
     table_history,
 )
 from lakehouse.lake import LakeResource
+from lakehouse.lake.sql import parquet_snapshot_sql
 from lakehouse.lake.tables import TABLES
 from lakehouse_tests.conftest import Lakehouse
 from lakehouse_tests.servers.s3 import aws_settings, s3_server
@@ -360,3 +363,94 @@ def test_the_notebook_runs_against_a_lake(
     )
     assert "refused: only SELECT queries are allowed, not COPY" in printed
     assert not (tmp_path / "users.csv").exists()
+
+
+def delta_reference(
+    conn: duckdb.DuckDBPyConnection, lake: LakeResource, table: str, version: int
+) -> str:
+    """A view of `table` at `version` through the Delta extension (the reference reader)."""
+    alias = f"_ref_{table.strip('_')}_{version}"
+    conn.execute(f"ATTACH '{lake.table_uri(table)}' AS {alias} (TYPE delta, VERSION {version})")
+    return alias
+
+
+def same_rows(conn: duckdb.DuckDBPyConnection, left: str, right: str) -> bool:
+    """Equal as multisets of rows (EXCEPT ALL both ways), column by column in order."""
+    (extra,) = conn.sql(f"SELECT count(*) FROM (FROM {left} EXCEPT ALL FROM {right})").fetchone()
+    (missing,) = conn.sql(f"SELECT count(*) FROM (FROM {right} EXCEPT ALL FROM {left})").fetchone()
+    return extra == missing == 0
+
+
+@pytest.mark.speed
+def test_parquet_views_hold_delta_scans_rows_for_every_table_and_version(lake_copy: Path) -> None:
+    lake = LakeResource(root=str(lake_copy))
+    info = {"test": "parquet views"}
+    # more versions: a merge that updates rows, a delete, a merge into one day partition
+    users = lake.read("raw_users")
+    lake.upsert(
+        "raw_users", users.head(3).with_columns(pl.col("home_city") + "x"), commit_info=info
+    )
+    lake.delete_keys("raw_users", users.tail(2).select("user_id"), commit_info=info)
+    for offset in (1000, 2000):  # new keys only: each merge adds a file
+        newcomers = users.head(2).with_columns(pl.col("user_id") + offset)
+        lake.upsert("raw_users", newcomers, commit_info=info)
+    events = lake.read("raw_events", filters=[("day", "=", "2026-10-02")])
+    lake.upsert("raw_events", events.head(5).with_columns(event=pl.lit("like")), commit_info=info)
+    compacted = lake.compact("raw_users", commit_info=info)  # files replaced, rows the same
+    assert compacted["files_removed"] > compacted["files_added"] == 1
+    conn = duckdb.connect(":memory:")
+    conn.execute(f"LOAD '{extension_path('delta')}'")
+    compared = 0
+    for table in lake.table_names():
+        for version in range(lake.version(table) + 1):  # type: ignore[operator]
+            delta = lake.open(table, version)
+            if delta.get_add_actions().num_rows == 0:  # type: ignore[union-attr]
+                # no data files at this version: delta_scan answers
+                assert parquet_snapshot_sql(delta, lake.table_uri(table)) is None  # type: ignore[arg-type]
+                continue
+            reference = delta_reference(conn, lake, table, version)
+            for hive in (True, False):  # one scan over name=value folders; constants per group
+                select = parquet_snapshot_sql(delta, lake.table_uri(table), hive=hive)  # type: ignore[arg-type]
+                fast = f"_fast_{table.strip('_')}_{version}_{hive}"
+                conn.execute(f"CREATE VIEW {fast} AS {select}")
+                assert conn.table(fast).columns == conn.table(reference).columns, table
+                assert conn.table(fast).types == conn.table(reference).types, table
+                assert same_rows(conn, fast, reference), f"{table} v{version} hive={hive}"
+                compared += 1
+    assert compared >= 2 * (len(lake.table_names()) + 3)
+    assert lake.version("raw_users") >= 3 and lake.version("raw_events") >= 1
+    # raw_events is partitioned by day: one scan taking `day` from its folders, or one
+    # constant `day` per file group
+    events_table = lake.open("raw_events")
+    assert "hive_partitioning = true" in parquet_snapshot_sql(
+        events_table, lake.table_uri("raw_events")
+    )  # type: ignore[arg-type,operator]
+    assert "CAST('2026-10-02' AS VARCHAR) AS \"day\"" in parquet_snapshot_sql(
+        events_table,  # type: ignore[arg-type]
+        lake.table_uri("raw_events"),
+        hive=False,
+    )
+
+
+@pytest.mark.speed
+def test_a_table_the_parquet_view_cannot_read_is_read_through_delta(lake_copy: Path) -> None:
+    """A reader feature (here timestampNtz: protocol 3/7) sends the view to delta_scan,
+    with the same rows."""
+    rows = pa.table(
+        {"id": [1, 2], "seen": pa.array([datetime(2026, 10, 1, 8), None], pa.timestamp("us"))}
+    )
+    write_deltalake(str(lake_copy / "naive_times"), rows)
+    lake = LakeResource(root=str(lake_copy))
+    assert lake.open("naive_times").protocol().min_reader_version == 3  # type: ignore[union-attr]
+    conn = connect(str(lake_copy))
+    (definition,) = conn.sql(
+        "SELECT sql FROM duckdb_views() WHERE view_name = 'naive_times'"
+    ).fetchone()
+    assert "read_parquet" not in definition and "_delta_naive_times" in definition
+    assert sorted(conn.sql("SELECT id, seen FROM naive_times").fetchall(), key=str) == sorted(
+        [(1, datetime(2026, 10, 1, 8)), (2, None)], key=str
+    )
+    (events_view,) = conn.sql(
+        "SELECT sql FROM duckdb_views() WHERE view_name = 'raw_events'"
+    ).fetchone()
+    assert "read_parquet" in events_view

@@ -1,7 +1,9 @@
-"""Read-only SQL over the lake: DuckDB views on the native Delta reader, with time travel.
+"""Read-only SQL over the lake: DuckDB views over each pinned Delta snapshot, with time travel.
 
 `connect()` hands out an in-memory DuckDB connection holding one view per lake
-table (each over the table's snapshot at connect time, or a pinned version),
+table (each over the table's snapshot at connect time, or a pinned version: its
+data files read with DuckDB's Parquet reader where the protocol allows, else
+through the Delta extension),
 then locks it down (no files outside the lake, no network, no extension
 loading, no configuration changes). DuckDB still lets a locked connection write
 a file inside the lake or create secrets, so SQL from anyone but the caller's
@@ -23,6 +25,7 @@ import duckdb
 from lakehouse import settings
 from lakehouse.access.releases import ReleaseError, find_release
 from lakehouse.lake import LakeResource
+from lakehouse.lake.sql import parquet_snapshot_sql
 from lakehouse.lake.tables import TABLES, natural_key
 
 # Table functions that compute rows rather than read files, secrets or other databases.
@@ -88,13 +91,40 @@ def locked_connection(
         conn.execute(f"LOAD {sql_string(extension_path('httpfs'))}")
         conn.execute(s3_secret_sql())
     for view, (table, version) in views.items():
-        snapshot = sql_identifier(f"_delta_{view}")
-        conn.execute(attach_sql(lake, table, version, snapshot))
-        conn.execute(f"CREATE VIEW {sql_identifier(view)} AS SELECT * FROM {snapshot}")  # noqa: S608
+        if not parquet_view(conn, lake, view, table, version):
+            snapshot = sql_identifier(f"_delta_{view}")
+            conn.execute(attach_sql(lake, table, version, snapshot))
+            conn.execute(f"CREATE VIEW {sql_identifier(view)} AS SELECT * FROM {snapshot}")  # noqa: S608
     conn.execute(f"SET allowed_directories=[{sql_string(lake_prefix(lake))}]")
     conn.execute("SET enable_external_access=false")
     conn.execute("SET lock_configuration=true")
     return conn
+
+
+def parquet_view(
+    conn: duckdb.DuckDBPyConnection,
+    lake: LakeResource,
+    view: str,
+    table: str,
+    version: int | None,
+) -> bool:
+    """Create `view` over the snapshot's Parquet files (`parquet_snapshot_sql`); False where
+    the table needs the Delta reader (deletion vectors, column mapping, no files, a column
+    no file holds yet), and `delta_scan` answers instead.
+
+    DuckDB's delta extension 1.5.5 passes no timestamp predicate to the Delta kernel
+    (a week's filter on `ts` opened all 60 daily files); the Parquet reader skips
+    files and row groups by their statistics itself.
+    """
+    delta = lake.open(table, version)
+    select = None if delta is None else parquet_snapshot_sql(delta, lake.table_uri(table))
+    if select is None:
+        return False
+    try:
+        conn.execute(f"CREATE VIEW {sql_identifier(view)} AS {select}")
+    except duckdb.BinderException:
+        return False
+    return True
 
 
 def extension_path(name: str) -> str:

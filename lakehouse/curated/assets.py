@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import polars as pl
 
-from lakehouse.curated.augment import RECIPE, augmented_batches
+from lakehouse.curated.augment import RECIPE, commit_batches
 from lakehouse.curated.decode import DEFAULT_PIXEL_LIMIT, DecodeError, decode_image
 from lakehouse.curated.logic import hourly_activity
 from lakehouse.curated.preview import augmentation_grid, markdown_image
@@ -24,6 +24,7 @@ from lakehouse.lake.ledger import DayBatch, ledger_digests, rebuild_changed_days
 from lakehouse.lake.quarantine import active_quarantine, sync_quarantine
 from lakehouse.lake.rejections import rejection, rejections_frame
 from lakehouse.lake.tables import AUGMENTED_TENSORS, IMAGES, RAW_EVENTS, RAW_OBJECTS, USER_ACTIVITY
+from lakehouse.progress import Progress
 from lakehouse.raw.logs import EVENT_SCHEMA
 from lakehouse.resources import ObjectStoreResource
 from lakehouse.sources.contract import log_key
@@ -46,7 +47,8 @@ class ImagesConfig(dg.Config):
 class AugmentConfig(dg.Config):
     k: int = 4
     workers: int = -1
-    images_per_batch: int = 64
+    images_per_batch: int = 32
+    images_per_commit: int = 256
     preview_images: int = 6
 
 
@@ -136,9 +138,9 @@ def augment_workers(config: AugmentConfig, images_to_do: int) -> int:
     deps=["images"],
     code_version=RECIPE.version,
     kinds={"delta", "pytorch"},
-    description=f"k augmentations per image from the `{RECIPE.name}` recipe (torchvision "
-    "transforms v2), seeded by (sha256, aug_index, recipe_version); uint8 C×H×W bytes with dtype "
-    "and shape. Index 0 is the plain resize.",
+    description=f"k augmentations per image from the `{RECIPE.name}` recipe (crop, flip, "
+    "rotation and jitter on the PIL image), seeded by (sha256, aug_index, recipe_version); uint8 "
+    "C×H×W bytes with dtype and shape. Index 0 is the plain resize.",
     **CURATED,
 )
 def augmented_tensors(
@@ -170,22 +172,27 @@ def augmented_tensors(
     )
 
     def augment(_: pl.DataFrame) -> Iterator[pl.DataFrame]:
-        for rows, failed in augmented_batches(
+        return commit_batches(
             sources.uri,
             list(todo.iter_rows()),
             k=config.k,
             recipe=RECIPE,
             workers=workers,
             images_per_batch=config.images_per_batch,
-        ):
-            if failed:
-                raise RuntimeError(f"images that decoded before failed now: {failed[:5]}")
-            yield rows
+            images_per_commit=config.images_per_commit,
+        )
 
-    computed = 0
-    for rows in work.apply(lake, augment, commit_info=info):
-        computed += rows.height
-        context.log.info(f"augmented_tensors: {computed} rows written")
+    computed, before = 0, lake.version(AUGMENTED_TENSORS)
+    with Progress("augmented_tensors", todo.height, context.log.info, unit="images") as progress:
+        for rows in work.apply(lake, augment, commit_info=info):
+            computed += rows.height
+            progress.advance(rows.height // config.k)
+    # one file per commit: after many, merge them and checkpoint the log for readers
+    compacted = lake.compact(
+        AUGMENTED_TENSORS, commit_info=info, since=-1 if before is None else before
+    )
+    if compacted["files_removed"]:
+        context.log.info(f"augmented_tensors compacted: {compacted}")
     metadata = {
         **table_metadata(lake, AUGMENTED_TENSORS, wanted.height, computed),
         "recipe": f"{RECIPE.name} v{RECIPE.version}",

@@ -2,26 +2,34 @@
 
 A row's random state comes only from (sha256, aug_index, recipe_version), so
 the same image gives the same tensor bytes in any run, order or worker count.
+The recipe itself and the loader workers' code live in `lakehouse.curated.recipe`
+(no polars there); this module turns the workers' batches into table rows.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
+import itertools
+import multiprocessing
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import torch
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
-from lakehouse.curated.decode import DecodeError, decode_image
-from lakehouse.failpoints import failpoint
-from lakehouse.resources.reads import read_object
-from lakehouse.vocabulary import INPUT_SIZE
+from lakehouse.curated.recipe import RECIPE, Recipe, ViewBatch, augment, augment_batch, row_seed
+
+__all__ = [
+    "RECIPE",
+    "Recipe",
+    "augment",
+    "augmented_batches",
+    "commit_batches",
+    "row_seed",
+    "tensor_rows",
+]
 
 TENSOR_SCHEMA: dict[str, pl.DataType] = {
     "sha256": pl.String(),
@@ -35,91 +43,6 @@ TENSOR_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """A named augmentation recipe; bump `version` whenever the transforms change."""
-
-    name: str = "photo-aug"
-    version: str = "1"
-    size: int = INPUT_SIZE
-
-    def transforms(self) -> tuple[v2.Transform, v2.Transform]:
-        """(plain, random), built once per recipe and process."""
-        return _transforms(self)
-
-    def plain(self) -> v2.Transform:
-        """Index 0: the image resized, nothing random."""
-        return v2.Resize((self.size, self.size), antialias=True)
-
-    def random(self) -> v2.Transform:
-        """Indices 1..k-1: crops, flips, small rotations and light photometric noise."""
-        return v2.Compose(
-            [
-                v2.RandomResizedCrop((self.size, self.size), scale=(0.7, 1.0), antialias=True),
-                v2.RandomHorizontalFlip(),
-                v2.RandomRotation(10),
-                v2.ColorJitter(brightness=0.1, contrast=0.1),
-            ]
-        )
-
-
-RECIPE = Recipe()
-
-
-@functools.cache
-def _transforms(recipe: Recipe) -> tuple[v2.Transform, v2.Transform]:
-    return recipe.plain(), recipe.random()
-
-
-def row_seed(sha256: str, aug_index: int, recipe_version: str) -> int:
-    """The seed of one augmented row: a function of content, index and recipe only."""
-    digest = hashlib.sha256(f"{sha256}:{aug_index}:{recipe_version}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def augment(image: torch.Tensor, sha256: str, k: int, recipe: Recipe) -> list[torch.Tensor]:
-    """k uint8 C×H×W tensors: the plain resize, then k-1 seeded random views."""
-    plain, random = recipe.transforms()
-    views = [plain(image)]
-    with torch.random.fork_rng(devices=[]):  # the caller's random state stays untouched
-        for index in range(1, k):
-            torch.default_generator.manual_seed(row_seed(sha256, index, recipe.version))
-            views.append(random(image))
-    return [view.contiguous() for view in views]
-
-
-class ImageItems(Dataset):
-    """Decode + augment one image per item, read from the object store by key."""
-
-    def __init__(
-        self, store_uri: str, items: Sequence[tuple[str, str]], k: int, recipe: Recipe
-    ) -> None:
-        self.store_uri, self.items, self.k, self.recipe = store_uri, list(items), k, recipe
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[str, torch.Tensor | str]:
-        sha256, key = self.items[index]
-        failpoint("augment/image")
-        try:
-            decoded = decode_image(read_object(self.store_uri, key))
-        except DecodeError as exc:
-            return sha256, str(exc)
-        pixels = torch.from_numpy(np.asarray(decoded.image).copy()).permute(2, 0, 1)
-        return sha256, torch.stack(augment(pixels, sha256, self.k, self.recipe))
-
-
-def rows_and_failures(
-    batch: list[tuple[str, torch.Tensor | str]], recipe: Recipe
-) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
-    """A loader batch as (tensor rows, failures), built in the worker that made it: the
-    main process only writes, instead of also copying every view into rows."""
-    good = [(sha, views) for sha, views in batch if isinstance(views, torch.Tensor)]
-    failed = [(sha, views) for sha, views in batch if isinstance(views, str)]
-    return tensor_rows(good, recipe), failed
-
-
 def augmented_batches(
     store_uri: str,
     items: Sequence[tuple[str, str]],
@@ -127,38 +50,107 @@ def augmented_batches(
     k: int,
     recipe: Recipe,
     workers: int,
-    images_per_batch: int = 64,
+    images_per_batch: int = 32,
+    images_ahead: int = 512,
 ) -> Iterator[tuple[pl.DataFrame, list[tuple[str, str]]]]:
-    """Stream (tensor rows, failures) batch by batch, so memory stays flat.
+    """Stream (tensor rows, failures) batch by batch, in order, so memory stays flat.
 
-    Workers are spawned, not forked: a forked child of a process that used
-    deltalake panics (see VERIFIED.md).
+    With workers, up to `images_ahead` images (at least two batches a worker) are in
+    flight: the workers go on computing while the caller writes, so a commit of a few
+    hundred images does not leave them idle (about 110 kB an image is held). Workers
+    are spawned, not forked (a forked child of a process that used deltalake panics,
+    see VERIFIED.md), and import only `lakehouse.curated.recipe`.
     """
-    loader = DataLoader(
-        ImageItems(store_uri, items, k, recipe),
-        batch_size=images_per_batch,
-        num_workers=workers,
-        collate_fn=functools.partial(rows_and_failures, recipe=recipe),
-        multiprocessing_context="spawn" if workers > 0 else None,
-        persistent_workers=False,
+    batches = [items[i : i + images_per_batch] for i in range(0, len(items), images_per_batch)]
+    if workers <= 0:
+        for chunk in batches:
+            batch = augment_batch(store_uri, chunk, k, recipe)
+            yield tensor_rows(batch, k, recipe), batch.failed
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        todo = iter(batches)
+        pending = deque(
+            pool.submit(augment_batch, store_uri, chunk, k, recipe)
+            for chunk in itertools.islice(todo, max(2 * workers, images_ahead // images_per_batch))
+        )
+        while pending:
+            batch = pending.popleft().result()
+            following = next(todo, None)
+            if following is not None:
+                pending.append(pool.submit(augment_batch, store_uri, following, k, recipe))
+            yield tensor_rows(batch, k, recipe), batch.failed
+
+
+def commit_batches(
+    store_uri: str,
+    items: Sequence[tuple[str, str]],
+    *,
+    k: int,
+    recipe: Recipe,
+    workers: int,
+    images_per_batch: int = 32,
+    images_per_commit: int = 256,
+) -> Iterator[pl.DataFrame]:
+    """Tensor rows in groups of about `images_per_commit` images, one Delta commit each:
+    loader batches stay small (even work across workers), commits larger (fewer files).
+
+    Every item was decoded before (the images table holds it): one that fails now stops
+    the run instead of leaving a hole.
+    """
+    pending: list[pl.DataFrame] = []
+    held = 0
+    batches = augmented_batches(
+        store_uri, items, k=k, recipe=recipe, workers=workers, images_per_batch=images_per_batch
     )
-    yield from loader
+    for rows, failed in batches:
+        if failed:
+            raise RuntimeError(f"images that decoded before failed now: {failed[:5]}")
+        pending.append(rows)
+        held += rows.height
+        if held >= images_per_commit * k:
+            yield pl.concat(pending)
+            pending, held = [], 0
+    if pending:
+        yield pl.concat(pending)
 
 
-def tensor_rows(images: list[tuple[str, torch.Tensor]], recipe: Recipe) -> pl.DataFrame:
-    """One row per view: the uint8 bytes as one Arrow binary value each."""
-    rows = {name: [] for name in TENSOR_SCHEMA}
-    for sha256, views in images:
-        for index, view in enumerate(views):
-            rows["sha256"].append(sha256)
-            rows["aug_index"].append(index)
-            rows["recipe"].append(recipe.name)
-            rows["recipe_version"].append(recipe.version)
-            rows["seed"].append(row_seed(sha256, index, recipe.version) if index else 0)
-            rows["tensor"].append(view.numpy().tobytes())
-            rows["dtype"].append("uint8")
-            rows["shape"].append(list(view.shape))
-    return pl.DataFrame(rows, schema=TENSOR_SCHEMA)
+def tensor_rows(batch: ViewBatch, k: int, recipe: Recipe) -> pl.DataFrame:
+    """One row per view, built column-wise: the uint8 C×H×W bytes of each view are a
+    slice of the batch's one buffer (no per-view Python objects)."""
+    images = len(batch.sha256)
+    if not images:
+        return pl.DataFrame(schema=TENSOR_SCHEMA)
+    pixels = batch.pixels.reshape(images * k, -1)
+    per_row = pixels.shape[1]
+    offsets = np.arange(images * k + 1, dtype=np.int64) * per_row
+    tensor = pa.Array.from_buffers(
+        pa.large_binary(), images * k, [None, pa.py_buffer(offsets), pa.py_buffer(pixels)]
+    )
+    shas = np.repeat(np.asarray(batch.sha256, dtype=object), k)
+    index = np.tile(np.arange(k, dtype=np.int32), images)
+    seeds = [
+        row_seed(sha, int(i), recipe.version) if i else 0
+        for sha, i in zip(shas, index, strict=True)
+    ]
+    shape = list(batch.pixels.shape[2:])
+    return pl.DataFrame(
+        {
+            "sha256": pl.Series(shas, dtype=pl.String),
+            "aug_index": index,
+            "seed": pl.Series(seeds, dtype=pl.Int64),
+            "tensor": pl.from_arrow(tensor),
+        }
+    ).select(
+        "sha256",
+        "aug_index",
+        recipe=pl.lit(recipe.name),
+        recipe_version=pl.lit(recipe.version),
+        seed="seed",
+        tensor=pl.col("tensor").cast(pl.Binary),
+        dtype=pl.lit("uint8"),
+        shape=pl.lit(pl.Series([shape], dtype=pl.List(pl.Int32))).first(),
+    )
 
 
 def tensors_from_arrow(column: pa.ChunkedArray | pa.Array, shape: Sequence[int]) -> torch.Tensor:

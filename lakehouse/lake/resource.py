@@ -40,6 +40,8 @@ T = TypeVar("T")
 COMMIT_RETRIES = 8
 # zstd: files about half the size of the default snappy, so scans read half the bytes
 WRITER = WriterProperties(compression="ZSTD")
+# a materialization that committed more batches than this compacts its table after
+COMPACT_AFTER_COMMITS = 16
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -278,6 +280,33 @@ class LakeResource(dg.ConfigurableResource):
             ),
         )
         return True
+
+    def compact(
+        self, name: str, *, commit_info: dict[str, str], since: int | None = None
+    ) -> dict[str, int]:
+        """Merge small data files into large ones (same rows, one commit), then write a
+        checkpoint, so readers open few files and replay a short log. With `since`, only
+        when more than COMPACT_AFTER_COMMITS commits came after version `since`.
+
+        Returns the files removed and added (zeros when nothing was done).
+        """
+        table = self.open(name)
+        if table is None or (
+            since is not None and table.version() - since <= COMPACT_AFTER_COMMITS
+        ):
+            return {"files_removed": 0, "files_added": 0}
+
+        def attempt() -> dict[str, int]:
+            metrics = self.open(name).optimize.compact(  # type: ignore[union-attr]
+                writer_properties=WRITER, commit_properties=_commit(commit_info)
+            )
+            self.open(name).create_checkpoint()  # type: ignore[union-attr]
+            return {
+                "files_removed": int(metrics.get("numFilesRemoved", 0)),
+                "files_added": int(metrics.get("numFilesAdded", 0)),
+            }
+
+        return self._write(name, attempt)
 
     def object_key(self, sha256: str) -> str:
         """Where content-addressed bytes (model weights) live: objects/sha256/ab/abcdef…"""

@@ -35,7 +35,6 @@ from lakehouse.raw.metadata import (
 from lakehouse.raw.objects import (
     OBJECT_KEY,
     RAW_OBJECTS_SCHEMA,
-    probe_object,
     registry_changes,
 )
 from lakehouse.resources import MetadataDbResource, ObjectStoreResource
@@ -47,7 +46,7 @@ from lakehouse.sources.contract import (
     PHOTO_PREFIX,
     log_key,
 )
-from lakehouse.sources.hashing import object_hashes, read_objects
+from lakehouse.sources.hashing import object_hashes
 
 RAW = layer_defaults("raw", "team:data-platform", kinds={"delta", "python"})
 
@@ -64,30 +63,22 @@ def raw_objects(
 ) -> dg.MaterializeResult:
     lake.ensure_writable()
     info, now = commit_info_for(context), datetime.now(UTC)
-    hashed = object_hashes(sources, lake, PHOTO_PREFIX, info, inspect=probe_object)
+    # the hashes and header probes of every photo, each object read at most once (the
+    # observation before this step usually read them all, and nothing is read here)
+    hashed = object_hashes(sources, lake, PHOTO_PREFIX, info, probe=True, log=context.log.info)
     hashes = hashed.objects
     registry = lake.read_or_empty(RAW_OBJECTS, RAW_OBJECTS_SCHEMA)
     quarantined = active_quarantine(lake, OBJECTS_SOURCE)
     known_bad = quarantined.join(hashes.select(OBJECT_KEY), on=OBJECT_KEY, how="semi")
-    known_good = hashes.join(
+    known_good = hashes.select("key", "sha256", "size", "stamp").join(
         registry.select(*OBJECT_KEY, "media_type", "width", "height").unique(OBJECT_KEY),
         on=OBJECT_KEY,
     )
-    to_probe = hashes.join(known_good, on=OBJECT_KEY, how="anti").join(
+    probed = hashes.join(known_good, on=OBJECT_KEY, how="anti").join(
         known_bad, on=OBJECT_KEY, how="anti"
     )
-    context.log.info(f"{hashes.height} objects; probing {to_probe.height} new versions")
-    unread = to_probe.filter(~pl.col("key").is_in(list(hashed.inspected)))
-    found = {
-        **hashed.inspected,
-        **{key: probe for key, (_, probe) in read_objects(sources, unread, probe_object).items()},
-    }
-    probes = [found[key] for key in to_probe["key"]]
-    probed = to_probe.with_columns(
-        media_type=pl.Series([p.media_type for p in probes], dtype=pl.String),
-        width=pl.Series([p.width for p in probes], dtype=pl.Int64),
-        height=pl.Series([p.height for p in probes], dtype=pl.Int64),
-        reason=pl.Series([p.reason for p in probes], dtype=pl.String),
+    context.log.info(
+        f"{hashes.height} objects ({hashed.hashed_now} read now); {probed.height} new versions"
     )
     current = pl.concat(
         [known_good, probed.filter(pl.col("reason").is_null()).drop("reason")],
@@ -112,7 +103,7 @@ def raw_objects(
     return dg.MaterializeResult(
         data_version=dg.DataVersion(frame_digest(current, OBJECT_KEY, current.columns)),
         metadata={
-            **table_metadata(lake, RAW_OBJECTS, current.height, to_probe.height),
+            **table_metadata(lake, RAW_OBJECTS, current.height, probed.height),
             "objects_in_source": hashes.height,
             "quarantined": counts["active"],
         },

@@ -1,51 +1,15 @@
-"""What an object is, from its bytes: media type and pixel size, or why it is refused."""
+"""The photo registry: one row per object version, from hashes and header probes
+(`lakehouse.sources.probe` reads each object once for both)."""
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
-from PIL import Image, UnidentifiedImageError
 
-MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+from lakehouse.sources.probe import MEDIA_TYPES, ObjectProbe, probe_object
 
-
-@dataclass(frozen=True)
-class ObjectProbe:
-    """Header facts of an accepted image, or the reason it was rejected."""
-
-    media_type: str | None = None
-    width: int | None = None
-    height: int | None = None
-    reason: str | None = None
-
-
-def probe_object(data: bytes) -> ObjectProbe:
-    """Identify an image from its header, trusting bytes over the key's extension.
-
-    Only the header is parsed: full decoding (and truncation errors) belong to
-    the curated `images` layer.
-    """
-    if not data:
-        return ObjectProbe(reason="empty object (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image_format, (width, height) = image.format, image.size
-    except UnidentifiedImageError:
-        return ObjectProbe(reason="not an image: bytes match no known image format")
-    except Image.DecompressionBombError as exc:
-        return ObjectProbe(reason=f"decompression bomb: {exc}")
-    except (OSError, SyntaxError, ValueError) as exc:
-        return ObjectProbe(reason=f"unreadable image header: {exc}")
-    media_type = MEDIA_TYPES.get(image_format or "")
-    if media_type is None:
-        return ObjectProbe(reason=f"unsupported image format {image_format}")
-    if width <= 0 or height <= 0:
-        return ObjectProbe(reason=f"zero-size image ({width}x{height})")
-    return ObjectProbe(media_type=media_type, width=width, height=height)
-
+__all__ = ["MEDIA_TYPES", "RAW_OBJECTS_SCHEMA", "ObjectProbe", "probe_object", "registry_changes"]
 
 UTC_TS = pl.Datetime("us", "UTC")
 RAW_OBJECTS_SCHEMA: dict[str, pl.DataType] = {

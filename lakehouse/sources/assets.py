@@ -73,7 +73,10 @@ def log_file_versions(hashes: pl.DataFrame) -> tuple[dict[str, str], list[str]]:
 def photo_objects(
     context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
 ) -> dg.ObserveResult:
-    hashed = object_hashes(sources, lake, PHOTO_PREFIX, commit_info_for(context))
+    # probed from the same bytes, so raw_objects does not read a photo again
+    hashed = object_hashes(
+        sources, lake, PHOTO_PREFIX, commit_info_for(context), probe=True, log=context.log.info
+    )
     hashes, hashed_now = hashed.objects, hashed.hashed_now
     context.log.info(f"{hashes.height} photo objects, {hashed_now} hashed now (others cached)")
     return dg.ObserveResult(

@@ -1,0 +1,68 @@
+"""Speed work that must not change results: one read per object, fast views equal to Delta's.
+
+Timings live in bench/; these tests check what the faster paths promise, from the
+lake's own records (Delta commit metrics and table versions).
+"""
+
+from __future__ import annotations
+
+import os
+
+import polars as pl
+import pytest
+
+from lakehouse.lake.tables import OBJECT_HASHES, RAW_OBJECTS
+from lakehouse.sources.hashing import cached_hashes
+from lakehouse.sources.probe import probe_object
+from lakehouse_tests.conftest import Lakehouse
+
+pytestmark = pytest.mark.speed
+
+
+def inserted_rows(lakehouse: Lakehouse, table: str) -> list[int]:
+    """Rows each commit of `table` inserted, oldest first (Delta's operationMetrics)."""
+    history = lakehouse.lake_resource.open(table).history()  # type: ignore[union-attr]
+    return [
+        int(commit.get("operationMetrics", {}).get("num_target_rows_inserted", 0))
+        or int(commit.get("operationMetrics", {}).get("num_added_rows", 0))
+        for commit in reversed(history)
+    ]
+
+
+def test_the_observation_reads_each_photo_once_and_raw_objects_reads_none(
+    lakehouse: Lakehouse,
+) -> None:
+    lakehouse.observe()
+    cache_version = lakehouse.lake_resource.version(OBJECT_HASHES)
+    photos = cached_hashes(lakehouse.lake_resource).filter(pl.col("key").str.starts_with("photos/"))
+    assert photos["probed"].all(), "the observation probed every photo it hashed"
+    # zero one good photo's bytes behind the cache's back (same size, same mtime): a step
+    # that read it again would quarantine it as "not an image"
+    spoiled_key = photos.filter(pl.col("reason").is_null())["key"][0]
+    spoiled = lakehouse.sources / spoiled_key
+    stat = spoiled.stat()
+    spoiled.write_bytes(bytes(stat.st_size))
+    os.utime(spoiled, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    lakehouse.materialize(select={"raw_objects"})
+    # raw_objects found every hash and probe in the cache: no object read, no cache commit
+    assert lakehouse.lake_resource.version(OBJECT_HASHES) == cache_version
+    kept = lakehouse.lake_resource.read(RAW_OBJECTS).filter(pl.col("key") == spoiled_key)
+    assert kept["status"].to_list() == ["current"] and kept["media_type"][0] is not None
+    spoiled.unlink()  # the rest compares cached facts with the bytes
+    assert sum(inserted_rows(lakehouse, OBJECT_HASHES)) == lakehouse.lake_resource.row_count(
+        OBJECT_HASHES
+    )
+    # and the cached facts are what a fresh probe of the bytes says
+    registry = lakehouse.lake_resource.read(RAW_OBJECTS).filter(pl.col("status") == "current")
+    registry = registry.filter(pl.col("key") != spoiled_key)
+    for key, media_type, width, height in registry.select(
+        "key", "media_type", "width", "height"
+    ).iter_rows():
+        probe = probe_object((lakehouse.sources / key).read_bytes())
+        assert (probe.media_type, probe.width, probe.height) == (media_type, width, height)
+    bad = photos.filter(pl.col("reason").is_not_null())
+    assert not bad.is_empty(), "the world holds refused objects"
+    quarantine = lakehouse.lake_resource.read("quarantine")
+    for key, reason in bad.select("key", "reason").iter_rows():
+        assert reason == probe_object((lakehouse.sources / key).read_bytes()).reason
+        assert quarantine.filter((pl.col("key") == key) & (pl.col("reason") == reason)).height == 1
