@@ -49,6 +49,17 @@ def lake_uri() -> str:
     return os.environ.get(LAKE_VAR) or str(_data_dir() / "lake")
 
 
+def existing_lake_uri() -> str:
+    """The lake root for a command that only reads it: a local root that does not exist is
+    a wrong setting (one line naming it), not an empty lake."""
+    uri = lake_uri()
+    if not is_s3(uri) and not Path(uri).is_dir():
+        raise ConfigError(
+            f"{LAKE_VAR}={uri!r}: no such directory (run `make demo`, or point it at your lake)"
+        )
+    return uri
+
+
 def logs_start() -> str:
     """First day of the daily log partitions (YYYY-MM-DD)."""
     return os.environ.get(LOGS_START_VAR) or DEFAULT_LOGS_START

@@ -35,6 +35,7 @@ from lakehouse.lake.tables import (
 )
 from lakehouse.models.classifier import (
     UNKNOWN,
+    HeldOut,
     PhotoNet,
     TrainConfig,
     accuracy,
@@ -56,6 +57,11 @@ class ClassifierConfig(dg.Config):
     learning_rate: float = TrainConfig.learning_rate
     seed: int = TrainConfig.seed
     max_steps: int = TrainConfig.max_steps
+    patience: int = Field(
+        default=TrainConfig.patience,
+        description="Epochs without a better held-out accuracy before training stops "
+        "(the best epoch's weights are kept); 0 trains every epoch.",
+    )
     use_weak_labels: bool = Field(
         default=False,
         description="Also train the content head on photos without a gold label whose "
@@ -177,7 +183,12 @@ def style_content_classifier(
 ) -> dg.MaterializeResult:
     info = commit_info_for(context)
     train_config = TrainConfig(
-        config.epochs, config.batch_size, config.learning_rate, config.seed, config.max_steps
+        config.epochs,
+        config.batch_size,
+        config.learning_rate,
+        config.seed,
+        config.max_steps,
+        config.patience,
     )
     labelled = labelled_images(lake)
     weak = (
@@ -255,6 +266,12 @@ def train_and_evaluate(
         torch.tensor(training["style"].to_list()),
         config,
         target,
+        held_out=HeldOut(
+            fill_views(lake, held_out),
+            torch.tensor(held_out["content"].to_list(), dtype=torch.int64),
+            torch.tensor(held_out["style"].to_list(), dtype=torch.int64),
+        ),
+        log=context.log.info,
     )
     content_probs, style_probs, content, style = held_out_predictions(lake, trained.model, held_out)
     key = lake.put_object(trained.weights)
