@@ -4,17 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# Run config of the runs `make` starts: the console at INFO shows what the steps say (the
+# DEBUG events stay in the instance's event log and the UI).
+INFO_LOGS := "loggers": {"console": {"config": {"log_level": "INFO"}}}
 ifeq ($(LAKEHOUSE_ENV),production)
 # The production profile (README, "Running beyond one machine"): the instance lives in
 # Postgres and steps run on the Celery workers, so the instance directory only holds
 # dagster.yaml and scratch files, and no executor config overrides Celery.
 export DAGSTER_HOME ?= $(CURDIR)/data/production
-EXECUTION ?=
+EXECUTION ?= {$(INFO_LOGS)}
 else
 export DAGSTER_HOME := $(CURDIR)
 # One process for every step on one machine: no subprocess start-up per step, no
 # two CPU-hungry steps fighting over the cores. `EXECUTION=` uses Dagster's default.
-EXECUTION ?= {"execution": {"config": {"in_process": {}}}}
+EXECUTION ?= {"execution": {"config": {"in_process": {}}}, $(INFO_LOGS)}
 endif
 
 CELERY_CONFIG := deploy/production/celery.yaml
@@ -22,7 +25,7 @@ CPU_WORKER_CONCURRENCY ?= 2
 LAKEHOUSE_MAX_CONCURRENT_RUNS ?= 4
 
 .PHONY: demo test ui install instance materialize lint clean workers worker-cpu worker-gpu \
-	daemon servers bench feast-venv
+	daemon servers bench feast-venv notebook
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +37,7 @@ install: $(STAMP)
 
 instance: install
 ifeq ($(LAKEHOUSE_ENV),production)
+	@$(BIN)/lakehouse settings --instance >/dev/null
 	mkdir -p $(DAGSTER_HOME)
 	sed 's/max_concurrent_runs: .*/max_concurrent_runs: $(LAKEHOUSE_MAX_CONCURRENT_RUNS)/' \
 		deploy/production/dagster.yaml > $(DAGSTER_HOME)/dagster.yaml
@@ -42,17 +46,19 @@ else
 endif
 	$(BIN)/dagster instance concurrency set gpu 1 >/dev/null
 
-## demo: synthetic world, observe the sources, materialize every asset, list the tables
+## demo: synthetic world, observe the sources, materialize every asset, sum up the lake
 demo: instance
 	$(BIN)/lakehouse demo-data
 	$(MAKE) --no-print-directory materialize
-	$(BIN)/lakehouse tables
+	$(BIN)/lakehouse summary
 
 ## materialize: observe sources, then materialize every asset over all log days
+## (`dg launch` is what Dagster 1.13 offers in place of `dagster job execute` and
+## `dagster asset materialize`, which still work: README, "In CI")
 materialize: instance
-	$(BIN)/dagster job execute -m lakehouse.definitions -j observe_sources
-	$(BIN)/dagster job execute -m lakehouse.definitions -j observe_logs
-	$(BIN)/dagster asset materialize -m lakehouse.definitions --select '*' \
+	$(BIN)/dg launch -m lakehouse.definitions --job observe_sources --config-json '{$(INFO_LOGS)}'
+	$(BIN)/dg launch -m lakehouse.definitions --job observe_logs --config-json '{$(INFO_LOGS)}'
+	$(BIN)/dg launch -m lakehouse.definitions --assets '*' \
 		--partition-range "$$($(BIN)/lakehouse log-range)" $(if $(EXECUTION),--config-json '$(EXECUTION)')
 
 test: install servers
@@ -92,6 +98,10 @@ feast-venv:
 
 ui: instance
 	$(BIN)/dagster dev -m lakehouse.definitions -h 127.0.0.1
+
+## notebook: JupyterLab on http://127.0.0.1:8888 with notebooks/ (the lake of `make demo`)
+notebook: install
+	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir notebooks
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports

@@ -8,6 +8,7 @@ deployment only changes variables (secrets included, never files in the repo).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ LAKE_VAR = "LAKEHOUSE_LAKE"
 LOGS_START_VAR = "LAKEHOUSE_LOGS_START"
 ENV_VAR = "LAKEHOUSE_ENV"
 CELERY_BROKER_VAR = "LAKEHOUSE_CELERY_BROKER"
+# What the production instance's dagster.yaml reads (deploy/production/dagster.yaml).
+INSTANCE_VARS = ("LAKEHOUSE_DAGSTER_PG_URL", "LAKEHOUSE_COMPUTE_LOGS_BUCKET")
 
 PRODUCTION = "production"
 ENVIRONMENTS = ("local", PRODUCTION)
@@ -85,6 +88,11 @@ def require_production_settings(*also: str) -> None:
             f"{ENV_VAR}={PRODUCTION} needs these variables set: {', '.join(missing)} "
             "(see README, 'Running beyond one machine')"
         )
+
+
+def masked(url: str) -> str:
+    """A URL fit to print: its password, if any, replaced by ***."""
+    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
 
 
 def is_s3(uri: str) -> bool:

@@ -10,12 +10,15 @@ from lakehouse import settings
 from lakehouse.cli.demo import add_demo_commands
 from lakehouse.cli.flywheel import add_flywheel_commands
 from lakehouse.cli.lake import add_lake_commands
+from lakehouse.cli.overview import add_overview_commands
 from lakehouse.cli.query import add_query_commands
 from lakehouse.errors import ConfigError
 
 # Commands that only read an existing lake: a lake root that is not there is a wrong
 # setting, said in one line, not "no tables".
-READS_LAKE = frozenset({"tables", "sql", "history", "diff", "show-augmentations", "release"})
+READS_LAKE = frozenset(
+    {"tables", "sql", "history", "diff", "show-augmentations", "release", "summary"}
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         add_lake_commands,
         add_query_commands,
         add_flywheel_commands,
+        add_overview_commands,
     ):
         add_commands(commands)
     args = parser.parse_args(argv)
