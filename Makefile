@@ -15,6 +15,11 @@ export DAGSTER_HOME ?= $(CURDIR)/data/production
 EXECUTION ?= {$(INFO_LOGS)}
 else
 export DAGSTER_HOME := $(CURDIR)
+# The log partitions end where a local world's logs end (the last logs/YYYY-MM-DD.jsonl),
+# not today: the UI shows the demo's 30 days, none missing. A new log day appears after
+# the code location reloads (the UI's Reload, or `make ui` again).
+LOG_FILES := $(wildcard $(or $(LAKEHOUSE_SOURCES),data/sources)/logs/*.jsonl)
+export LAKEHOUSE_LOGS_END ?= $(lastword $(sort $(basename $(notdir $(LOG_FILES)))))
 # One process for every step on one machine: no subprocess start-up per step, no
 # two CPU-hungry steps fighting over the cores. `EXECUTION=` uses Dagster's default.
 EXECUTION ?= {"execution": {"config": {"in_process": {}}}, $(INFO_LOGS)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from lakehouse.errors import ConfigError
@@ -20,6 +21,7 @@ SOURCES_VAR = "LAKEHOUSE_SOURCES"
 METADATA_DB_VAR = "LAKEHOUSE_METADATA_DB"
 LAKE_VAR = "LAKEHOUSE_LAKE"
 LOGS_START_VAR = "LAKEHOUSE_LOGS_START"
+LOGS_END_VAR = "LAKEHOUSE_LOGS_END"
 ENV_VAR = "LAKEHOUSE_ENV"
 CELERY_BROKER_VAR = "LAKEHOUSE_CELERY_BROKER"
 # What the production instance's dagster.yaml reads (deploy/production/dagster.yaml).
@@ -66,6 +68,19 @@ def existing_lake_uri() -> str:
 def logs_start() -> str:
     """First day of the daily log partitions (YYYY-MM-DD)."""
     return os.environ.get(LOGS_START_VAR) or DEFAULT_LOGS_START
+
+
+def logs_end() -> str | None:
+    """Last day of the daily log partitions (YYYY-MM-DD), or None: open-ended, up to today.
+    `make` sets it to the last day of a local sources' logs/, so the demo's partition set
+    ends where its logs end."""
+    value = os.environ.get(LOGS_END_VAR) or None
+    if value is not None:
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"{LOGS_END_VAR}={value!r}: expected a day, YYYY-MM-DD") from None
+    return value
 
 
 def environment() -> str:

@@ -49,6 +49,9 @@ from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 CLASSIFIER_CODE_VERSION = "1"
 HELD_OUT_SHARE = 5  # one photo in five, chosen by a hash of photo_id
+# Fewer gold-labelled photos than this (or none held out) train no model: day 0 of a
+# labeling project, when label_queue exists to get the first labels.
+MIN_LABELLED_PHOTOS = 10
 
 
 class ClassifierConfig(dg.Config):
@@ -211,6 +214,19 @@ def style_content_classifier(
         ]
     )
     models = CLASSIFIERS.models(lake)
+    gold = labelled.filter(pl.col("style") != UNKNOWN)
+    if (missing := too_few_labels(gold)) is not None:
+        context.log.info(f"no model yet: {missing}")
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(f"no-model-{inputs[:16]}"),
+            metadata={
+                **table_metadata(lake, STYLE_CONTENT_CLASSIFIER, models.height, 0),
+                "trained": False,
+                "reason": f"no model yet: {missing}",
+                "labelled_photos": gold.height,
+                "labelled_photos_needed": MIN_LABELLED_PHOTOS,
+            },
+        )
     known = CLASSIFIERS.find(models, pl.col("inputs_digest") == inputs)
     if known is not None:
         row = known
@@ -235,6 +251,18 @@ def style_content_classifier(
             "weak_labelled_photos": weak.height,
         },
     )
+
+
+def too_few_labels(gold: pl.DataFrame) -> str | None:
+    """Why these gold-labelled photos (with tensors or not) train no model yet, or None."""
+    held_out = int(gold["held_out"].sum())
+    if gold.height < MIN_LABELLED_PHOTOS:
+        return f"{gold.height} labelled photos, {MIN_LABELLED_PHOTOS} needed"
+    if held_out == 0 or held_out == gold.height:
+        return (
+            f"{gold.height} labelled photos, none {'held out' if not held_out else 'to train on'}"
+        )
+    return None
 
 
 def train_and_evaluate(
@@ -339,9 +367,11 @@ class InferenceConfig(dg.Config):
     )
 
 
-def current_classifier(lake: LakeResource) -> dict[str, object]:
-    """The classifier photo_classes applies: the registry's current one."""
-    return CLASSIFIERS.current(lake)
+def current_classifier(lake: LakeResource) -> dict[str, object] | None:
+    """The classifier photo_classes applies: the registry's current one (None before the
+    first model is trained)."""
+    current = CLASSIFIERS.models(lake).filter(pl.col("current"))
+    return current.row(0, named=True) if current.height else None
 
 
 @dg.asset(
@@ -362,6 +392,16 @@ def photo_classes(
 ) -> dg.MaterializeResult:
     info = commit_info_for(context)
     model_row = current_classifier(lake)
+    if model_row is None:
+        # Day 0: no labels, no model. An empty table, so what reads it proceeds without it.
+        if lake.version(PHOTO_CLASSES) is None:
+            empty = pl.DataFrame(schema=CLASSES_SCHEMA)
+            lake.sync_snapshot(PHOTO_CLASSES, empty, commit_info=info, fingerprint="model_version")
+        context.log.info("no classifier yet: photo_classes stays empty")
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion("no-model"),
+            metadata={**table_metadata(lake, PHOTO_CLASSES, 0, 0), "model_version": "none"},
+        )
     model_version = str(model_row["model_version"])
     images_now = lake.read_or_empty(IMAGES, {"sha256": pl.String()}, columns=["sha256"])
     work = incremental.plan(
