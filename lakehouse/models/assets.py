@@ -24,6 +24,7 @@ from lakehouse.curated.views import (
 from lakehouse.graph.defaults import GPU, layer_defaults
 from lakehouse.lake import LakeResource, commit_info_for, incremental, table_metadata
 from lakehouse.lake.digests import digest_strings, frame_digest, hash_bucket, sha256_hex
+from lakehouse.lake.metadata import PREVIEW_ROWS, preview_markdown
 from lakehouse.lake.tables import (
     AUGMENTED_TENSORS,
     IMAGES,
@@ -411,8 +412,9 @@ def photo_classes(
     target = device.device()
     batch_size = config.batch_size or device.batch_size
     context.log.info(
-        f"classifying {todo.height} images with model {model_version} on {target} "
-        f"(batch {batch_size}); removing {work.stale.height} stale rows"
+        f"classifying {todo.height} images with model {model_version} on {target}, "
+        f"{config.images_per_batch} read and committed at a time (inference batches of "
+        f"{batch_size}); removing {work.stale.height} stale rows"
     )
 
     def classify(missing: pl.DataFrame) -> Iterator[pl.DataFrame]:
@@ -442,8 +444,38 @@ def photo_classes(
             "device": str(target),
             "batches": batches,
             "images_per_batch": config.images_per_batch,
+            "inference_batch_size": batch_size,
+            "preview": dg.MetadataValue.md(classes_preview(lake)),
         },
     )
+
+
+def classes_preview(lake: LakeResource) -> str:
+    """The first photos by id with their title and the classifier's answers: what people
+    look for, where the table itself holds sha256 and probability vectors."""
+    photos = lake.read(RAW_PHOTOS, columns=["photo_id", "title", "object_key"])
+    objects = lake.read(IMAGES, columns=["sha256", "keys"])
+    classes = lake.read(
+        PHOTO_CLASSES,
+        columns=["sha256", "content_label", "content_score", "style_label", "style_score"],
+    )
+    if photos is None or objects is None or classes is None:
+        return "_no rows_"
+    rows = (
+        photo_images(photos, objects)
+        .join(classes, on="sha256")
+        .sort("photo_id")
+        .head(PREVIEW_ROWS)
+        .select(
+            "photo_id",
+            "title",
+            "content_label",
+            pl.col("content_score").round(3),
+            "style_label",
+            pl.col("style_score").round(3),
+        )
+    )
+    return preview_markdown(rows.to_arrow())
 
 
 def class_rows(
