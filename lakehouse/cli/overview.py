@@ -38,6 +38,7 @@ def run_settings(args: argparse.Namespace) -> int:
         settings.METADATA_DB_VAR: settings.masked(settings.metadata_db_url()),
         settings.LAKE_VAR: settings.lake_uri(),
         settings.LOGS_START_VAR: settings.logs_start(),
+        settings.LOGS_END_VAR: settings.logs_end() or "(open: up to today)",
     }
     for name, value in values.items():
         print(f"{name}={value}")
