@@ -46,6 +46,7 @@ from lakehouse.models.classifier import (
 )
 from lakehouse.models.registry import CLASSIFIERS
 from lakehouse.resources.device import DeviceResource
+from lakehouse.resources.errors import PermanentError
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 CLASSIFIER_CODE_VERSION = "1"
@@ -87,7 +88,7 @@ def labelled_images(lake: LakeResource) -> pl.DataFrame:
     photos = lake.read(RAW_PHOTOS, columns=["photo_id", "object_key"])
     objects = lake.read(IMAGES, columns=["sha256", "keys"])
     if labels is None or photos is None or objects is None:
-        raise RuntimeError("raw_photo_labels, raw_photos and images must be materialized first")
+        raise PermanentError("raw_photo_labels, raw_photos and images must be materialized first")
     return (
         photo_images(labels.join(photos, on="photo_id"), objects)
         .filter(
@@ -115,7 +116,7 @@ def weak_labelled_images(
     photos = lake.read(RAW_PHOTOS, columns=["photo_id", "object_key"])
     objects = lake.read(IMAGES, columns=["sha256", "keys"])
     if weak is None or photos is None or objects is None:
-        raise RuntimeError("use_weak_labels needs weak_labels: materialize it first")
+        raise PermanentError("use_weak_labels needs weak_labels: materialize it first")
     return (
         weak.filter(
             (pl.col("confidence") >= min_confidence)
@@ -279,7 +280,7 @@ def train_and_evaluate(
     Pixels held: at most max_steps x batch_size training views, then one batch of
     held-out views at a time."""
     if data.is_empty():
-        raise RuntimeError("no labelled photos with augmented tensors to train on")
+        raise PermanentError("no labelled photos with augmented tensors to train on")
     every = data.filter(~pl.col("held_out"))
     training = capped_views(every, config.max_steps * config.batch_size)
     held_out = data.filter(pl.col("held_out"))

@@ -9,6 +9,7 @@ from lakehouse.lake import LakeResource, commit_info_for, table_metadata
 from lakehouse.lake.tables import POPULARITY_MODEL, TRAINING_SET
 from lakehouse.models.popularity import RidgeModel, evaluate
 from lakehouse.models.registry import POPULARITY_METRICS, POPULARITY_MODELS
+from lakehouse.resources.errors import PermanentError
 
 POPULARITY_CODE_VERSION = "1"
 
@@ -47,7 +48,7 @@ def train_model(lake: LakeResource, rows: pl.DataFrame, version: int) -> dict[st
 def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     version = lake.version(TRAINING_SET)
     if version is None:
-        raise RuntimeError("materialize training_set first")
+        raise PermanentError("materialize training_set first")
     models = POPULARITY_MODELS.models(lake)
     known = POPULARITY_MODELS.find(
         models,
