@@ -106,7 +106,8 @@ ui: instance
 
 ## notebook: JupyterLab on http://127.0.0.1:8888 with notebooks/ (the lake of `make demo`)
 notebook: install
-	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir notebooks
+	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
