@@ -32,21 +32,28 @@ DAY_ZERO_WORLD = ["--photos", "40", "--users", "8", "--days", "12", "--seed", "7
 
 
 def readme_blocks(section: str, language: str = "sh") -> list[list[str]]:
-    """The commands of each fenced `language` block under the README heading `section`:
-    comments dropped, continued lines joined, as a shell would read them."""
-    text = README.read_text()
-    start = re.search(rf"^#+ {re.escape(section)}\s*$", text, re.MULTILINE)
-    assert start, f"no section {section!r} in README.md"
-    level = text[start.start() :].split(" ", 1)[0]
-    rest = text[start.end() :]
-    end = re.search(rf"^#{{1,{len(level)}}} ", rest, re.MULTILINE)
-    body = rest[: end.start()] if end else rest
-    blocks = []
-    for block in re.findall(rf"```{language}\n(.*?)```", body, re.DOTALL):
-        joined = block.replace("\\\n", " ")
-        commands = [strip_comment(line) for line in joined.splitlines()]
-        blocks.append([c for c in commands if c])
-    assert blocks, f"no {language} block under {section!r}"
+    """The commands of each fenced `language` block under the README heading `section`
+    (up to the next heading of its level or above): comments dropped, continued lines
+    joined, as a shell would read them."""
+    blocks: list[list[str]] = []
+    level, fence, block = 0, None, []
+    for line in README.read_text().splitlines():
+        if fence is None and (heading := re.match(r"(#+) (.*)", line)):
+            if heading.group(2).strip() == section:
+                level = len(heading.group(1))
+            elif level and len(heading.group(1)) <= level:
+                break
+        elif line.startswith("```"):
+            if fence is None:
+                fence, block = line[3:].strip(), []
+            else:
+                if level and fence == language:
+                    joined = "\n".join(block).replace("\\\n", " ")
+                    blocks.append([c for c in map(strip_comment, joined.splitlines()) if c])
+                fence = None
+        elif fence is not None:
+            block.append(line)
+    assert blocks, f"no {language} block under {section!r} in README.md"
     return blocks
 
 
