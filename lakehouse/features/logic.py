@@ -244,7 +244,7 @@ def required_features(features: pl.DataFrame) -> list[str]:
     """The features a training row must have: all of them, except before the first
     classifier is trained (day 0: no photo has its outputs), when the rows go on without
     the classifier's columns and the popularity model trains without them."""
-    if features["classifier_version"].is_not_null().any():
+    if features.select(pl.any_horizontal(pl.col(CLASSIFIER_COLUMNS).is_not_null()).any()).item():
         return NUMERIC_FEATURES
     return [name for name in NUMERIC_FEATURES if name not in CLASSIFIER_COLUMNS]
 
