@@ -54,7 +54,7 @@ endif
 ## demo: synthetic world, observe the sources, materialize every asset, sum up the lake
 demo: instance
 	$(BIN)/lakehouse demo-data
-	$(MAKE) --no-print-directory materialize
+	$(MAKE) --no-print-directory -f $(abspath $(firstword $(MAKEFILE_LIST))) materialize
 	$(BIN)/lakehouse summary
 
 ## materialize: observe sources, then materialize every asset over all log days
