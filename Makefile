@@ -4,17 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# Run config of the runs `make` starts: the console at INFO shows what the steps say (the
+# DEBUG events stay in the instance's event log and the UI).
+INFO_LOGS := "loggers": {"console": {"config": {"log_level": "INFO"}}}
 ifeq ($(LAKEHOUSE_ENV),production)
 # The production profile (README, "Running beyond one machine"): the instance lives in
 # Postgres and steps run on the Celery workers, so the instance directory only holds
 # dagster.yaml and scratch files, and no executor config overrides Celery.
 export DAGSTER_HOME ?= $(CURDIR)/data/production
-EXECUTION ?=
+EXECUTION ?= {$(INFO_LOGS)}
 else
 export DAGSTER_HOME := $(CURDIR)
+# The log partitions end where a local world's logs end (the last logs/YYYY-MM-DD.jsonl),
+# not today: the UI shows the demo's 30 days, none missing. A new log day appears after
+# the code location reloads (the UI's Reload, or `make ui` again).
+LOG_FILES := $(wildcard $(or $(LAKEHOUSE_SOURCES),data/sources)/logs/*.jsonl)
+export LAKEHOUSE_LOGS_END ?= $(lastword $(sort $(basename $(notdir $(LOG_FILES)))))
 # One process for every step on one machine: no subprocess start-up per step, no
 # two CPU-hungry steps fighting over the cores. `EXECUTION=` uses Dagster's default.
-EXECUTION ?= {"execution": {"config": {"in_process": {}}}}
+EXECUTION ?= {"execution": {"config": {"in_process": {}}}, $(INFO_LOGS)}
 endif
 
 CELERY_CONFIG := deploy/production/celery.yaml
@@ -22,7 +30,7 @@ CPU_WORKER_CONCURRENCY ?= 2
 LAKEHOUSE_MAX_CONCURRENT_RUNS ?= 4
 
 .PHONY: demo test ui install instance materialize lint clean workers worker-cpu worker-gpu \
-	daemon servers bench feast-venv label-studio label-studio-venv
+	daemon servers bench feast-venv label-studio label-studio-venv notebook
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +42,7 @@ install: $(STAMP)
 
 instance: install
 ifeq ($(LAKEHOUSE_ENV),production)
+	@$(BIN)/lakehouse settings --instance >/dev/null
 	mkdir -p $(DAGSTER_HOME)
 	sed 's/max_concurrent_runs: .*/max_concurrent_runs: $(LAKEHOUSE_MAX_CONCURRENT_RUNS)/' \
 		deploy/production/dagster.yaml > $(DAGSTER_HOME)/dagster.yaml
@@ -42,17 +51,19 @@ else
 endif
 	$(BIN)/dagster instance concurrency set gpu 1 >/dev/null
 
-## demo: synthetic world, observe the sources, materialize every asset, list the tables
+## demo: synthetic world, observe the sources, materialize every asset, sum up the lake
 demo: instance
 	$(BIN)/lakehouse demo-data
-	$(MAKE) --no-print-directory materialize
-	$(BIN)/lakehouse tables
+	$(MAKE) --no-print-directory -f $(abspath $(firstword $(MAKEFILE_LIST))) materialize
+	$(BIN)/lakehouse summary
 
 ## materialize: observe sources, then materialize every asset over all log days
+## (`dg launch` is what Dagster 1.13 offers in place of `dagster job execute` and
+## `dagster asset materialize`, which still work: README, "In CI")
 materialize: instance
-	$(BIN)/dagster job execute -m lakehouse.definitions -j observe_sources
-	$(BIN)/dagster job execute -m lakehouse.definitions -j observe_logs
-	$(BIN)/dagster asset materialize -m lakehouse.definitions --select '*' \
+	$(BIN)/dg launch -m lakehouse.definitions --job observe_sources --config-json '{$(INFO_LOGS)}'
+	$(BIN)/dg launch -m lakehouse.definitions --job observe_logs --config-json '{$(INFO_LOGS)}'
+	$(BIN)/dg launch -m lakehouse.definitions --assets '*' \
 		--partition-range "$$($(BIN)/lakehouse log-range)" $(if $(EXECUTION),--config-json '$(EXECUTION)')
 
 test: install servers label-studio-venv
@@ -119,6 +130,11 @@ label-studio: label-studio-venv
 
 ui: instance
 	$(BIN)/dagster dev -m lakehouse.definitions -h 127.0.0.1
+
+## notebook: JupyterLab on http://127.0.0.1:8888 with notebooks/ (the lake of `make demo`)
+notebook: install
+	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports

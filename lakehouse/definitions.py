@@ -13,6 +13,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from lakehouse import automation, curated, features, labels, models, raw, sources
+from lakehouse.errors import ConfigError
 from lakehouse.graph.executors import default_executor
 from lakehouse.lake import LakeResource
 from lakehouse.lake.sql import MEMORY_LIMIT_VAR, THREADS_VAR, connection_config
@@ -65,4 +66,9 @@ def build_definitions(**locations: str | None) -> dg.Definitions:
     )
 
 
-defs = build_definitions()
+try:
+    defs = build_definitions()
+except ConfigError as exc:
+    # A wrong setting ends every Dagster command that loads us (`dagster …`, `dg …`, a run
+    # worker) with one line naming it and exit status 1, not a loader traceback.
+    raise SystemExit(f"lakehouse: error: {exc}") from None

@@ -8,7 +8,9 @@ deployment only changes variables (secrets included, never files in the repo).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from lakehouse.errors import ConfigError
@@ -19,8 +21,11 @@ SOURCES_VAR = "LAKEHOUSE_SOURCES"
 METADATA_DB_VAR = "LAKEHOUSE_METADATA_DB"
 LAKE_VAR = "LAKEHOUSE_LAKE"
 LOGS_START_VAR = "LAKEHOUSE_LOGS_START"
+LOGS_END_VAR = "LAKEHOUSE_LOGS_END"
 ENV_VAR = "LAKEHOUSE_ENV"
 CELERY_BROKER_VAR = "LAKEHOUSE_CELERY_BROKER"
+# What the production instance's dagster.yaml reads (deploy/production/dagster.yaml).
+INSTANCE_VARS = ("LAKEHOUSE_DAGSTER_PG_URL", "LAKEHOUSE_COMPUTE_LOGS_BUCKET")
 
 PRODUCTION = "production"
 ENVIRONMENTS = ("local", PRODUCTION)
@@ -49,9 +54,33 @@ def lake_uri() -> str:
     return os.environ.get(LAKE_VAR) or str(_data_dir() / "lake")
 
 
+def existing_lake_uri() -> str:
+    """The lake root for a command that only reads it: a local root that does not exist is
+    a wrong setting (one line naming it), not an empty lake."""
+    uri = lake_uri()
+    if not is_s3(uri) and not Path(uri).is_dir():
+        raise ConfigError(
+            f"{LAKE_VAR}={uri!r}: no such directory (run `make demo`, or point it at your lake)"
+        )
+    return uri
+
+
 def logs_start() -> str:
     """First day of the daily log partitions (YYYY-MM-DD)."""
     return os.environ.get(LOGS_START_VAR) or DEFAULT_LOGS_START
+
+
+def logs_end() -> str | None:
+    """Last day of the daily log partitions (YYYY-MM-DD), or None: open-ended, up to today.
+    `make` sets it to the last day of a local sources' logs/, so the demo's partition set
+    ends where its logs end."""
+    value = os.environ.get(LOGS_END_VAR) or None
+    if value is not None:
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"{LOGS_END_VAR}={value!r}: expected a day, YYYY-MM-DD") from None
+    return value
 
 
 def environment() -> str:
@@ -74,6 +103,11 @@ def require_production_settings(*also: str) -> None:
             f"{ENV_VAR}={PRODUCTION} needs these variables set: {', '.join(missing)} "
             "(see README, 'Running beyond one machine')"
         )
+
+
+def masked(url: str) -> str:
+    """A URL fit to print: its password, if any, replaced by ***."""
+    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
 
 
 def is_s3(uri: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -362,6 +363,8 @@ def test_the_notebook_runs_against_a_lake(
         output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
     )
     assert "refused: only SELECT queries are allowed, not COPY" in printed
+    # time travel over a table that really has several versions after one run
+    assert re.search(r"quarantine: \d+ rows at version 0, \d+ at version [1-9]", printed), printed
     assert not (tmp_path / "users.csv").exists()
 
 

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from lakehouse import settings
 from lakehouse.cli.demo import add_demo_commands
 from lakehouse.cli.flywheel import add_flywheel_commands
 from lakehouse.cli.lake import add_lake_commands
+from lakehouse.cli.overview import add_overview_commands
 from lakehouse.cli.query import add_query_commands
 from lakehouse.errors import ConfigError
+
+# Commands that only read an existing lake: a lake root that is not there is a wrong
+# setting, said in one line, not "no tables".
+READS_LAKE = frozenset(
+    {"tables", "sql", "history", "diff", "show-augmentations", "release", "summary"}
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,14 +29,24 @@ def main(argv: list[str] | None = None) -> int:
         add_lake_commands,
         add_query_commands,
         add_flywheel_commands,
+        add_overview_commands,
     ):
         add_commands(commands)
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        if args.command in READS_LAKE:
+            settings.existing_lake_uri()
+        status = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+        return status
     except ConfigError as exc:
         print(f"lakehouse: error: {exc}", file=sys.stderr)
-        return 2
+        return 1
+    except BrokenPipeError:
+        # The reader stopped early (`lakehouse tables | head -2`): not an error of ours, and
+        # Python must not report the unflushed rest when it exits.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

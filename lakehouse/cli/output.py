@@ -6,6 +6,7 @@ import argparse
 import csv
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -57,7 +58,7 @@ def write_rows(
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([["" if v is None else v for v in row] for row in rows])
+        writer.writerows([["" if v is None else shown(v) for v in row] for row in rows])
     else:
         write_table(columns, rows, out)
 
@@ -68,8 +69,21 @@ def json_value(value: object) -> object:
     return isoformat() if isoformat else str(value)
 
 
+def shown(value: object) -> object:
+    """A float as people read it: 7 significant digits (a float32 score stored as a double
+    prints 0.64, not 0.6399999856948853), and 2 decimals from a million up. JSON output
+    keeps every digit."""
+    if isinstance(value, list | tuple):
+        return [shown(item) for item in value]
+    if not isinstance(value, float) or not math.isfinite(value):
+        return value
+    if abs(value) >= 1e6:
+        return round(value, 2)
+    return float(f"{value:.7g}")
+
+
 def write_table(columns: Sequence[str], rows: Sequence[Sequence[object]], out: TextIO) -> None:
-    cells = [["NULL" if v is None else str(v) for v in row] for row in rows]
+    cells = [["NULL" if v is None else str(shown(v)) for v in row] for row in rows]
     widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
     out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip() + "\n")
     out.write("  ".join("-" * w for w in widths) + "\n")

@@ -92,6 +92,7 @@ class WorldSummary:
     events: int  # good log lines
     bad_log_lines: int
     bad_photo_rows: int  # dangling user, missing object, bad latitude, duplicate id
+    kept_labels: int = 0  # photo_labels rows someone else wrote (an import), kept as they were
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def generate_world(
     _prune(sources_dir, ("photos", "logs"), keep=written)
 
     labels = _label_rows(world_rng, posts, window_start, horizon_s)
-    _write_metadata_db(
+    kept = _write_metadata_db(
         metadata_db_url,
         users=_user_rows(world_rng, homes, window_start),
         photos=good_rows + bad.rows,
@@ -184,6 +185,7 @@ def generate_world(
         events=len(events.ts_s),
         bad_log_lines=BAD_LINE_KINDS,
         bad_photo_rows=len(bad.rows) - len(bad.object_kinds),
+        kept_labels=kept,
     )
 
 
@@ -738,8 +740,15 @@ def metadata_tables() -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
 
 def _write_metadata_db(
     url: str, *, users: list[dict], photos: list[dict], labels: list[dict]
-) -> None:
-    """Drop and recreate the tables; a SQLite file is deleted first so its bytes repeat."""
+) -> int:
+    """Drop and recreate the tables; a SQLite file is deleted first so its bytes repeat.
+
+    Labels someone added since (`lakehouse labels import`: rows the demo did not write,
+    and their extra columns such as `labeled_by`) are put back over the demo's own
+    labels of the same photos, so regenerating the world never loses them. Returns
+    how many were kept.
+    """
+    added = _label_rows_as_stored(url)
     engine = sa.create_engine(_fresh_database_url(url))
     metadata, users_table, photos_table, labels_table = metadata_tables()
     try:
@@ -749,8 +758,49 @@ def _write_metadata_db(
             connection.execute(users_table.insert(), users)
             connection.execute(photos_table.insert(), photos)
             connection.execute(labels_table.insert(), labels)
+        if not added:
+            return 0
+        with engine.begin() as connection:
+            ours = {_row_key(row) for row in _stored_rows(connection)}
+            kept = [row for row in added if _row_key(row) not in ours]
+            if not kept:
+                return 0
+            columns = {c["name"] for c in sa.inspect(connection).get_columns("photo_labels")}
+            for name in sorted(set(kept[0]) - columns):
+                connection.execute(sa.text(f'ALTER TABLE photo_labels ADD COLUMN "{name}" TEXT'))
+            table = sa.table("photo_labels", *(sa.column(name) for name in kept[0]))
+            ids = [row["photo_id"] for row in kept]
+            connection.execute(table.delete().where(table.c.photo_id.in_(ids)))
+            connection.execute(table.insert(), kept)
+        return len(kept)
     finally:
         engine.dispose()
+
+
+def _label_rows_as_stored(url: str) -> list[dict]:
+    """photo_labels as it is now, values as the database holds them (none if no table)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return []
+    engine = sa.create_engine(parsed)
+    try:
+        with engine.connect() as connection:
+            if not sa.inspect(connection).has_table("photo_labels"):
+                return []
+            return _stored_rows(connection)
+    finally:
+        engine.dispose()
+
+
+def _stored_rows(connection: sa.Connection) -> list[dict]:
+    return [
+        dict(row) for row in connection.execute(sa.text("SELECT * FROM photo_labels")).mappings()
+    ]
+
+
+def _row_key(row: dict) -> tuple:
+    """A row by every value it holds, extra columns included (an import's labeled_by)."""
+    return tuple(sorted((name, str(value)) for name, value in row.items() if value is not None))
 
 
 def _fresh_database_url(url: str) -> sa.URL:

@@ -240,6 +240,15 @@ def split_of(photo_ids: pl.Series, conn: duckdb.DuckDBPyConnection | None = None
     )
 
 
+def required_features(features: pl.DataFrame) -> list[str]:
+    """The features a training row must have: all of them, except before the first
+    classifier is trained (day 0: no photo has its outputs), when the rows go on without
+    the classifier's columns and the popularity model trains without them."""
+    if features.select(pl.any_horizontal(pl.col(CLASSIFIER_COLUMNS).is_not_null()).any()).item():
+        return NUMERIC_FEATURES
+    return [name for name in NUMERIC_FEATURES if name not in CLASSIFIER_COLUMNS]
+
+
 def training_rows(
     conn: duckdb.DuckDBPyConnection, features: pl.DataFrame, labels: pl.DataFrame
 ) -> pl.DataFrame:
@@ -254,7 +263,7 @@ def training_rows(
             on="photo_id",
             how="inner",
         )
-        .drop_nulls(NUMERIC_FEATURES)
+        .drop_nulls(required_features(features))
         .sort("photo_id")
     )
     return with_row_digest(joined.with_columns(split_of(joined["photo_id"], conn)), conn)

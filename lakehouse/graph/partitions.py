@@ -1,10 +1,21 @@
 """Partitions shared by the assets that follow the daily activity logs."""
 
+from datetime import date, timedelta
+
 import dagster as dg
 
-from lakehouse.settings import logs_start
+from lakehouse.settings import logs_end, logs_start
 
-log_days = dg.DailyPartitionsDefinition(start_date=logs_start(), timezone="UTC")
+
+def _end_date(last: str | None) -> str | None:
+    """Dagster's end_date is the first day without a partition: the day after the last."""
+    return None if last is None else (date.fromisoformat(last) + timedelta(days=1)).isoformat()
+
+
+# Open-ended (a partition a day up to today) unless LAKEHOUSE_LOGS_END names the last day.
+log_days = dg.DailyPartitionsDefinition(
+    start_date=logs_start(), end_date=_end_date(logs_end()), timezone="UTC"
+)
 
 
 def partition_range_tags(first: str, last: str) -> dict[str, str]:

@@ -13,7 +13,9 @@ from lakehouse.graph.defaults import layer_defaults
 from lakehouse.labels.label_model import fit_generative, function_stats
 from lakehouse.labels.labeling_functions import LABELING_FUNCTIONS
 from lakehouse.labels.logic import (
+    FIRST_LABELS,
     STRATEGIES,
+    first_labels_queue,
     gold_indices,
     label_matrix,
     queue_rows,
@@ -48,14 +50,20 @@ class WeakLabelsConfig(dg.Config):
     label_model: str = "generative"
 
 
-def photos_with_classes(lake: LakeResource, versions: dict[str, int]) -> pl.DataFrame:
-    """Accepted photos with their sha256, gold labels (null if none) and classifier outputs.
+def photos_with_classes(
+    lake: LakeResource, versions: dict[str, int], how: str = "inner"
+) -> pl.DataFrame:
+    """Accepted photos with their sha256, gold labels (null if none) and classifier outputs
+    (`how="left"`: also photos without them, their outputs null).
 
     photo_classes holds the current model's rows only (older ones are removed).
     """
     photos = photo_images(
         read_pinned(
-            lake, RAW_PHOTOS, versions, ["photo_id", "object_key", "title", "location_name"]
+            lake,
+            RAW_PHOTOS,
+            versions,
+            ["photo_id", "object_key", "title", "location_name", "posted_at"],
         ),
         read_pinned(lake, IMAGES, versions, ["sha256", "keys"]),
     )
@@ -63,7 +71,7 @@ def photos_with_classes(lake: LakeResource, versions: dict[str, int]) -> pl.Data
     classes = read_pinned(lake, PHOTO_CLASSES, versions)
     return (
         photos.join(gold.rename({"content_label": "gold_label"}), on="photo_id", how="left")
-        .join(classes, on="sha256", how="inner")
+        .join(classes, on="sha256", how=how)  # type: ignore[arg-type]
         .sort("photo_id")
     )
 
@@ -82,11 +90,16 @@ def label_queue(
     if config.strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, not {config.strategy!r}")
     versions = pinned_versions(lake, LABEL_INPUTS)
-    photos = photos_with_classes(lake, versions)
-    rows = queue_rows(photos.filter(pl.col("gold_label").is_null()), config.strategy)
-    return snapshot_result(
-        context, lake, LABEL_QUEUE, rows, versions, {"strategy": config.strategy}
+    unlabelled = photos_with_classes(lake, versions, how="left").filter(
+        pl.col("gold_label").is_null()
     )
+    classified = unlabelled.filter(pl.col("model_version").is_not_null())
+    if classified.is_empty():  # no classifier yet: spread over places, newest first
+        rows, strategy = first_labels_queue(unlabelled), FIRST_LABELS
+    else:
+        rows, strategy = queue_rows(classified, config.strategy), config.strategy
+    context.log.info(f"label_queue: {rows.height} unlabelled photos ranked by {strategy}")
+    return snapshot_result(context, lake, LABEL_QUEUE, rows, versions, {"strategy": strategy})
 
 
 @dg.asset(

@@ -23,6 +23,7 @@ from lakehouse.vocabulary import CONTENT_CLASSES
 STRATEGIES = ("margin", "entropy")
 HEADS = ("content", "style")
 PROB_COLUMNS = [f"p_{name}" for name in CONTENT_CLASSES]
+FIRST_LABELS = "diversity"  # the day-0 queue's strategy: no model to be unsure yet
 QUEUE_ORDER = ("uncertainty", "photo_id")  # descending uncertainty, then ascending photo_id
 
 
@@ -35,6 +36,31 @@ def head_uncertainty(probs: np.ndarray, strategy: str) -> np.ndarray:
         return 1.0 - (top[:, -1] - top[:, -2])
     clipped = np.clip(probs, 1e-12, 1.0)
     return -(clipped * np.log(clipped)).sum(axis=1) / np.log(probs.shape[1])
+
+
+def first_labels_queue(candidates: pl.DataFrame) -> pl.DataFrame:
+    """The queue before any classifier exists (day 0), shaped like `queue_rows`: spread
+    over places and newest first. The newest photo of each place ranks 1, the second
+    newest 2, and so on; `uncertainty` is 1 / rank, so QUEUE_ORDER takes one photo of
+    every place before a second of any. The classifier's columns are null."""
+    rank = pl.col("posted_at").rank("ordinal", descending=True).over("location_name")
+    rows = (
+        candidates.sort("photo_id")
+        .select(
+            "photo_id",
+            "sha256",
+            "object_key",
+            "title",
+            "model_version",
+            *(f"{head}_{part}" for head in HEADS for part in ("label", "score")),
+            **{f"{head}_uncertainty": pl.lit(None, pl.Float64) for head in HEADS},
+            uncertainty=1.0 / rank.cast(pl.Float64),
+            strategy=pl.lit(FIRST_LABELS),
+        )
+        .with_columns(pl.col(pl.Float32).cast(pl.Float64))
+        .sort(*QUEUE_ORDER, descending=[True, False])
+    )
+    return with_row_digest(rows)
 
 
 def queue_rows(candidates: pl.DataFrame, strategy: str) -> pl.DataFrame:

@@ -93,17 +93,21 @@ def label_config() -> str:
 
 
 def task(photo: Mapping[str, object], image: str) -> dict[str, object]:
-    """One import task: the photo and the classifier's answer as a pre-annotation."""
+    """One import task: the photo and the classifier's answer as a pre-annotation (none
+    before the first classifier: day 0's queue has no answers to offer)."""
+    data = {
+        IMAGE: image,
+        "photo_id": int(photo["photo_id"]),  # type: ignore[call-overload]
+        "sha256": photo["sha256"],
+        "object_key": photo["object_key"],
+        "title": photo["title"],
+        "uncertainty": float(photo["uncertainty"]),  # type: ignore[arg-type]
+    }
+    if photo["model_version"] is None:
+        return {"data": data}
     scores = {name: float(photo[f"{name}_score"]) for name in CHOICES}  # type: ignore[arg-type]
     return {
-        "data": {
-            IMAGE: image,
-            "photo_id": int(photo["photo_id"]),  # type: ignore[call-overload]
-            "sha256": photo["sha256"],
-            "object_key": photo["object_key"],
-            "title": photo["title"],
-            "uncertainty": float(photo["uncertainty"]),  # type: ignore[arg-type]
-        },
+        "data": data,
         "predictions": [
             {
                 "model_version": photo["model_version"],

@@ -18,6 +18,7 @@ from lakehouse.lake.digests import frame_digest
 from lakehouse.lake.metadata import commit_info_for, table_metadata
 from lakehouse.lake.resource import LakeResource
 from lakehouse.lake.tables import key_of
+from lakehouse.resources.errors import PermanentError
 
 
 def pinned_versions(lake: LakeResource, names: Iterable[str]) -> dict[str, int]:
@@ -25,7 +26,7 @@ def pinned_versions(lake: LakeResource, names: Iterable[str]) -> dict[str, int]:
     versions = {str(name): lake.version(name) for name in names}
     missing = sorted(name for name, version in versions.items() if version is None)
     if missing:
-        raise RuntimeError(f"materialize {', '.join(missing)} first: no such table in the lake")
+        raise PermanentError(f"materialize {', '.join(missing)} first: no such table in the lake")
     return versions  # type: ignore[return-value]
 
 

@@ -24,6 +24,7 @@ from lakehouse.curated.views import (
 from lakehouse.graph.defaults import GPU, layer_defaults
 from lakehouse.lake import LakeResource, commit_info_for, incremental, table_metadata
 from lakehouse.lake.digests import digest_strings, frame_digest, hash_bucket, sha256_hex
+from lakehouse.lake.metadata import PREVIEW_ROWS, preview_markdown
 from lakehouse.lake.tables import (
     AUGMENTED_TENSORS,
     IMAGES,
@@ -35,6 +36,7 @@ from lakehouse.lake.tables import (
 )
 from lakehouse.models.classifier import (
     UNKNOWN,
+    HeldOut,
     PhotoNet,
     TrainConfig,
     accuracy,
@@ -44,10 +46,14 @@ from lakehouse.models.classifier import (
 )
 from lakehouse.models.registry import CLASSIFIERS
 from lakehouse.resources.device import DeviceResource
+from lakehouse.resources.errors import PermanentError
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 
 CLASSIFIER_CODE_VERSION = "1"
 HELD_OUT_SHARE = 5  # one photo in five, chosen by a hash of photo_id
+# Fewer gold-labelled photos than this (or none held out) train no model: day 0 of a
+# labeling project, when label_queue exists to get the first labels.
+MIN_LABELLED_PHOTOS = 10
 
 
 class ClassifierConfig(dg.Config):
@@ -56,6 +62,11 @@ class ClassifierConfig(dg.Config):
     learning_rate: float = TrainConfig.learning_rate
     seed: int = TrainConfig.seed
     max_steps: int = TrainConfig.max_steps
+    patience: int = Field(
+        default=TrainConfig.patience,
+        description="Epochs without a better held-out accuracy before training stops "
+        "(the best epoch's weights are kept); 0 trains every epoch.",
+    )
     use_weak_labels: bool = Field(
         default=False,
         description="Also train the content head on photos without a gold label whose "
@@ -77,7 +88,7 @@ def labelled_images(lake: LakeResource) -> pl.DataFrame:
     photos = lake.read(RAW_PHOTOS, columns=["photo_id", "object_key"])
     objects = lake.read(IMAGES, columns=["sha256", "keys"])
     if labels is None or photos is None or objects is None:
-        raise RuntimeError("raw_photo_labels, raw_photos and images must be materialized first")
+        raise PermanentError("raw_photo_labels, raw_photos and images must be materialized first")
     return (
         photo_images(labels.join(photos, on="photo_id"), objects)
         .filter(
@@ -105,7 +116,7 @@ def weak_labelled_images(
     photos = lake.read(RAW_PHOTOS, columns=["photo_id", "object_key"])
     objects = lake.read(IMAGES, columns=["sha256", "keys"])
     if weak is None or photos is None or objects is None:
-        raise RuntimeError("use_weak_labels needs weak_labels: materialize it first")
+        raise PermanentError("use_weak_labels needs weak_labels: materialize it first")
     return (
         weak.filter(
             (pl.col("confidence") >= min_confidence)
@@ -177,7 +188,12 @@ def style_content_classifier(
 ) -> dg.MaterializeResult:
     info = commit_info_for(context)
     train_config = TrainConfig(
-        config.epochs, config.batch_size, config.learning_rate, config.seed, config.max_steps
+        config.epochs,
+        config.batch_size,
+        config.learning_rate,
+        config.seed,
+        config.max_steps,
+        config.patience,
     )
     labelled = labelled_images(lake)
     weak = (
@@ -200,6 +216,19 @@ def style_content_classifier(
         ]
     )
     models = CLASSIFIERS.models(lake)
+    gold = labelled.filter(pl.col("style") != UNKNOWN)
+    if (missing := too_few_labels(gold)) is not None:
+        context.log.info(f"no model yet: {missing}")
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion(f"no-model-{inputs[:16]}"),
+            metadata={
+                **table_metadata(lake, STYLE_CONTENT_CLASSIFIER, models.height, 0),
+                "trained": False,
+                "reason": f"no model yet: {missing}",
+                "labelled_photos": gold.height,
+                "labelled_photos_needed": MIN_LABELLED_PHOTOS,
+            },
+        )
     known = CLASSIFIERS.find(models, pl.col("inputs_digest") == inputs)
     if known is not None:
         row = known
@@ -226,6 +255,18 @@ def style_content_classifier(
     )
 
 
+def too_few_labels(gold: pl.DataFrame) -> str | None:
+    """Why these gold-labelled photos (with tensors or not) train no model yet, or None."""
+    held_out = int(gold["held_out"].sum())
+    if gold.height < MIN_LABELLED_PHOTOS:
+        return f"{gold.height} labelled photos, {MIN_LABELLED_PHOTOS} needed"
+    if held_out == 0 or held_out == gold.height:
+        return (
+            f"{gold.height} labelled photos, none {'held out' if not held_out else 'to train on'}"
+        )
+    return None
+
+
 def train_and_evaluate(
     context: dg.AssetExecutionContext,
     lake: LakeResource,
@@ -239,7 +280,7 @@ def train_and_evaluate(
     Pixels held: at most max_steps x batch_size training views, then one batch of
     held-out views at a time."""
     if data.is_empty():
-        raise RuntimeError("no labelled photos with augmented tensors to train on")
+        raise PermanentError("no labelled photos with augmented tensors to train on")
     every = data.filter(~pl.col("held_out"))
     training = capped_views(every, config.max_steps * config.batch_size)
     held_out = data.filter(pl.col("held_out"))
@@ -255,6 +296,12 @@ def train_and_evaluate(
         torch.tensor(training["style"].to_list()),
         config,
         target,
+        held_out=HeldOut(
+            fill_views(lake, held_out),
+            torch.tensor(held_out["content"].to_list(), dtype=torch.int64),
+            torch.tensor(held_out["style"].to_list(), dtype=torch.int64),
+        ),
+        log=context.log.info,
     )
     content_probs, style_probs, content, style = held_out_predictions(lake, trained.model, held_out)
     key = lake.put_object(trained.weights)
@@ -322,9 +369,11 @@ class InferenceConfig(dg.Config):
     )
 
 
-def current_classifier(lake: LakeResource) -> dict[str, object]:
-    """The classifier photo_classes applies: the registry's current one."""
-    return CLASSIFIERS.current(lake)
+def current_classifier(lake: LakeResource) -> dict[str, object] | None:
+    """The classifier photo_classes applies: the registry's current one (None before the
+    first model is trained)."""
+    current = CLASSIFIERS.models(lake).filter(pl.col("current"))
+    return current.row(0, named=True) if current.height else None
 
 
 @dg.asset(
@@ -345,6 +394,16 @@ def photo_classes(
 ) -> dg.MaterializeResult:
     info = commit_info_for(context)
     model_row = current_classifier(lake)
+    if model_row is None:
+        # Day 0: no labels, no model. An empty table, so what reads it proceeds without it.
+        if lake.version(PHOTO_CLASSES) is None:
+            empty = pl.DataFrame(schema=CLASSES_SCHEMA)
+            lake.sync_snapshot(PHOTO_CLASSES, empty, commit_info=info, fingerprint="model_version")
+        context.log.info("no classifier yet: photo_classes stays empty")
+        return dg.MaterializeResult(
+            data_version=dg.DataVersion("no-model"),
+            metadata={**table_metadata(lake, PHOTO_CLASSES, 0, 0), "model_version": "none"},
+        )
     model_version = str(model_row["model_version"])
     images_now = lake.read_or_empty(IMAGES, {"sha256": pl.String()}, columns=["sha256"])
     work = incremental.plan(
@@ -354,8 +413,9 @@ def photo_classes(
     target = device.device()
     batch_size = config.batch_size or device.batch_size
     context.log.info(
-        f"classifying {todo.height} images with model {model_version} on {target} "
-        f"(batch {batch_size}); removing {work.stale.height} stale rows"
+        f"classifying {todo.height} images with model {model_version} on {target}, "
+        f"{config.images_per_batch} read and committed at a time (inference batches of "
+        f"{batch_size}); removing {work.stale.height} stale rows"
     )
 
     def classify(missing: pl.DataFrame) -> Iterator[pl.DataFrame]:
@@ -385,8 +445,38 @@ def photo_classes(
             "device": str(target),
             "batches": batches,
             "images_per_batch": config.images_per_batch,
+            "inference_batch_size": batch_size,
+            "preview": dg.MetadataValue.md(classes_preview(lake)),
         },
     )
+
+
+def classes_preview(lake: LakeResource) -> str:
+    """The first photos by id with their title and the classifier's answers: what people
+    look for, where the table itself holds sha256 and probability vectors."""
+    photos = lake.read(RAW_PHOTOS, columns=["photo_id", "title", "object_key"])
+    objects = lake.read(IMAGES, columns=["sha256", "keys"])
+    classes = lake.read(
+        PHOTO_CLASSES,
+        columns=["sha256", "content_label", "content_score", "style_label", "style_score"],
+    )
+    if photos is None or objects is None or classes is None:
+        return "_no rows_"
+    rows = (
+        photo_images(photos, objects)
+        .join(classes, on="sha256")
+        .sort("photo_id")
+        .head(PREVIEW_ROWS)
+        .select(
+            "photo_id",
+            "title",
+            "content_label",
+            pl.col("content_score").round(3),
+            "style_label",
+            pl.col("style_score").round(3),
+        )
+    )
+    return preview_markdown(rows.to_arrow())
 
 
 def class_rows(

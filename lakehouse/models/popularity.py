@@ -83,9 +83,20 @@ def spearman(predicted: np.ndarray, actual: np.ndarray) -> float:
     return float(np.corrcoef(ranks["p"].to_numpy(), ranks["a"].to_numpy())[0, 1])
 
 
+def has_classifier_outputs(*frames: pl.DataFrame) -> bool:
+    """Whether every row has the classifier's probabilities (not so before its first model)."""
+    return all(
+        frame.select(CLASSIFIER_COLUMNS).null_count().sum_horizontal().item() == 0
+        for frame in frames
+    )
+
+
 def evaluate(train: pl.DataFrame, val: pl.DataFrame) -> tuple[RidgeModel, dict[str, float]]:
-    """The model, and its validation metrics next to the two baselines it must beat."""
-    model = fit(train)
+    """The model, and its validation metrics next to the two baselines it must beat.
+
+    Without the classifier's outputs (day 0) the model trains without them, and
+    `no_classifier_mae` equals `val_mae`; `RidgeModel.columns` says what it used."""
+    model = fit(train, has_classifier_outputs(train, val))
     actual = val["likes_7d"].cast(pl.Float64).to_numpy()
     predicted = model.predict(val)
     train_mean = float(train["likes_7d"].mean())  # type: ignore[arg-type]

@@ -7,8 +7,9 @@ from lakehouse.failpoints import failpoint
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.lake import LakeResource, commit_info_for, table_metadata
 from lakehouse.lake.tables import POPULARITY_MODEL, TRAINING_SET
-from lakehouse.models.popularity import evaluate
+from lakehouse.models.popularity import RidgeModel, evaluate
 from lakehouse.models.registry import POPULARITY_METRICS, POPULARITY_MODELS
+from lakehouse.resources.errors import PermanentError
 
 POPULARITY_CODE_VERSION = "1"
 
@@ -47,7 +48,7 @@ def train_model(lake: LakeResource, rows: pl.DataFrame, version: int) -> dict[st
 def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     version = lake.version(TRAINING_SET)
     if version is None:
-        raise RuntimeError("materialize training_set first")
+        raise PermanentError("materialize training_set first")
     models = POPULARITY_MODELS.models(lake)
     known = POPULARITY_MODELS.find(
         models,
@@ -73,6 +74,12 @@ def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> d
     else:
         row, trained = train_model(lake, rows, version), 1
     POPULARITY_MODELS.make_current(lake, models, row, commit_info=commit_info_for(context))
+    model = RidgeModel.from_bytes(lake.get_object(str(row["weights_key"])))
+    context.log.info(
+        f"popularity_model {row['model_version']}: "
+        + ", ".join(f"{metric} {float(row[metric]):.3f}" for metric in POPULARITY_METRICS)
+        + ("" if model.with_classifier else "; trained without the classifier's features")
+    )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(str(row["weights_key"]).rsplit("/", 1)[1]),
         metadata={
@@ -80,5 +87,7 @@ def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> d
             "weights": dg.MetadataValue.path(str(row["weights_key"])),
             "training_set_version": version,
             **{metric: float(row[metric]) for metric in POPULARITY_METRICS},
+            "with_classifier": model.with_classifier,
+            "features": ", ".join(model.columns),
         },
     )

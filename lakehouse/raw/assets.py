@@ -249,7 +249,8 @@ def parse_log_days(
     events = pl.concat([p.events for p in parsed])
     rejected = rejections_frame(LOGS_SOURCE, [row for p in parsed for row in p.rejected])
     context.log.info(
-        f"{days[0]}..{days[-1]}: {events.height} events, {rejected.height} lines quarantined"
+        f"{days[0]}..{days[-1]}: {events.height} events, {rejected.height} "
+        f"line{'' if rejected.height == 1 else 's'} quarantined"
     )
     return DayBatch(
         rows=events,

@@ -183,7 +183,7 @@ def parse_event(raw: bytes, day: date) -> tuple[datetime, int, str, int | None]:
     try:
         record = json.loads(text, object_pairs_hook=unique_fields)
     except json.JSONDecodeError as exc:
-        raise LineError(f"not JSON ({exc.msg} at column {exc.colno})") from exc
+        raise LineError(f"not JSON ({exc.msg}, column {exc.colno})") from exc
     except RecursionError as exc:
         raise LineError("not JSON (nested too deeply)") from exc
     except LineError:

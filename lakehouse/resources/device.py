@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import torch
 
+from lakehouse.resources.errors import SettingError
+
 DEVICE_VAR = "LAKEHOUSE_DEVICE"
 
 
@@ -20,7 +22,7 @@ class DeviceResource(dg.ConfigurableResource):
         if torch.cuda.is_available():
             return torch.device("cuda")
         if self.prefer == "cuda":
-            raise RuntimeError(f"{DEVICE_VAR}=cuda but no CUDA device is visible")
+            raise SettingError(f"{DEVICE_VAR}='cuda': no CUDA device is visible")
         return torch.device("cpu")
 
     def mixed_precision(self) -> bool:
