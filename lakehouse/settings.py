@@ -21,6 +21,7 @@ LAKE_VAR = "LAKEHOUSE_LAKE"
 LOGS_START_VAR = "LAKEHOUSE_LOGS_START"
 ENV_VAR = "LAKEHOUSE_ENV"
 CELERY_BROKER_VAR = "LAKEHOUSE_CELERY_BROKER"
+AUTOMATION_INTERVAL_VAR = "LAKEHOUSE_AUTOMATION_INTERVAL"
 
 PRODUCTION = "production"
 ENVIRONMENTS = ("local", PRODUCTION)
@@ -28,6 +29,7 @@ ENVIRONMENTS = ("local", PRODUCTION)
 PRODUCTION_VARS = (SOURCES_VAR, METADATA_DB_VAR, LAKE_VAR)
 
 DEFAULT_LOGS_START = "2026-10-01"
+DEFAULT_AUTOMATION_INTERVAL_S = 60
 
 
 def _data_dir() -> Path:
@@ -52,6 +54,14 @@ def lake_uri() -> str:
 def logs_start() -> str:
     """First day of the daily log partitions (YYYY-MM-DD)."""
     return os.environ.get(LOGS_START_VAR) or DEFAULT_LOGS_START
+
+
+def automation_interval_s() -> int:
+    """Seconds between two evaluations of the automation conditions (at least 5)."""
+    text = os.environ.get(AUTOMATION_INTERVAL_VAR) or str(DEFAULT_AUTOMATION_INTERVAL_S)
+    if not text.isdigit() or int(text) < 5:
+        raise ConfigError(f"{AUTOMATION_INTERVAL_VAR}={text!r}: expected whole seconds, at least 5")
+    return int(text)
 
 
 def environment() -> str:

@@ -15,9 +15,10 @@ import polars as pl
 from lakehouse.curated.augment import RECIPE, augmented_batches
 from lakehouse.curated.decode import DEFAULT_PIXEL_LIMIT, DecodeError, decode_image
 from lakehouse.curated.logic import hourly_activity
-from lakehouse.curated.preview import augmentation_grid, markdown_image
+from lakehouse.curated.preview import augmentation_grid
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.graph.partitions import log_days
+from lakehouse.graph.pictures import picture
 from lakehouse.lake import LakeResource, commit_info_for, incremental, table_metadata
 from lakehouse.lake.digests import digest_strings, frame_digest, with_row_digest
 from lakehouse.lake.ledger import DayBatch, ledger_digests, rebuild_changed_days
@@ -194,9 +195,11 @@ def augmented_tensors(
     }
     grid = augmentation_grid(lake, config.preview_images)
     if grid is not None:
-        metadata["preview"] = dg.MetadataValue.md(
-            markdown_image(grid, "originals (left) and their augmentations")
+        caption = (
+            f"the first {config.preview_images} images by sha256: each row the plain resize "
+            f"(left) and its {config.k - 1} augmented views ({RECIPE.name} v{RECIPE.version})"
         )
+        metadata.update(picture(context, lake, "augmentation_grid", grid, caption))
     return dg.MaterializeResult(
         data_version=dg.DataVersion(
             digest_strings([RECIPE.name, frame_digest(wanted, work.key, work.key)])
