@@ -22,7 +22,7 @@ CPU_WORKER_CONCURRENCY ?= 2
 LAKEHOUSE_MAX_CONCURRENT_RUNS ?= 4
 
 .PHONY: demo test ui install instance materialize lint clean workers worker-cpu worker-gpu \
-	daemon servers bench feast-venv
+	daemon servers browser bench feast-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,13 +55,19 @@ materialize: instance
 	$(BIN)/dagster asset materialize -m lakehouse.definitions --select '*' \
 		--partition-range "$$($(BIN)/lakehouse log-range)" $(if $(EXECUTION),--config-json '$(EXECUTION)')
 
-test: install servers
+test: install servers browser
 	$(BIN)/python -m pytest lakehouse_tests
 
 ## servers: the Redis server the Celery tests start on loopback (Postgres is on the machine)
 servers:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq \
 		redis-server >/dev/null) || echo "redis-server could not be installed: Celery tests skip"
+
+## browser: Debian's chromium, which the UI tests drive with Playwright by its path (no
+## browser download); a failed install fails here, and `CI=true` tests fail without it
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq \
+		chromium >/dev/null)
 
 ## worker-cpu, worker-gpu: one Celery worker for that queue, in the foreground (production)
 worker-cpu: instance
