@@ -219,23 +219,29 @@ def describe_runs(runs: list[dg.DagsterRun]) -> str:
     return "\n".join(lines)
 
 
-def settled(live: Live, since: float, timeout: float = SETTLE_S) -> list[dg.DagsterRun]:
-    """The automation's runs after `since`, once it is done: at least one run, all finished,
-    no backfill pending, and two ticks after the last run ended that requested nothing."""
+def settled(
+    live: Live, since: float, timeout: float = SETTLE_S, some: bool = True
+) -> list[dg.DagsterRun]:
+    """The automation's runs after `since`, once it is done: at least one run (unless not
+    `some`), all finished, no backfill pending, and two ticks after the last run ended (and
+    after `since`) that requested nothing."""
     seen: list[dg.DagsterRun] = []
 
-    def done() -> list[dg.DagsterRun] | None:
+    def done() -> bool:
         runs = seen[:] = automation_runs(live, since)
-        if not runs or any(run.status.value not in FINISHED for run in runs):
-            return None
+        if (some and not runs) or any(run.status.value not in FINISHED for run in runs):
+            return False
         if live.graphql(BACKFILLS)["partitionBackfillsOrError"]["results"]:
-            return None
-        ended = max(live.instance.get_run_record_by_id(run.run_id).end_time or 0 for run in runs)
-        later = [tick for tick in automation_ticks(live) if tick["timestamp"] > ended]
-        return runs if len(later) >= 2 and not any(tick["runIds"] for tick in later) else None
+            return False
+        ends = [live.instance.get_run_record_by_id(run.run_id).end_time or 0 for run in runs]
+        last = max([since, *ends])
+        later = [tick for tick in automation_ticks(live) if tick["timestamp"] > last]
+        # two: a tick may start before the last run's events are visible to it
+        return len(later) >= 2 and not any(tick["runIds"] for tick in later)
 
     try:
-        return wait_for("the automation to settle", done, timeout, live, every=2)
+        wait_for("the automation to settle", done, timeout, live, every=2)
+        return seen
     except pytest.fail.Exception as failed:
         raise AssertionError(f"{failed}\nruns:\n{describe_runs(seen)}") from None
 
@@ -376,6 +382,17 @@ def test_b_a_new_log_day_flows_to_that_partition_and_its_readers(live: Live) -> 
     assert done["user_activity"] == {HELD_BACK_DAY}
     days = live.lakehouse.lake_resource.read("raw_events", columns=["day"])["day"]
     assert HELD_BACK_DAY in set(days)
+    (record,) = live.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_events"), asset_partitions=[LAST_DAY]),
+        limit=1,
+    ).records
+    metadata = record.asset_materialization.metadata
+    assert metadata["dagster/partition_row_count"].value == (days == LAST_DAY).sum()
+    assert metadata["dagster/uri"].value.startswith("file:///")
+    parsing = next(run for run in runs if dg.AssetKey("raw_events") in (run.asset_selection or []))
+    log = live.graphql(RUN_LOG, {"runId": parsing.run_id})["logsForRun"]["events"]
+    lines = [event.get("message") or "" for event in log]
+    assert any(line.startswith("raw_events: parsing log days: 1 days in") for line in lines)
     assert not stale(staleness(live)), describe_runs(runs)
 
 
@@ -406,6 +423,20 @@ def test_c_an_old_log_day_rewritten_marks_its_readers_stale_then_flows_on(live: 
     assert lake.version("images") == before["images"]
     assert rows_written(live, "raw_events", before["raw_events"])["deleted"] > 0
     assert not stale(staleness(live)), describe_runs(runs)
+
+
+def test_demo_data_reports_progress_off_a_terminal(tmp_path: Path) -> None:
+    out = tmp_path / "world"
+    done = subprocess.run(
+        [str(BIN / "lakehouse"), "demo-data", "--photos", "5", "--users", "2", "--days", "3"]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "demo-data: writing photos: 5 photos in " in done.stderr
 
 
 FRESHNESS = """
@@ -458,6 +489,7 @@ PICTURES = {
 
 def test_pictures_are_stored_once_and_reachable_after_a_no_change_run(live: Live) -> None:
     before = {asset: latest_record(live, asset) for asset in PICTURES}
+    started = time.time()
     live.lakehouse.materialize(FIRST_DAY, LAST_DAY, select=EVERYTHING)  # nothing changed
 
     for asset, names in PICTURES.items():
@@ -494,7 +526,7 @@ def test_pictures_are_stored_once_and_reachable_after_a_no_change_run(live: Live
     ]
     weak = live.instance.get_latest_materialization_event(dg.AssetKey("weak_labels"))
     assert isinstance(weak.asset_materialization.metadata["functions"], dg.TableMetadataValue)
-    settled(live, time.time() - 60)  # let the automation finish what that run set off
+    settled(live, started, some=False)  # let the automation finish what that run set off
 
 
 LAUNCH = """

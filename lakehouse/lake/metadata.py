@@ -3,6 +3,7 @@ materialization shows in the UI about the table it wrote."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,15 @@ def table_metadata(lake: LakeResource, name: str, rows: int, computed: int) -> d
         )
         metadata["preview"] = dg.MetadataValue.md(preview_markdown(dataset.head(PREVIEW_ROWS)))
     return metadata
+
+
+def partition_row_count(lake: LakeResource, name: str, days: Sequence[str]) -> dict:
+    """`dagster/partition_row_count` when a run covers one day (the value is per
+    partition; a run over a range reports one materialization for all of them)."""
+    if len(days) != 1:
+        return {}
+    rows = lake.read(name, columns=["day"], filters=[("day", "=", days[0])])
+    return {"dagster/partition_row_count": 0 if rows is None else rows.height}
 
 
 def absolute_uri(location: str) -> str:

@@ -11,11 +11,10 @@ import dagster as dg
 import polars as pl
 
 from lakehouse.graph.defaults import layer_defaults
-from lakehouse.graph.partitions import log_days
 from lakehouse.lake import LakeResource, commit_info_for, table_metadata
 from lakehouse.lake.digests import digest_strings, frame_digest
 from lakehouse.lake.ledger import DayBatch, changed_days, rebuild_changed_days
-from lakehouse.lake.metadata import frame_table
+from lakehouse.lake.metadata import frame_table, partition_row_count
 from lakehouse.lake.quarantine import QUARANTINE_TABLE, active_quarantine, sync_quarantine
 from lakehouse.lake.rejections import QUARANTINE_SCHEMA, rejection, rejections_frame
 from lakehouse.lake.tables import (
@@ -52,6 +51,7 @@ from lakehouse.sources.contract import (
 from lakehouse.sources.hashing import object_hashes, read_objects
 
 RAW = layer_defaults("raw", "team:data-platform", kinds={"delta", "python"})
+RAW_DAILY = layer_defaults("raw", "team:data-platform", daily=True, kinds={"delta", "python"})
 
 
 @dg.asset(
@@ -279,11 +279,10 @@ def parse_log_days(
 
 @dg.asset(
     deps=["activity_logs"],
-    partitions_def=log_days,
     code_version="1",
     description="Parsed activity-log events, partitioned by day; unparseable lines are "
     "quarantined with their line number and reason.",
-    **RAW,
+    **RAW_DAILY,
 )
 def raw_events(
     context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
@@ -314,6 +313,7 @@ def raw_events(
             **table_metadata(lake, RAW_EVENTS, lake.row_count(RAW_EVENTS), rebuilt.rows),
             "days_parsed": len(rebuilt.days),
             "days_in_run": len(days),
+            **partition_row_count(lake, RAW_EVENTS, days),
         },
     )
 
