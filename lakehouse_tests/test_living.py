@@ -529,15 +529,6 @@ def test_pictures_are_stored_once_and_reachable_after_a_no_change_run(live: Live
     settled(live, started, some=False)  # let the automation finish what that run set off
 
 
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchPipelineExecution(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}
-"""
 RUN_LOG = """
 query Log($runId: ID!) {
   runOrError(runId: $runId) { ... on Run { status } }
@@ -554,24 +545,6 @@ query Log($runId: ID!) {
 """
 
 
-def launch(live: Live, *assets: str, checks: list[dict] | None = None) -> str:
-    """What the UI's Materialize button does: a run of the asset job over `assets`."""
-    params = {
-        "selector": {
-            "repositoryLocationName": LOCATION,
-            "repositoryName": "__repository__",
-            "pipelineName": "__ASSET_JOB",
-            "assetSelection": [{"path": [name]} for name in assets],
-            "assetCheckSelection": checks or [],
-        },
-        "mode": "default",
-        "executionMetadata": {"tags": []},
-    }
-    launched = live.graphql(LAUNCH, {"params": params})["launchPipelineExecution"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    return launched["run"]["runId"]
-
-
 def finished_run(live: Live, run_id: str) -> dict:
     def probe() -> dict | None:
         found = live.graphql(RUN_LOG, {"runId": run_id})
@@ -584,13 +557,24 @@ def test_an_unreachable_source_fails_with_one_line_and_is_not_retried_in_a_loop(
     live: Live,
 ) -> None:
     sources = live.lakehouse.sources
+    objects = live.lakehouse.lake_resource.read("raw_objects")
+    key = objects.filter((pl.col("status") == "current") & (pl.col("media_type") == "image/png"))[
+        "key"
+    ][0]
+    with Image.open(sources / key) as image:
+        image.load()
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(sources / key, format=image.format)
+    since = time.time()
+    live.lakehouse.observe()  # a changed photo: the automation will request raw_objects...
     away = sources.with_name("sources-away")
-    sources.rename(away)
+    sources.rename(away)  # ...and the store stops answering before that run starts
     try:
-        since = time.time()
-        run_id = launch(live, "raw_objects")
-        found = finished_run(live, run_id)
-        assert found["runOrError"]["status"] == "FAILURE"
+
+        def failed() -> list[dg.DagsterRun]:
+            return [run for run in automation_runs(live, since) if run.status.value == "FAILURE"]
+
+        (run,) = wait_for("the automation's run to fail", failed, SETTLE_S, live, every=2)
+        found = finished_run(live, run.run_id)
         errors = [
             event["error"]["message"]
             for event in found["logsForRun"]["events"]
@@ -600,11 +584,13 @@ def test_an_unreachable_source_fails_with_one_line_and_is_not_retried_in_a_loop(
         first_line = errors[0].strip().splitlines()[0]
         assert str(sources) in first_line and "no such directory" in first_line, errors[0]
 
-        def quiet_ticks() -> bool:
-            return len([t for t in automation_ticks(live) if t["timestamp"] > since]) >= 3
+        ended = live.instance.get_run_record_by_id(run.run_id).end_time or 0
 
-        wait_for("three automation ticks", quiet_ticks, 60, live)
-        retried = [run for run in automation_runs(live, since) if run.run_id != run_id]
+        def three_ticks() -> bool:
+            return len([t for t in automation_ticks(live) if t["timestamp"] > ended]) >= 3
+
+        wait_for("three automation ticks", three_ticks, 60, live)
+        retried = [other for other in automation_runs(live, since) if other.run_id != run.run_id]
         assert not retried, f"the automation retried: {describe_runs(retried)}"
     finally:
         away.rename(sources)
