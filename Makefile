@@ -30,7 +30,7 @@ CPU_WORKER_CONCURRENCY ?= 2
 LAKEHOUSE_MAX_CONCURRENT_RUNS ?= 4
 
 .PHONY: demo test ui install instance materialize lint clean workers worker-cpu worker-gpu \
-	daemon servers bench feast-venv label-studio label-studio-venv notebook
+	daemon servers browser bench feast-venv label-studio label-studio-venv notebook
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,13 +66,19 @@ materialize: instance
 	$(BIN)/dg launch -m lakehouse.definitions --assets '*' \
 		--partition-range "$$($(BIN)/lakehouse log-range)" $(if $(EXECUTION),--config-json '$(EXECUTION)')
 
-test: install servers label-studio-venv
+test: install servers browser label-studio-venv
 	$(BIN)/python -m pytest lakehouse_tests
 
 ## servers: the Redis server the Celery tests start on loopback (Postgres is on the machine)
 servers:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq \
 		redis-server >/dev/null) || echo "redis-server could not be installed: Celery tests skip"
+
+## browser: Debian's chromium, which the UI tests drive with Playwright by its path (no
+## browser download); a failed install fails here, and `CI=true` tests fail without it
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq \
+		chromium >/dev/null)
 
 ## worker-cpu, worker-gpu: one Celery worker for that queue, in the foreground (production)
 worker-cpu: instance
@@ -129,7 +135,7 @@ label-studio: label-studio-venv
 		--internal-host 127.0.0.1 -p $(LABEL_STUDIO_PORT) --no-browser
 
 ui: instance
-	$(BIN)/dagster dev -m lakehouse.definitions -h 127.0.0.1
+	$(BIN)/dg dev -h 127.0.0.1
 
 ## notebook: JupyterLab on http://127.0.0.1:8888 with notebooks/ (the lake of `make demo`)
 notebook: install

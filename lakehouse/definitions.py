@@ -60,9 +60,18 @@ def lakehouse_resources(
 
 def build_definitions(**locations: str | None) -> dg.Definitions:
     """Everything Dagster loads; `locations` override the environment (see lakehouse_resources)."""
-    return dg.Definitions.merge(
-        *(dg.load_definitions_from_package_module(package) for package in DEFINING_PACKAGES),
-        dg.Definitions(resources=lakehouse_resources(**locations), executor=default_executor()),
+    loaded = dg.Definitions.merge(
+        *(dg.load_definitions_from_package_module(package) for package in DEFINING_PACKAGES)
+    )
+    return dg.Definitions(
+        # each asset's page in the UI links to the file and line that defines it
+        assets=dg.with_source_code_references(list(loaded.assets or [])),
+        asset_checks=loaded.asset_checks,
+        jobs=loaded.jobs,
+        schedules=loaded.schedules,
+        sensors=loaded.sensors,
+        resources=lakehouse_resources(**locations),
+        executor=default_executor(),
     )
 
 

@@ -26,6 +26,7 @@ ENV_VAR = "LAKEHOUSE_ENV"
 CELERY_BROKER_VAR = "LAKEHOUSE_CELERY_BROKER"
 # What the production instance's dagster.yaml reads (deploy/production/dagster.yaml).
 INSTANCE_VARS = ("LAKEHOUSE_DAGSTER_PG_URL", "LAKEHOUSE_COMPUTE_LOGS_BUCKET")
+AUTOMATION_INTERVAL_VAR = "LAKEHOUSE_AUTOMATION_INTERVAL"
 
 PRODUCTION = "production"
 ENVIRONMENTS = ("local", PRODUCTION)
@@ -33,6 +34,7 @@ ENVIRONMENTS = ("local", PRODUCTION)
 PRODUCTION_VARS = (SOURCES_VAR, METADATA_DB_VAR, LAKE_VAR)
 
 DEFAULT_LOGS_START = "2026-10-01"
+DEFAULT_AUTOMATION_INTERVAL_S = 60
 
 
 def _data_dir() -> Path:
@@ -81,6 +83,14 @@ def logs_end() -> str | None:
         except ValueError:
             raise ConfigError(f"{LOGS_END_VAR}={value!r}: expected a day, YYYY-MM-DD") from None
     return value
+
+
+def automation_interval_s() -> int:
+    """Seconds between two evaluations of the automation conditions (at least 5)."""
+    text = os.environ.get(AUTOMATION_INTERVAL_VAR) or str(DEFAULT_AUTOMATION_INTERVAL_S)
+    if not text.isdigit() or int(text) < 5:
+        raise ConfigError(f"{AUTOMATION_INTERVAL_VAR}={text!r}: expected whole seconds, at least 5")
+    return int(text)
 
 
 def environment() -> str:

@@ -528,6 +528,8 @@ def test_a_release_pinned_before_a_source_change_loads_the_old_training_set(
     assert main(["release", "list", "--format", "json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [r["release"] for r in listed] == ["before-change", "after-change"]
+    assert main(["release", "diff", "before-change", "after-change"]) == 0
+    assert "release diff: " in capsys.readouterr().err  # progress (plain lines off a tty)
     assert main(["release", "diff", "before-change", "nope"]) == 1
     assert "no release 'nope'" in capsys.readouterr().err
 

@@ -89,7 +89,7 @@ def test_augmented_tensors_are_k_per_image_and_typed(demo_world) -> None:
     assert tensors["shape"].cast(pl.List(pl.String)).list.join(",").unique().to_list() == [
         "3,96,96"
     ]
-    assert "data:image/png;base64," in found["augmented_tensors"]["preview"]
+    assert "data:image/png;base64," in found["augmented_tensors"]["augmentation_grid"]
 
 
 def plain_views_of(images: pl.DataFrame) -> pl.DataFrame:

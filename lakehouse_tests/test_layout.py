@@ -21,7 +21,7 @@ RAW_ASSETS = {
     "raw_events",
     "quarantine",
 }
-SOURCES = {"photo_objects", "metadata_db", "activity_logs"}
+SOURCES = {"photo_objects", "metadata_db", "activity_logs", "activity_log_days"}
 LAYERS = {
     "curated": {"images", "augmented_tensors", "user_activity"},
     "features": {"photo_features", "popularity_labels", "training_set"},

@@ -122,36 +122,6 @@ def test_observation_versions_follow_content_not_timestamps(lakehouse: Lakehouse
     assert changed["metadata_db"] == first["metadata_db"]
 
 
-def test_staleness_in_dagster_follows_content(lakehouse: Lakehouse) -> None:
-    from dagster import AssetKey
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-    from dagster._core.loader import LoadingContextForTest
-
-    lakehouse.observe()
-    lakehouse.materialize()
-
-    def status(name: str) -> StaleStatus:
-        graph = lakehouse.definitions().resolve_asset_graph()
-        resolver = CachingStaleStatusResolver(
-            lakehouse.instance, graph, LoadingContextForTest(lakehouse.instance)
-        )
-        return resolver.get_status(AssetKey(name))
-
-    lakehouse.observe()
-    assert status("raw_objects") == StaleStatus.FRESH
-    registry = lakehouse.lake_resource.read("raw_objects")
-    photo = lakehouse.sources / registry.filter(pl.col("media_type") == "image/jpeg")["key"][0]
-    photo.write_bytes(photo.read_bytes())
-    lakehouse.observe()
-    assert status("raw_objects") == StaleStatus.FRESH, "same bytes, new mtime: not stale"
-
-    with Image.open(photo) as image:
-        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photo, format=image.format)
-    lakehouse.observe()
-    assert status("raw_objects") == StaleStatus.STALE
-    assert status("raw_users") == StaleStatus.FRESH
-
-
 def _observed_versions(lakehouse: Lakehouse) -> dict[str, str]:
     from dagster import AssetKey
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
@@ -308,12 +308,21 @@ def diff_sql(keys: tuple[str, ...], before: list[str], after: list[str]) -> str:
 DIFF_COLUMNS = ("table", "version_a", "version_b", "rows_added", "rows_removed", "rows_changed")
 
 
-def release_diff(lake: LakeResource, before: str, after: str) -> list[dict[str, object]]:
+def release_diff(
+    lake: LakeResource,
+    before: str,
+    after: str,
+    progress: Callable[[str, int], object] | None = None,
+) -> list[dict[str, object]]:
     """Per table: its version in each release and the rows added, removed and changed
-    between them (by natural key, via `table_diff`; None where it has none)."""
+    between them (by natural key, via `table_diff`; None where it has none).
+    `progress(table, tables)` is called before each table is compared."""
     a, b = find_release(lake, before), find_release(lake, after)
     rows = []
-    for table in sorted(a.versions.keys() | b.versions.keys()):
+    tables = sorted(a.versions.keys() | b.versions.keys())
+    for table in tables:
+        if progress is not None:
+            progress(table, len(tables))
         va, vb = a.versions.get(table), b.versions.get(table)
         counts: dict[str, int | None] = dict.fromkeys(("added", "removed", "changed"))
         if va is not None and vb is not None and natural_key(table) is not None:

@@ -4,7 +4,9 @@ import dagster as dg
 
 from lakehouse.graph.partitions import log_days
 
-SOURCES = dg.AssetSelection.keys("photo_objects", "metadata_db", "activity_logs")
+SOURCES = dg.AssetSelection.keys(
+    "photo_objects", "metadata_db", "activity_logs", "activity_log_days"
+)
 
 observe_sources = dg.define_asset_job(
     "observe_sources",
@@ -15,8 +17,9 @@ observe_sources = dg.define_asset_job(
 )
 observe_logs = dg.define_asset_job(
     "observe_logs",
-    selection=dg.AssetSelection.keys("activity_logs"),
-    description="Observe the daily activity-log files: one content version per day.",
+    selection=dg.AssetSelection.keys("activity_logs", "activity_log_days"),
+    description="Observe the daily activity-log files: one content version per day, and one "
+    "over all days (what the unpartitioned readers of every day depend on).",
     executor_def=dg.in_process_executor,
 )
 backfill_logs = dg.define_asset_job(

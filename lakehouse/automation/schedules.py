@@ -3,6 +3,7 @@
 import dagster as dg
 
 from lakehouse.automation.jobs import backfill_logs, nightly_training, observe_logs, observe_sources
+from lakehouse.graph.defaults import NIGHTLY_CRON
 
 observe_sources_schedule = dg.ScheduleDefinition(
     job=observe_sources,
@@ -24,7 +25,7 @@ nightly_logs_schedule = dg.build_schedule_from_partitioned_job(
 nightly_schedule = dg.ScheduleDefinition(
     name="nightly_training_0200_utc",
     job=nightly_training,
-    cron_schedule="0 2 * * *",
+    cron_schedule=NIGHTLY_CRON,
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )

@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 from lakehouse import settings
+from lakehouse.progress import TerminalProgress, terminal_progress
 
 
 def add_demo_commands(commands: argparse._SubParsersAction) -> None:
@@ -34,6 +35,11 @@ def add_demo_commands(commands: argparse._SubParsersAction) -> None:
     demo.set_defaults(run=run_demo_data)
 
 
+def photo_progress(photos: int) -> TerminalProgress:
+    """A bar over the photos written (on a terminal; plain lines every few seconds else)."""
+    return terminal_progress("demo-data: writing photos", photos, unit="photos")
+
+
 def run_demo_data(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -56,12 +62,16 @@ def run_demo_data(args: argparse.Namespace) -> int:
         start=args.start,
     )
     if settings.is_s3(out):
-        with tempfile.TemporaryDirectory(prefix="lakehouse-world-") as staging:
-            summary = generate_world(Path(staging), db_url, **world)
+        with (
+            tempfile.TemporaryDirectory(prefix="lakehouse-world-") as staging,
+            photo_progress(args.photos) as bar,
+        ):
+            summary = generate_world(Path(staging), db_url, **world, progress=bar.advance)
             changes = ObjectStoreResource(uri=out).mirror(Path(staging), (PHOTO_PREFIX, LOG_PREFIX))
         print(f"synthetic world uploaded to {out} ({changes}): {summary}")
         return 0
     Path(out).mkdir(parents=True, exist_ok=True)
-    summary = generate_world(Path(out), db_url, **world)
+    with photo_progress(args.photos) as bar:
+        summary = generate_world(Path(out), db_url, **world, progress=bar.advance)
     print(f"synthetic world written to {out}: {summary}")
     return 0

@@ -209,7 +209,19 @@ def run_release_list(args: argparse.Namespace) -> int:
 
 def run_release_diff(args: argparse.Namespace) -> int:
     from lakehouse.access.query import DIFF_COLUMNS, release_diff
+    from lakehouse.progress import TerminalProgress, terminal_progress
 
-    rows = release_diff(lake(), args.before, args.after)
+    bar: list[TerminalProgress] = []
+
+    def compared(table: str, tables: int) -> None:
+        if not bar:
+            bar.append(terminal_progress("release diff", tables, unit="tables"))
+        else:
+            bar[0].advance(1)
+
+    rows = release_diff(lake(), args.before, args.after, progress=compared)
+    if bar:
+        bar[0].advance(1)
+        bar[0].close()
     write_rows(DIFF_COLUMNS, [[row[c] for c in DIFF_COLUMNS] for row in rows], args.format)
     return 0

@@ -15,12 +15,13 @@ import polars as pl
 from lakehouse.curated.augment import RECIPE, commit_batches
 from lakehouse.curated.decode import DEFAULT_PIXEL_LIMIT, DecodeError, decode_image
 from lakehouse.curated.logic import hourly_activity
-from lakehouse.curated.preview import augmentation_grid, markdown_image
+from lakehouse.curated.preview import augmentation_grid
 from lakehouse.graph.defaults import layer_defaults
-from lakehouse.graph.partitions import log_days
+from lakehouse.graph.pictures import picture
 from lakehouse.lake import LakeResource, commit_info_for, incremental, table_metadata
 from lakehouse.lake.digests import digest_strings, frame_digest, with_row_digest
 from lakehouse.lake.ledger import DayBatch, ledger_digests, rebuild_changed_days
+from lakehouse.lake.metadata import partition_row_count
 from lakehouse.lake.quarantine import active_quarantine, sync_quarantine
 from lakehouse.lake.rejections import rejection, rejections_frame
 from lakehouse.lake.tables import AUGMENTED_TENSORS, IMAGES, RAW_EVENTS, RAW_OBJECTS, USER_ACTIVITY
@@ -201,9 +202,11 @@ def augmented_tensors(
     }
     grid = augmentation_grid(lake, config.preview_images)
     if grid is not None:
-        metadata["preview"] = dg.MetadataValue.md(
-            markdown_image(grid, "originals (left) and their augmentations")
+        caption = (
+            f"the first {config.preview_images} images by sha256: each row the plain resize "
+            f"(left) and its {config.k - 1} augmented views ({RECIPE.name} v{RECIPE.version})"
         )
+        metadata.update(picture(context, lake, "augmentation_grid", grid, caption))
     return dg.MaterializeResult(
         data_version=dg.DataVersion(
             digest_strings([RECIPE.name, frame_digest(wanted, work.key, work.key)])
@@ -218,11 +221,10 @@ ACTIVITY_INPUTS = ["ts", "user_id", "event", "day"]  # of raw_events
 
 @dg.asset(
     deps=["raw_events"],
-    partitions_def=log_days,
     code_version=USER_ACTIVITY_VERSION,
     description="Logins, views and likes per user and UTC hour, partitioned by log day like "
     "raw_events. A day is recomputed only when its set of event ids changed.",
-    **layer_defaults("curated", "team:ml-data", kinds={"delta", "polars"}),
+    **layer_defaults("curated", "team:ml-data", daily=True, kinds={"delta", "polars"}),
 )
 def user_activity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     days = list(context.partition_keys)
@@ -262,5 +264,6 @@ def user_activity(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.M
             **table_metadata(lake, USER_ACTIVITY, lake.row_count(USER_ACTIVITY), rebuilt.rows),
             "days_recomputed": len(rebuilt.days),
             "days_in_run": len(days),
+            **partition_row_count(lake, USER_ACTIVITY, days),
         },
     )

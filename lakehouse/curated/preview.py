@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 
 import polars as pl
@@ -32,9 +31,3 @@ def augmentation_grid(lake: LakeResource, n: int = 6) -> bytes | None:
     buffer = io.BytesIO()
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def markdown_image(png: bytes, caption: str) -> str:
-    """Markdown with the PNG embedded, as the Dagster UI shows it in metadata."""
-    encoded = base64.b64encode(png).decode()
-    return f"**{caption}**\n\n![{caption}](data:image/png;base64,{encoded})"

@@ -14,7 +14,7 @@ import colorsys
 import io
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -137,8 +137,11 @@ def generate_world(
     seed: int = 0,
     start: date = date(2026, 10, 1),
     logins_per_day: float = 2.0,
+    progress: Callable[[int], object] | None = None,
 ) -> WorldSummary:
     """Write the synthetic sources; `photos/` and `logs/` and the three tables are replaced.
+
+    `progress(n)` is called as photos are written (n of them each time), for a bar.
 
     Files whose bytes are already right are left untouched (mtime included), so
     regenerating the same world changes nothing that the lakehouse observes.
@@ -160,7 +163,7 @@ def generate_world(
     keys = _photo_keys(posts, window_start)
     good_rows = _photo_rows(world_rng, posts, homes, window_start, keys)
     bad = _bad_photo_rows(world_rng, good_rows, homes, window_start, horizon_s)
-    objects = _write_photos(sources_dir, image_rng, posts, keys)
+    objects = _write_photos(sources_dir, image_rng, posts, keys, progress)
     objects += _write_bad_objects(sources_dir, image_rng, bad)
 
     day_lines = _log_lines_by_day(events, days, window_start)
@@ -415,13 +418,19 @@ def _prune(sources_dir: Path, folders: tuple[str, ...], keep: set[str]) -> None:
 
 
 def _write_photos(
-    sources_dir: Path, rng: np.random.Generator, posts: _Posts, keys: list[str]
+    sources_dir: Path,
+    rng: np.random.Generator,
+    posts: _Posts,
+    keys: list[str],
+    progress: Callable[[int], object] | None = None,
 ) -> int:
     """One generated image per good photo; returns how many files were written."""
     for i, key in enumerate(keys):
         content, style = CONTENT_CLASSES[posts.content[i]], STYLES[posts.style[i]]
         image = _image(rng, content, style, IMAGE_SIZES[posts.size[i]])
         _write_object(sources_dir / key, _encoded(image, png=bool(posts.is_png[i])))
+        if progress is not None:
+            progress(1)
     return len(keys)
 
 

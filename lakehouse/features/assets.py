@@ -9,13 +9,16 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from lakehouse.features.distributions import label_histogram, split_shift
 from lakehouse.features.logic import (
     label_rows,
     log_end,
     photo_feature_rows,
     training_rows,
 )
-from lakehouse.graph.defaults import layer_defaults
+from lakehouse.graph import charts
+from lakehouse.graph.defaults import layer_defaults, nightly_freshness
+from lakehouse.graph.pictures import picture
 from lakehouse.lake import LakeResource
 from lakehouse.lake.ledger import LEDGER_TABLE
 from lakehouse.lake.pinned import pinned_versions, read_pinned, snapshot_result
@@ -42,7 +45,7 @@ def events_at(lake: LakeResource, versions: dict[str, int]) -> pl.DataFrame:
 
 
 @dg.asset(
-    deps=list(FEATURE_INPUTS),
+    deps=[*FEATURE_INPUTS, "activity_log_days"],
     code_version="1",
     description="One row per accepted photo: posting time, title, place, the author's logins "
     "in [posted_at - 24 h, posted_at), likes the author's photos received in [posted_at - 7 d, "
@@ -70,7 +73,7 @@ def photo_features(
 
 
 @dg.asset(
-    deps=["raw_photos", "raw_events"],
+    deps=["raw_photos", "raw_events", "activity_log_days"],
     code_version="1",
     description="Likes per photo in [posted_at, posted_at + 7 d). A window reaching past the "
     "end of the last complete log day is kept with complete=false (never counted as zero).",
@@ -110,6 +113,7 @@ def popularity_labels(
     "by a SHA-256 of photo_id; the Delta version of each input is in `input_versions` (JSON, "
     "in the metadata and in each table version's commit: LakeResource.commit_metadata). "
     "Read it back with lakehouse.access.training.load(version=...).",
+    freshness_policy=nightly_freshness(),
     **FEATURES,
 )
 def training_set(
@@ -123,11 +127,44 @@ def training_set(
             read_pinned(lake, POPULARITY_LABELS, versions),
         )
     splits = dict(rows.group_by("split").len().iter_rows())
+    distribution = training_set_distribution(context, lake, rows)
     return snapshot_result(
         context,
         lake,
         TRAINING_SET,
         rows,
         versions,
-        {f"{name}_rows": int(splits.get(name, 0)) for name in ("train", "val", "test")},
+        {
+            **{f"{name}_rows": int(splits.get(name, 0)) for name in ("train", "val", "test")},
+            **distribution,
+        },
     )
+
+
+def training_set_distribution(
+    context: dg.AssetExecutionContext, lake: LakeResource, rows: pl.DataFrame
+) -> dict[str, object]:
+    """Label distribution per split (a picture) and the shift from the table's version
+    before this run (a sortable table)."""
+    before = lake.version(TRAINING_SET)
+    previous = lake.read(TRAINING_SET, columns=["split", "likes_7d"])
+    shift = split_shift(rows, previous)
+    png = charts.grouped_bars(label_histogram(rows), "likes in 7 days by split", "share of rows")
+    caption = "share of each split's rows per bucket of likes in 7 days (the label)"
+    return {
+        **picture(context, lake, "label_distribution", png, caption),
+        "split_shift": dg.MetadataValue.table(
+            records=[dg.TableRecord(record) for record in shift],
+            schema=dg.TableSchema(
+                columns=[
+                    dg.TableColumn("split", "string"),
+                    dg.TableColumn("rows", "int"),
+                    dg.TableColumn("rows_before", "int", description=f"in version {before}"),
+                    dg.TableColumn("rows_change", "int"),
+                    dg.TableColumn("mean_likes", "float", description="mean likes in 7 days"),
+                    dg.TableColumn("mean_likes_before", "float"),
+                    dg.TableColumn("mean_likes_change", "float"),
+                ]
+            ),
+        ),
+    }

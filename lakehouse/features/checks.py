@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 
 from lakehouse.features.logic import REQUIRED_FEATURE_COLUMNS, activity_oracle
+from lakehouse.graph.defaults import check_follows
 from lakehouse.lake import LakeResource
 from lakehouse.lake.tables import (
     PHOTO_FEATURES,
@@ -39,6 +40,7 @@ def unique_photo_ids(lake: LakeResource, name: str) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(
+    automation_condition=check_follows(),
     asset="photo_features",
     blocking=True,
     description="No leakage: an independent polars recount of each photo's author activity, "
@@ -74,12 +76,18 @@ def photo_features_no_leakage(lake: LakeResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset="photo_features", blocking=True, description="photo_id is unique.")
+@dg.asset_check(
+    automation_condition=check_follows(),
+    asset="photo_features",
+    blocking=True,
+    description="photo_id is unique.",
+)
 def photo_features_unique(lake: LakeResource) -> dg.AssetCheckResult:
     return unique_photo_ids(lake, PHOTO_FEATURES)
 
 
 @dg.asset_check(
+    automation_condition=check_follows(),
     asset="photo_features",
     blocking=True,
     description="Required fields (ids, posted_at, calendar and activity features) are non-null.",
@@ -97,6 +105,7 @@ def photo_features_required_fields(lake: LakeResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(
+    automation_condition=check_follows(),
     asset="photo_features",
     blocking=True,
     description="Counts reconcile: one photo_features row per photo in raw_photos.",
@@ -114,12 +123,18 @@ def photo_features_reconcile(lake: LakeResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset="popularity_labels", blocking=True, description="photo_id is unique.")
+@dg.asset_check(
+    automation_condition=check_follows(),
+    asset="popularity_labels",
+    blocking=True,
+    description="photo_id is unique.",
+)
 def popularity_labels_unique(lake: LakeResource) -> dg.AssetCheckResult:
     return unique_photo_ids(lake, POPULARITY_LABELS)
 
 
 @dg.asset_check(
+    automation_condition=check_follows(),
     asset="training_set",
     blocking=True,
     description="Every training row's label window is complete in the popularity_labels "

@@ -1,4 +1,5 @@
-"""How runs execute in the production profile: Celery queues (`cpu`, `gpu`) or one pod per step."""
+"""How runs execute: in one process on one machine; in the production profile on Celery
+queues (`cpu`, `gpu`) or one pod per step."""
 
 from __future__ import annotations
 
@@ -26,14 +27,28 @@ def celery_config(path: Path = CELERY_CONFIG) -> dict:
     return yaml.safe_load(path.read_text())["execution"]["config"]
 
 
-def default_executor() -> dg.ExecutorDefinition | None:
-    """Production: Celery (the default) or Kubernetes jobs; elsewhere Dagster's default.
+def local_executor() -> dg.ExecutorDefinition:
+    """Dagster's default executor, in-process unless a run's config says `multiprocess`.
+
+    On one machine every step in one process: no interpreter start-up (torch, polars,
+    deltalake imports) per step, no two CPU-hungry steps fighting over the cores. Runs
+    that the UI, schedules and the automation launch take no run config, so the default
+    matters; `{"execution": {"config": {"multiprocess": {}}}}` still picks subprocesses.
+    """
+    return dg.multi_or_in_process_executor.configured(
+        lambda config: config or {"in_process": {}},
+        config_schema=dg.Field(dg.Permissive(), is_required=False, default_value={}),
+    )
+
+
+def default_executor() -> dg.ExecutorDefinition:
+    """Production: Celery (the default) or Kubernetes jobs; elsewhere in-process steps.
 
     Both honour the same tags on the GPU assets: `dagster-celery/queue: gpu` and
     `dagster-k8s/config` asking for `nvidia.com/gpu: 1`.
     """
     if not is_production():
-        return None
+        return local_executor()
     kind = os.environ.get(EXECUTOR_VAR) or "celery"
     if kind not in EXECUTORS:
         raise ConfigError(f"{EXECUTOR_VAR}={kind!r}: expected one of {', '.join(EXECUTORS)}")

@@ -16,6 +16,11 @@ def _end_date(last: str | None) -> str | None:
 log_days = dg.DailyPartitionsDefinition(
     start_date=logs_start(), end_date=_end_date(logs_end()), timezone="UTC"
 )
+# The assets partitioned by log day (the observed files and what is parsed from them).
+DAILY_ASSETS = ("activity_logs", "raw_events", "user_activity")
+# The observed digest over all log days: what shows an unpartitioned reader of every day
+# stale (Dagster does not carry a day's data version to an unpartitioned child).
+ALL_DAYS_DIGEST = "activity_log_days"
 
 
 def partition_range_tags(first: str, last: str) -> dict[str, str]:

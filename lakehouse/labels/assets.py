@@ -24,6 +24,7 @@ from lakehouse.labels.logic import (
     with_place_counts,
 )
 from lakehouse.lake import LakeResource, commit_info_for
+from lakehouse.lake.metadata import frame_table
 from lakehouse.lake.pinned import pinned_versions, read_pinned, snapshot_result
 from lakehouse.lake.tables import (
     IMAGES,
@@ -132,7 +133,7 @@ def weak_labels(
         rows,
         versions,
         {
-            "functions": dg.MetadataValue.md(stats_markdown(stats)),
+            "functions": frame_table(stats.drop("row_sha256", strict=False)),
             "label_model": config.label_model,
             "label_model_iterations": model.iterations,
             **gold_accuracies(rows),
@@ -155,17 +156,3 @@ def gold_accuracies(rows: pl.DataFrame) -> dict[str, float | int]:
             (judged["label"] == judged["gold_label"]).fill_null(False).mean()
         ),
     }
-
-
-def stats_markdown(stats: pl.DataFrame) -> str:
-    """The per-function statistics as a markdown table for the UI."""
-
-    def cell(value: object) -> str:
-        return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
-
-    columns = [c for c in stats.columns if c != "row_sha256"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += [
-        "| " + " | ".join(cell(v) for v in row) + " |" for row in stats.select(columns).iter_rows()
-    ]
-    return "\n".join(lines)

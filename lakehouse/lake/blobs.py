@@ -55,3 +55,10 @@ def store_atomically(path: Path, data: bytes) -> None:
     except OSError:
         partial.unlink(missing_ok=True)
         raise
+
+
+def blob_uri(root: str, key: str) -> str:
+    """Absolute URI of a stored object: `s3://…` on S3, `file:///…` on a local disk."""
+    if is_s3(root):
+        return f"{root.rstrip('/')}/{key}"
+    return local_path(root, key).resolve().as_uri()

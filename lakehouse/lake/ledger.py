@@ -51,6 +51,17 @@ class Rebuilt:
     rows: int  # rows written to their partitions
 
 
+def changed_days(
+    lake: LakeResource,
+    asset: str,
+    digests: Mapping[str, str],
+    ledger_key: Callable[[str], str] = str,
+) -> list[str]:
+    """The days whose input digest differs from the one `asset`'s ledger recorded."""
+    done = ledger_digests(lake, asset)
+    return [day for day, digest in digests.items() if done.get(ledger_key(day), "") != digest]
+
+
 def rebuild_changed_days(
     lake: LakeResource,
     asset: str,
@@ -69,8 +80,7 @@ def rebuild_changed_days(
     ledger rows: each commit is atomic and idempotent, so a crash between them is
     repaired by the next run, which finds the ledger behind and redoes the chunk.
     """
-    done = ledger_digests(lake, asset)
-    changed = [day for day, digest in digests.items() if done.get(ledger_key(day), "") != digest]
+    changed = changed_days(lake, asset, digests, ledger_key)
     written = 0
     for start in range(0, len(changed), per_commit):
         chunk = changed[start : start + per_commit]

@@ -3,10 +3,16 @@ materialization shows in the UI about the table it wrote."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
+import polars as pl
+import polars.selectors
 import pyarrow as pa
+
+from lakehouse.lake.tables import column_description
 
 if TYPE_CHECKING:
     from lakehouse.lake.resource import LakeResource
@@ -30,6 +36,7 @@ def table_metadata(lake: LakeResource, name: str, rows: int, computed: int) -> d
     table = lake.open(name)
     metadata: dict = {
         "uri": dg.MetadataValue.path(lake.table_uri(name)),
+        "dagster/uri": absolute_uri(lake.table_uri(name)),
         "delta_version": None if table is None else table.version(),
         "dagster/row_count": rows,
         "rows_computed": computed,
@@ -37,10 +44,29 @@ def table_metadata(lake: LakeResource, name: str, rows: int, computed: int) -> d
     if table is not None:
         dataset = table.to_pyarrow_dataset()
         metadata["dagster/column_schema"] = dg.TableSchema(
-            columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in dataset.schema]
+            columns=[
+                dg.TableColumn(
+                    name=f.name, type=str(f.type), description=column_description(name, f.name)
+                )
+                for f in dataset.schema
+            ]
         )
         metadata["preview"] = dg.MetadataValue.md(preview_markdown(dataset.head(PREVIEW_ROWS)))
     return metadata
+
+
+def partition_row_count(lake: LakeResource, name: str, days: Sequence[str]) -> dict:
+    """`dagster/partition_row_count` when a run covers one day (the value is per
+    partition; a run over a range reports one materialization for all of them)."""
+    if len(days) != 1:
+        return {}
+    rows = lake.read(name, columns=["day"], filters=[("day", "=", days[0])])
+    return {"dagster/partition_row_count": 0 if rows is None else rows.height}
+
+
+def absolute_uri(location: str) -> str:
+    """`s3://…` as it is, a local path as an absolute `file://` URI."""
+    return location if "://" in location else Path(location).resolve().as_uri()
 
 
 def preview_markdown(rows: pa.Table) -> str:
@@ -77,3 +103,25 @@ def _cell(text: str) -> str:
     if len(text) > PREVIEW_TEXT:
         text = text[: PREVIEW_TEXT - 1] + "…"
     return text.replace("|", "\\|")
+
+
+TABLE_TYPES = {"Int": "int", "UInt": "int", "Float": "float", "String": "string", "Boolean": "bool"}
+PLAIN = int | float | bool | str
+
+
+def table_type(dtype: pl.DataType) -> str:
+    """The TableColumn type of a polars dtype (string for anything else)."""
+    return next((t for prefix, t in TABLE_TYPES.items() if str(dtype).startswith(prefix)), "string")
+
+
+def frame_table(frame: pl.DataFrame, digits: int = 3) -> dg.TableMetadataValue:
+    """A small frame as a sortable table in the UI (floats rounded for display)."""
+    columns = [dg.TableColumn(name, table_type(dtype)) for name, dtype in frame.schema.items()]
+    rounded = frame.with_columns(polars.selectors.float().round(digits))
+    records = [
+        dg.TableRecord(
+            {k: v if v is None or isinstance(v, PLAIN) else str(v) for k, v in row.items()}
+        )
+        for row in rounded.iter_rows(named=True)
+    ]
+    return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))

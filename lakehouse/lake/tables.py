@@ -19,12 +19,19 @@ class Table(str):
     layer: str
     key: tuple[str, ...]
     partition_by: str | None
+    columns: dict[str, str]
 
     def __new__(
-        cls, name: str, layer: str, key: tuple[str, ...], partition_by: str | None = None
+        cls,
+        name: str,
+        layer: str,
+        key: tuple[str, ...],
+        partition_by: str | None = None,
+        columns: dict[str, str] | None = None,
     ) -> Table:
         table = super().__new__(cls, name)
         table.layer, table.key, table.partition_by = layer, key, partition_by
+        table.columns = dict(columns or {})
         return table
 
     @property
@@ -32,21 +39,77 @@ class Table(str):
         return str.__str__(self)
 
     def __reduce__(self) -> tuple:
-        return (Table, (self.name, self.layer, self.key, self.partition_by))
+        return (Table, (self.name, self.layer, self.key, self.partition_by, self.columns))
 
 
-RAW_OBJECTS = Table("raw_objects", "raw", ("key", "sha256"))
+RAW_OBJECTS = Table(
+    "raw_objects",
+    "raw",
+    ("key", "sha256"),
+    columns={
+        "key": "object key below the source root, e.g. photos/2026/10/000001.jpg",
+        "sha256": "SHA-256 of the object's bytes",
+        "size": "bytes",
+        "media_type": "image/jpeg or image/png, from the bytes (not the name)",
+        "width": "pixels",
+        "height": "pixels",
+        "first_seen": "when this version of the key was first observed (UTC)",
+        "last_seen": "when it stopped being current; null while current",
+        "status": "current, replaced or deleted",
+    },
+)
 RAW_USERS = Table("raw_users", "raw", ("user_id",))
 RAW_PHOTOS = Table("raw_photos", "raw", ("photo_id",))
 RAW_PHOTO_LABELS = Table("raw_photo_labels", "raw", ("photo_id",))
-RAW_EVENTS = Table("raw_events", "raw", ("event_id",), partition_by="day")
-QUARANTINE = Table("quarantine", "raw", ("quarantine_id",))
+RAW_EVENTS = Table(
+    "raw_events",
+    "raw",
+    ("event_id",),
+    partition_by="day",
+    columns={
+        "event_id": "content hash of the event: exact duplicates count once",
+        "ts": "when it happened (UTC)",
+        "user_id": "who",
+        "event": "login, view or like",
+        "photo_id": "the photo viewed or liked; null for a login",
+        "line": "line number in the day's file",
+        "day": "the log file's day (YYYY-MM-DD), the partition",
+    },
+)
+QUARANTINE = Table(
+    "quarantine",
+    "raw",
+    ("quarantine_id",),
+    columns={
+        "source": "which source the input came from",
+        "key": "object key, table or log file",
+        "line": "line number (logs) or row id (tables)",
+        "sha256": "content hash of the rejected input",
+        "reason": "why it was rejected",
+        "detail": "more about the reason",
+        "first_seen": "when it was first rejected (UTC)",
+        "resolved_at": "when the input was fixed; null while still bad",
+    },
+)
 IMAGES = Table("images", "curated", ("sha256",))
 AUGMENTED_TENSORS = Table("augmented_tensors", "curated", ("sha256", "aug_index", "recipe_version"))
 USER_ACTIVITY = Table("user_activity", "curated", ("user_id", "hour"), partition_by="day")
 PHOTO_FEATURES = Table("photo_features", "features", ("photo_id",))
 POPULARITY_LABELS = Table("popularity_labels", "features", ("photo_id",))
-TRAINING_SET = Table("training_set", "features", ("photo_id",))
+TRAINING_SET = Table(
+    "training_set",
+    "features",
+    ("photo_id",),
+    columns={
+        "photo_id": "the photo",
+        "split": "train, val or test, by a SHA-256 of photo_id (stable across versions)",
+        "likes_7d": "the label: likes in [posted_at, posted_at + 7 d)",
+        "author_logins_24h": "the author's logins in [posted_at - 24 h, posted_at)",
+        "author_likes_7d": "likes the author's photos got in [posted_at - 7 d, posted_at)",
+        "account_age_days": "days from the author's sign-up to posted_at",
+        "row_sha256": "digest of the row: what changed is rewritten, nothing else",
+    },
+)
 STYLE_CONTENT_CLASSIFIER = Table("style_content_classifier", "models", ("model_version",))
 PHOTO_CLASSES = Table("photo_classes", "models", ("sha256", "model_version"))
 POPULARITY_MODEL = Table("popularity_model", "models", ("model_version", "training_set_version"))
@@ -108,3 +171,9 @@ def key_of(name: str, key: Sequence[str] | None = None) -> list[str]:
     if found is None:
         raise KeyError(f"table {name!r} is not in the registry (lakehouse.lake.tables): pass key=")
     return list(found)
+
+
+def column_description(name: str, column: str) -> str | None:
+    """What a column of a registry table holds, where the registry says."""
+    table = TABLES.get(name)
+    return None if table is None else table.columns.get(column)

@@ -21,7 +21,9 @@ from lakehouse.curated.views import (
     view_batches,
     view_pixels,
 )
+from lakehouse.graph import charts
 from lakehouse.graph.defaults import GPU, layer_defaults
+from lakehouse.graph.pictures import earlier_pictures, picture
 from lakehouse.lake import LakeResource, commit_info_for, incremental, table_metadata
 from lakehouse.lake.digests import digest_strings, frame_digest, hash_bucket, sha256_hex
 from lakehouse.lake.metadata import PREVIEW_ROWS, preview_markdown
@@ -234,9 +236,15 @@ def style_content_classifier(
         row = known
         context.log.info(f"inputs unchanged: reusing model {row['model_version']}, no training")
         trained_now = 0
+        pictures = earlier_pictures(context, CLASSIFIER_PICTURES)
     else:
-        row = train_and_evaluate(context, lake, data, train_config, inputs, device)
+        row, charts = train_and_evaluate(context, lake, data, train_config, inputs, device)
         trained_now = 1
+        pictures = {
+            key: value
+            for name, png in charts.items()
+            for key, value in picture(context, lake, name, png, CLASSIFIER_PICTURES[name]).items()
+        }
     CLASSIFIERS.make_current(lake, models, row, commit_info=info)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(row["weights_sha256"]),
@@ -251,6 +259,7 @@ def style_content_classifier(
             "train_photos": row["train_photos"],
             "held_out_photos": row["held_out_photos"],
             "weak_labelled_photos": weak.height,
+            **pictures,
         },
     )
 
@@ -274,8 +283,9 @@ def train_and_evaluate(
     config: TrainConfig,
     inputs: str,
     device: DeviceResource,
-) -> dict[str, object]:
-    """Train on the training photos, score the held-out ones, store the weights.
+) -> tuple[dict[str, object], dict[str, bytes]]:
+    """Train on the training photos, score the held-out ones, store the weights; the row
+    for the registry and the charts (loss per epoch, held-out confusion per head).
 
     Pixels held: at most max_steps x batch_size training views, then one batch of
     held-out views at a time."""
@@ -322,7 +332,33 @@ def train_and_evaluate(
         f"held-out accuracy: content {result['content_accuracy']:.3f}, "
         f"style {result['style_accuracy']:.3f}; weights {key}"
     )
-    return result
+    return result, classifier_charts(trained.losses, content_probs, content, style_probs, style)
+
+
+CLASSIFIER_PICTURES = {
+    "loss_curve": "training loss (content + style cross-entropy) per epoch",
+    "confusion_content": "held-out views: actual (rows) vs predicted (columns) content",
+    "confusion_style": "held-out views: actual (rows) vs predicted (columns) style",
+}
+
+
+def classifier_charts(
+    losses: list[float],
+    content_probs: torch.Tensor,
+    content: torch.Tensor,
+    style_probs: torch.Tensor,
+    style: torch.Tensor,
+) -> dict[str, bytes]:
+    """The pictures CLASSIFIER_PICTURES names, as PNG bytes."""
+    return {
+        "loss_curve": charts.loss_curve(losses),
+        "confusion_content": charts.confusion_matrix(
+            content.tolist(), content_probs.argmax(1).tolist(), CONTENT_CLASSES, "content"
+        ),
+        "confusion_style": charts.confusion_matrix(
+            style.tolist(), style_probs.argmax(1).tolist(), STYLES, "style"
+        ),
+    }
 
 
 def held_out_predictions(

@@ -4,7 +4,9 @@ import dagster as dg
 import polars as pl
 
 from lakehouse.failpoints import failpoint
-from lakehouse.graph.defaults import layer_defaults
+from lakehouse.graph import charts
+from lakehouse.graph.defaults import layer_defaults, nightly_freshness
+from lakehouse.graph.pictures import picture
 from lakehouse.lake import LakeResource, commit_info_for, table_metadata
 from lakehouse.lake.tables import POPULARITY_MODEL, TRAINING_SET
 from lakehouse.models.popularity import RidgeModel, evaluate
@@ -37,12 +39,55 @@ def train_model(lake: LakeResource, rows: pl.DataFrame, version: int) -> dict[st
     }
 
 
+def popularity_pictures(
+    context: dg.AssetExecutionContext, lake: LakeResource, row: dict, rows: pl.DataFrame
+) -> dict[str, object]:
+    """Predicted vs actual likes on the val split (drawn from the stored weights, so a reused
+    model draws the same picture, stored once), and the metrics next to the baselines."""
+    model = RidgeModel.from_bytes(lake.get_object(str(row["weights_key"])))
+    val = rows.filter(pl.col("split") == "val")
+    png = charts.predicted_vs_actual(
+        model.predict(val).tolist(),
+        val["likes_7d"].cast(pl.Float64).to_list(),
+        f"val split of training_set v{row['training_set_version']}: likes in 7 days",
+    )
+    caption = "predicted vs actual likes in 7 days, one dot per val photo; gray: perfect"
+    compared = [
+        ("ridge regression", row["val_mae"], row["val_spearman"]),
+        ("baseline: train mean", row["baseline_mean_mae"], None),
+        ("ridge without classifier features", row["no_classifier_mae"], None),
+    ]
+    return {
+        **picture(context, lake, "predicted_vs_actual", png, caption),
+        "metrics_vs_baselines": dg.MetadataValue.table(
+            records=[
+                dg.TableRecord(
+                    {
+                        "model": name,
+                        "val_mae": round(float(mae), 4),
+                        "val_spearman": None if rho is None else round(float(rho), 4),
+                    }
+                )
+                for name, mae, rho in compared
+            ],
+            schema=dg.TableSchema(
+                columns=[
+                    dg.TableColumn("model", "string"),
+                    dg.TableColumn("val_mae", "float", description="mean absolute error"),
+                    dg.TableColumn("val_spearman", "float", description="rank correlation"),
+                ]
+            ),
+        ),
+    }
+
+
 @dg.asset(
     deps=["training_set"],
     code_version=POPULARITY_CODE_VERSION,
     description="Ridge regression on log1p(likes in 7 d) over photo_features, trained on the "
     "train split of one training_set version and scored on val against two baselines "
     "(train mean; the same model without classifier features). Weights under objects/.",
+    freshness_policy=nightly_freshness(),
     **layer_defaults("models", "team:ml", kinds={"numpy", "delta"}),
 )
 def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
@@ -86,8 +131,9 @@ def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> d
             **table_metadata(lake, POPULARITY_MODEL, models.height + trained, trained),
             "weights": dg.MetadataValue.path(str(row["weights_key"])),
             "training_set_version": version,
-            **{metric: float(row[metric]) for metric in POPULARITY_METRICS},
+            **{metric: round(float(row[metric]), 4) for metric in POPULARITY_METRICS},
             "with_classifier": model.with_classifier,
             "features": ", ".join(model.columns),
+            **popularity_pictures(context, lake, row, rows),
         },
     )

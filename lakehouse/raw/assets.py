@@ -11,10 +11,10 @@ import dagster as dg
 import polars as pl
 
 from lakehouse.graph.defaults import layer_defaults
-from lakehouse.graph.partitions import log_days
 from lakehouse.lake import LakeResource, commit_info_for, table_metadata
 from lakehouse.lake.digests import digest_strings, frame_digest
-from lakehouse.lake.ledger import DayBatch, rebuild_changed_days
+from lakehouse.lake.ledger import DayBatch, changed_days, rebuild_changed_days
+from lakehouse.lake.metadata import frame_table, partition_row_count
 from lakehouse.lake.quarantine import QUARANTINE_TABLE, active_quarantine, sync_quarantine
 from lakehouse.lake.rejections import QUARANTINE_SCHEMA, rejection, rejections_frame
 from lakehouse.lake.tables import (
@@ -25,6 +25,7 @@ from lakehouse.lake.tables import (
     RAW_USERS,
     key_of,
 )
+from lakehouse.progress import Progress
 from lakehouse.raw.logs import parse_log_day
 from lakehouse.raw.metadata import (
     SourceSchemaError,
@@ -49,6 +50,7 @@ from lakehouse.sources.contract import (
 from lakehouse.sources.hashing import object_hashes
 
 RAW = layer_defaults("raw", "team:data-platform", kinds={"delta", "python"})
+RAW_DAILY = layer_defaults("raw", "team:data-platform", daily=True, kinds={"delta", "python"})
 
 
 @dg.asset(
@@ -236,16 +238,19 @@ def parse_log_days(
     days: list[str],
     file_sha: dict[str, str],
     now: datetime,
+    progress: Progress | None = None,
 ) -> DayBatch:
     """Parse some days' files: their events, per day the lines read, accepted and rejected,
     and the quarantine commit of their rejected lines (made after the events, before the
     ledger: see rebuild_changed_days)."""
     info = commit_info_for(context)
     keys = [log_key(day) for day in days]
-    parsed = [
-        parse_log_day(sources.read(key) if file_sha.get(key) else b"", key, date.fromisoformat(day))
-        for day, key in zip(days, keys, strict=True)
-    ]
+    parsed = []
+    for day, key in zip(days, keys, strict=True):
+        data = sources.read(key) if file_sha.get(key) else b""
+        parsed.append(parse_log_day(data, key, date.fromisoformat(day)))
+        if progress is not None:
+            progress.advance(1, note=f"{day}: {parsed[-1].events.height:,} events")
     events = pl.concat([p.events for p in parsed])
     rejected = rejections_frame(LOGS_SOURCE, [row for p in parsed for row in p.rejected])
     context.log.info(
@@ -266,11 +271,10 @@ def parse_log_days(
 
 @dg.asset(
     deps=["activity_logs"],
-    partitions_def=log_days,
     code_version="1",
     description="Parsed activity-log events, partitioned by day; unparseable lines are "
     "quarantined with their line number and reason.",
-    **RAW,
+    **RAW_DAILY,
 )
 def raw_events(
     context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
@@ -280,15 +284,19 @@ def raw_events(
     hashes = object_hashes(sources, lake, LOG_PREFIX, info).objects
     file_sha = dict(hashes.select("key", "sha256").iter_rows())
     days = context.partition_keys
-    rebuilt = rebuild_changed_days(
-        lake,
-        "raw_events",
-        RAW_EVENTS,
-        {day: file_sha.get(log_key(day), "") for day in days},
-        lambda chunk: parse_log_days(context, sources, lake, chunk, file_sha, now),
-        commit_info=info,
-        ledger_key=log_key,
-    )
+    digests = {day: file_sha.get(log_key(day), "") for day in days}
+    # a line every few seconds while the changed days are parsed: rate and ETA
+    todo = changed_days(lake, "raw_events", digests, log_key)
+    with Progress("raw_events: parsing log days", len(todo), context.log.info, unit="days") as p:
+        rebuilt = rebuild_changed_days(
+            lake,
+            "raw_events",
+            RAW_EVENTS,
+            digests,
+            lambda chunk: parse_log_days(context, sources, lake, chunk, file_sha, now, p),
+            commit_info=info,
+            ledger_key=log_key,
+        )
     context.log.info(f"raw_events: parsed {len(rebuilt.days)} of {len(days)} days")
     version = digest_strings(f"{day}\t{file_sha.get(log_key(day), '')}" for day in days)
     return dg.MaterializeResult(
@@ -297,12 +305,20 @@ def raw_events(
             **table_metadata(lake, RAW_EVENTS, lake.row_count(RAW_EVENTS), rebuilt.rows),
             "days_parsed": len(rebuilt.days),
             "days_in_run": len(days),
+            **partition_row_count(lake, RAW_EVENTS, days),
         },
     )
 
 
 @dg.asset(
-    deps=["raw_objects", "raw_users", "raw_photos", "raw_photo_labels", "raw_events"],
+    deps=[
+        "raw_objects",
+        "raw_users",
+        "raw_photos",
+        "raw_photo_labels",
+        "raw_events",
+        "activity_log_days",
+    ],
     code_version="1",
     description="Every rejected input (object, database row, log line) with source, key or "
     "line, reason and first_seen; `resolved_at` is set once the input is fixed.",
@@ -316,16 +332,12 @@ def quarantine(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mate
         if active.height
         else pl.DataFrame(schema={"source": pl.String, "reason": pl.String, "len": pl.UInt32})
     )
-    table = "\n".join(
-        ["| source | reason | rows |", "| --- | --- | --- |"]
-        + [f"| {s} | {r} | {n} |" for s, r, n in by_reason.iter_rows()]
-    )
     context.log.info(f"quarantine: {active.height} active rows")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(frame_digest(active, ["quarantine_id"], ["quarantine_id"])),
         metadata={
             **table_metadata(lake, QUARANTINE_TABLE, rows.height, 0),
             "active": active.height,
-            "by_reason": dg.MetadataValue.md(table),
+            "by_reason": frame_table(by_reason.rename({"len": "rows"})),
         },
     )

@@ -3,6 +3,7 @@
 import dagster as dg
 import polars as pl
 
+from lakehouse.graph.defaults import check_follows
 from lakehouse.lake import LakeResource
 from lakehouse.lake.ledger import LEDGER_TABLE
 from lakehouse.lake.quarantine import active_quarantine
@@ -19,7 +20,11 @@ def reconciled(source: int, accepted: int, quarantined: int, what: str) -> dg.As
     )
 
 
-@dg.asset_check(asset="raw_objects", description="Objects in = accepted + quarantined.")
+@dg.asset_check(
+    automation_condition=check_follows(),
+    asset="raw_objects",
+    description="Objects in = accepted + quarantined.",
+)
 def raw_objects_reconcile(sources: ObjectStoreResource, lake: LakeResource) -> dg.AssetCheckResult:
     registry = lake.read(RAW_OBJECTS, columns=["key", "status"])
     current = 0 if registry is None else registry.filter(pl.col("status") == "current").height
@@ -31,7 +36,11 @@ def raw_objects_reconcile(sources: ObjectStoreResource, lake: LakeResource) -> d
     )
 
 
-@dg.asset_check(asset="raw_photos", description="Photo rows in = accepted + quarantined.")
+@dg.asset_check(
+    automation_condition=check_follows(),
+    asset="raw_photos",
+    description="Photo rows in = accepted + quarantined.",
+)
 def raw_photos_reconcile(
     metadata_db: MetadataDbResource, lake: LakeResource
 ) -> dg.AssetCheckResult:
@@ -43,7 +52,11 @@ def raw_photos_reconcile(
     )
 
 
-@dg.asset_check(asset="raw_events", description="Log lines in = events + quarantined lines.")
+@dg.asset_check(
+    automation_condition=check_follows(),
+    asset="raw_events",
+    description="Log lines in = events + quarantined lines.",
+)
 def raw_events_reconcile(lake: LakeResource) -> dg.AssetCheckResult:
     ledger = lake.read(LEDGER_TABLE, filters=[("asset", "=", "raw_events")])
     if ledger is None:

@@ -137,3 +137,29 @@ def activity_logs(
         context.log.warning(f"not daily log files, ignored: {ignored[:20]}")
     for day, sha in versions.items():
         yield dg.AssetObservation("activity_logs", partition=day, tags={DATA_VERSION_TAG: sha})
+
+
+@dg.multi_observable_source_asset(
+    specs=[
+        source_spec(
+            "activity_log_days",
+            "Every daily log file at once: a digest of (day, SHA-256) over all days. The "
+            "unpartitioned assets that read every log day depend on it, so a rewritten old "
+            "day marks them stale (Dagster does not carry a daily partition's data version "
+            "to an unpartitioned child).",
+            {"s3", "json"},
+        )
+    ]
+)
+def activity_log_days(
+    context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
+) -> dg.ObserveResult:
+    hashed = object_hashes(sources, lake, LOG_PREFIX, commit_info_for(context))
+    versions, _ = log_file_versions(hashed.objects)
+    context.log.info(f"{len(versions)} log days")
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(
+            digest_strings(f"{day}\t{sha}" for day, sha in sorted(versions.items()))
+        ),
+        metadata={"days": len(versions), "last_day": max(versions, default="")},
+    )

@@ -1,0 +1,74 @@
+"""Pictures in the UI, stored once per content.
+
+Dagster 1.13's UI shows a picture only inline in markdown metadata (a `data:` URI): it
+has no image metadata type and serves no files. So every picture is stored in the lake's
+blob store under its SHA-256, and a materialization carries it inline only when it
+differs from the picture the asset's previous materialization showed; otherwise it
+carries the reference (blob URI, digest, and the run whose materialization shows it). A
+no-op run adds a few hundred bytes to the event log, not another copy of the PNG.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import dagster as dg
+
+from lakehouse.lake import LakeResource
+from lakehouse.lake.blobs import blob_uri
+
+
+def markdown_image(png: bytes, caption: str) -> str:
+    """Markdown with the PNG embedded and its caption under it."""
+    encoded = base64.b64encode(png).decode()
+    return f"![{caption}](data:image/png;base64,{encoded})\n\n*{caption}*"
+
+
+def unchanged(caption: str, run_id: str) -> str:
+    return f"*{caption}*: unchanged, shown on the materialization of run `{run_id[:8]}`"
+
+
+def picture(
+    context: dg.AssetExecutionContext, lake: LakeResource, name: str, png: bytes, caption: str
+) -> dict[str, dg.MetadataValue]:
+    """Metadata entries for picture `name`: `name` (inline when new, else a caption saying
+    where it is shown), `name/sha256`, `name/uri` (the stored PNG) and `name/run`."""
+    key = lake.put_object(png)
+    sha256 = key.rsplit("/", 1)[1]
+    earlier = previous_metadata(context)
+    same = (
+        getattr(earlier.get(f"{name}/sha256"), "value", None) == sha256 and f"{name}/run" in earlier
+    )
+    run_id = earlier[f"{name}/run"].value if same else context.run_id
+    shown = unchanged(caption, str(run_id)) if same else markdown_image(png, caption)
+    return {
+        name: dg.MetadataValue.md(shown),
+        f"{name}/sha256": dg.MetadataValue.text(sha256),
+        f"{name}/uri": dg.MetadataValue.url(blob_uri(lake.root, key)),
+        f"{name}/run": dg.MetadataValue.dagster_run(str(run_id)),
+    }
+
+
+def previous_metadata(context: dg.AssetExecutionContext) -> dict[str, dg.MetadataValue]:
+    """The metadata of the asset's latest materialization before this run (empty if none)."""
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    if event is None or event.asset_materialization is None:
+        return {}
+    return dict(event.asset_materialization.metadata)
+
+
+def earlier_pictures(
+    context: dg.AssetExecutionContext, captions: dict[str, str]
+) -> dict[str, dg.MetadataValue]:
+    """When nothing was drawn this run (e.g. a model reused, not retrained): the references
+    to the pictures of the previous materialization, captioned, never the PNGs again."""
+    earlier = previous_metadata(context)
+    found: dict[str, dg.MetadataValue] = {}
+    for name, caption in captions.items():
+        if f"{name}/run" not in earlier:
+            continue
+        run_id = str(earlier[f"{name}/run"].value)
+        found[name] = dg.MetadataValue.md(unchanged(caption, run_id))
+        for part in ("sha256", "uri", "run"):
+            found[f"{name}/{part}"] = earlier[f"{name}/{part}"]
+    return found
