@@ -101,7 +101,9 @@ def test_the_readme_query_and_release_commands_work_on_a_fresh_demo(
     lake = tmp_path / "lake"
     shutil.copytree(demo_lake.lakehouse.lake, lake)  # `release create` writes a table
     monkeypatch.setenv("LAKEHOUSE_LAKE", str(lake))
-    commands = readme_blocks("Querying the lake")[0] + readme_blocks("Weak supervision and releases")[0]
+    commands = (
+        readme_blocks("Querying the lake")[0] + readme_blocks("Weak supervision and releases")[0]
+    )
     assert any(c.startswith("lakehouse diff") for c in commands)
     for command in commands:
         words = shlex.split(command)
