@@ -258,8 +258,9 @@ def test_model_beats_both_baselines(built: DemoLake) -> None:
     assert metrics["val_mae"] < metrics["baseline_mean_mae"]
     assert metrics["val_mae"] < metrics["no_classifier_mae"]
     assert metrics["val_spearman"] > 0.3
-    weights = built.lakehouse.lake_resource.get_object(metrics["weights"])
-    assert metrics["weights"].endswith(hashlib.sha256(weights).hexdigest())
+    weights = built.lakehouse.lake_resource.get_object(metrics["weights_key"])
+    assert metrics["weights"] == (built.lakehouse.lake / metrics["weights_key"]).resolve().as_uri()
+    assert metrics["weights_key"].endswith(hashlib.sha256(weights).hexdigest())
 
 
 def test_rerun_without_change_computes_nothing_and_commits_nothing(built: DemoLake) -> None:

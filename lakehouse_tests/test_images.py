@@ -52,10 +52,12 @@ def test_classifier_learns_content_and_style(demo_world) -> None:
 
 def test_weights_are_content_addressed(demo_world) -> None:
     lakehouse, found = demo_world
-    key = found["style_content_classifier"]["weights"]
+    key = found["style_content_classifier"]["weights_key"]
     weights = lakehouse.lake_resource.get_object(key)
     assert key.endswith(hashlib.sha256(weights).hexdigest())
     assert found["style_content_classifier"]["data_version"] == key.rsplit("/", 1)[1]
+    # what the UI links to opens: an absolute file:// URI of the same object
+    assert found["style_content_classifier"]["weights"] == (lakehouse.lake / key).resolve().as_uri()
 
 
 def test_every_image_is_classified_once(demo_world) -> None:
@@ -100,7 +102,7 @@ def plain_views_of(images: pl.DataFrame) -> pl.DataFrame:
 def test_cpu_inference_agrees_across_batch_sizes(demo_world) -> None:
     lakehouse, found = demo_world
     lake = lakehouse.lake_resource
-    model = load_classifier(lake.get_object(found["style_content_classifier"]["weights"]))
+    model = load_classifier(lake.get_object(found["style_content_classifier"]["weights_key"]))
     rows = read_views(lake, plain_views_of(lake.read("images").head(40)))
     shas, pixels = rows["sha256"], view_pixels(rows)
     results = [
@@ -118,7 +120,7 @@ def test_cpu_inference_agrees_across_batch_sizes(demo_world) -> None:
 def test_cuda_and_cpu_agree(demo_world) -> None:
     lakehouse, found = demo_world
     lake = lakehouse.lake_resource
-    model = load_classifier(lake.get_object(found["style_content_classifier"]["weights"]))
+    model = load_classifier(lake.get_object(found["style_content_classifier"]["weights_key"]))
     pixels = view_pixels(read_views(lake, plain_views_of(lake.read("images"))))
     cpu = predict(model, pixels, device=torch.device("cpu"), batch_size=64)
     gpu = predict(model, pixels, device=torch.device("cuda"), batch_size=64, mixed_precision=True)

@@ -12,6 +12,7 @@ import polars as pl
 import polars.selectors
 import pyarrow as pa
 
+from lakehouse.lake.blobs import blob_uri
 from lakehouse.lake.tables import column_description
 
 if TYPE_CHECKING:
@@ -62,6 +63,12 @@ def partition_row_count(lake: LakeResource, name: str, days: Sequence[str]) -> d
         return {}
     rows = lake.read(name, columns=["day"], filters=[("day", "=", days[0])])
     return {"dagster/partition_row_count": 0 if rows is None else rows.height}
+
+
+def object_link(lake: LakeResource, key: str) -> dg.UrlMetadataValue:
+    """A stored object (model weights, a picture) as a link the UI can open: an absolute
+    `file://` or `s3://` URI, not a key relative to a root nobody sees."""
+    return dg.MetadataValue.url(blob_uri(lake.root, key))
 
 
 def absolute_uri(location: str) -> str:

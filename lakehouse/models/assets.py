@@ -26,7 +26,7 @@ from lakehouse.graph.defaults import GPU, layer_defaults
 from lakehouse.graph.pictures import earlier_pictures, picture
 from lakehouse.lake import LakeResource, commit_info_for, incremental, table_metadata
 from lakehouse.lake.digests import digest_strings, frame_digest, hash_bucket, sha256_hex
-from lakehouse.lake.metadata import PREVIEW_ROWS, preview_markdown
+from lakehouse.lake.metadata import PREVIEW_ROWS, object_link, preview_markdown
 from lakehouse.lake.tables import (
     AUGMENTED_TENSORS,
     IMAGES,
@@ -253,7 +253,8 @@ def style_content_classifier(
                 lake, STYLE_CONTENT_CLASSIFIER, models.height + trained_now, trained_now
             ),
             "model_version": row["model_version"],
-            "weights": dg.MetadataValue.path(lake.object_key(row["weights_sha256"])),
+            "weights": object_link(lake, lake.object_key(row["weights_sha256"])),
+            "weights_key": lake.object_key(row["weights_sha256"]),
             "content_accuracy": row["content_accuracy"],
             "style_accuracy": row["style_accuracy"],
             "train_photos": row["train_photos"],

@@ -8,6 +8,7 @@ from lakehouse.graph import charts
 from lakehouse.graph.defaults import layer_defaults, nightly_freshness
 from lakehouse.graph.pictures import picture
 from lakehouse.lake import LakeResource, commit_info_for, table_metadata
+from lakehouse.lake.metadata import object_link
 from lakehouse.lake.tables import POPULARITY_MODEL, TRAINING_SET
 from lakehouse.models.popularity import RidgeModel, evaluate
 from lakehouse.models.registry import POPULARITY_METRICS, POPULARITY_MODELS
@@ -129,7 +130,8 @@ def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> d
         data_version=dg.DataVersion(str(row["weights_key"]).rsplit("/", 1)[1]),
         metadata={
             **table_metadata(lake, POPULARITY_MODEL, models.height + trained, trained),
-            "weights": dg.MetadataValue.path(str(row["weights_key"])),
+            "weights": object_link(lake, str(row["weights_key"])),
+            "weights_key": str(row["weights_key"]),
             "training_set_version": version,
             **{metric: round(float(row[metric]), 4) for metric in POPULARITY_METRICS},
             "with_classifier": model.with_classifier,
