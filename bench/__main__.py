@@ -155,8 +155,12 @@ def pipeline(mode: str, sources: Path, lake: Path, start: date, scale: Scale, wo
     config = {"style_content_classifier": {"max_steps": scale.classifier_steps}}
     command = [
         sys.executable,
-        "-m",
-        "bench.pipeline",
+        # not `-m bench.pipeline`: a spawned worker (loader, hashing) imports the parent's
+        # main module, and that one imports Dagster and every asset (torch included):
+        # ~830 MiB a worker. Under `dagster asset materialize` (make materialize) the
+        # main module is Dagster's CLI script, ~70 MiB; with `-c` there is none.
+        "-c",
+        "import sys; from bench.pipeline import main; sys.exit(main())",
         mode,
         f"--sources={sources}",
         f"--lake={lake}",

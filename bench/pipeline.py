@@ -11,7 +11,10 @@ run, event log or executor around them. Both write {seconds, rows_computed}
 and step_seconds to the report: the wall time after imports, what each asset said it
 computed, and how long each asset (with its checks, in the plain script) took.
 The parent (bench/__main__.py) runs this in a subprocess so that it can watch
-the memory of the whole process tree, loader workers included.
+the memory of the whole process tree, loader workers included; it starts it with
+`python -c` rather than `-m`, since spawned workers import the main module (this
+one imports Dagster and every asset; Dagster's CLI, what `make materialize` runs,
+is far lighter).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lakehouse.features.logic import author_activity, label_rows
+from lakehouse.features.logic import author_activity, label_rows, time_order
 from lakehouse.lake.sql import connection
 from lakehouse.raw.logs import EARLY_SLACK, EVENT_TYPES, LATE_SLACK, parse_log_day
 from lakehouse.raw.metadata import PHOTO_SCHEMA, validate_photos
@@ -234,9 +234,26 @@ events_st = st.lists(
 )
 
 
-@settings(PROPERTY, max_examples=30)  # each example runs DuckDB
+@settings(PROPERTY, max_examples=30)
 @given(photos_st, events_st)
 def test_author_activity_matches_the_brute_force_oracle(photos: list, events: list) -> None:
+    with connection() as conn:
+        found = author_activity(conn, photos_frame(photos), events_frame(events)).rows()
+    assert found == brute_force(photos, events)
+
+
+WIDE = 2**50  # user ids this far apart leave no room for a packed (user, time) sort key
+
+
+@settings(PROPERTY, max_examples=30)
+@given(photos_st, events_st)
+def test_author_activity_without_a_packed_sort_key_matches_the_oracle(
+    photos: list, events: list
+) -> None:
+    photos = [(i, user * WIDE, at) for i, user, at in photos]
+    events = [(at, user * WIDE, kind, photo) for at, user, kind, photo in events]
+    stacked = pl.DataFrame({"user_id": [WIDE, 5 * WIDE], "t": [0, 10**9]})
+    assert len(time_order(stacked, pl.lit(False))) == 3, "the three-column sort is the one run"
     with connection() as conn:
         found = author_activity(conn, photos_frame(photos), events_frame(events)).rows()
     assert found == brute_force(photos, events)

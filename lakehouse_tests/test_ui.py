@@ -234,3 +234,28 @@ def test_table_metadata_preview_is_short(tmp_path: Path) -> None:
     assert "x" * 41 not in preview
     assert "(50 items)" in preview
     assert metadata["delta_version"] == 0
+
+
+def test_table_metadata_preview_reads_the_smallest_file_with_its_partition(
+    tmp_path: Path,
+) -> None:
+    """The preview comes from the smallest data file (a big one is never decoded for
+    five rows) and keeps the partition column, which lives in the folder names."""
+    import polars as pl
+
+    from lakehouse.lake import LakeResource, table_metadata
+
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    info = {"dagster_run_id": "test"}
+    big = pl.DataFrame({"id": list(range(500)), "day": ["2026-08-01"] * 500})
+    small = pl.DataFrame({"id": [1000, 1001], "day": ["2026-08-02"] * 2})
+    for rows, day in ((big, "2026-08-01"), (small, "2026-08-02")):
+        lake.replace_partitions(
+            "p", rows, values=[day], commit_info=info, key=["id"], partition_column="day"
+        )
+    lines = table_metadata(lake, "p", 502, 502)["preview"].value.splitlines()
+    assert lines[0].replace(" ", "") == "|id|day|"
+    assert [line.replace(" ", "") for line in lines[2:]] == [
+        "|1000|2026-08-02|",
+        "|1001|2026-08-02|",
+    ]

@@ -56,36 +56,6 @@ REQUIRED_FEATURE_COLUMNS = [
 ]
 
 
-# Windowed counts by as-of lookups, O(n log n) at any activity level: per user, a running
-# count of events in time order (ties counted together); the count in [from, until) is
-# the running count just before `until` minus the one just before `from`. A range join
-# (hash on the user, filter the time) pairs every post with all its author's events instead.
-AUTHOR_ACTIVITY_SQL = """
-WITH logins AS MATERIALIZED (
-    SELECT user_id, ts, count(*) OVER (PARTITION BY user_id ORDER BY ts) AS seen
-    FROM events WHERE event = 'login'
-),
-received AS MATERIALIZED (
-    SELECT p.user_id, e.ts, count(*) OVER (PARTITION BY p.user_id ORDER BY e.ts) AS seen
-    FROM events e JOIN photos p ON e.photo_id = p.photo_id
-    WHERE e.event = 'like'
-),
-probes AS (
-    SELECT photo_id, user_id, posted_at,
-           posted_at - $login_window AS logins_from, posted_at - $likes_window AS likes_from
-    FROM photos
-)
-SELECT p.photo_id,
-       (coalesce(l1.seen, 0) - coalesce(l0.seen, 0))::BIGINT AS author_logins_24h,
-       (coalesce(r1.seen, 0) - coalesce(r0.seen, 0))::BIGINT AS author_likes_7d
-FROM probes p
-ASOF LEFT JOIN logins l1 ON l1.user_id = p.user_id AND l1.ts < p.posted_at
-ASOF LEFT JOIN logins l0 ON l0.user_id = p.user_id AND l0.ts < p.logins_from
-ASOF LEFT JOIN received r1 ON r1.user_id = p.user_id AND r1.ts < p.posted_at
-ASOF LEFT JOIN received r0 ON r0.user_id = p.user_id AND r0.ts < p.likes_from
-ORDER BY p.photo_id
-"""
-
 LABELS_SQL = """
 SELECT p.photo_id, count(e.ts)::BIGINT AS likes_7d
 FROM photos p LEFT JOIN events e
@@ -108,19 +78,83 @@ def epoch_micros(frame: pl.DataFrame, column: str) -> pl.DataFrame:
 def author_activity(
     conn: duckdb.DuckDBPyConnection, photos: pl.DataFrame, events: pl.DataFrame
 ) -> pl.DataFrame:
-    """Per photo: author's logins in the 24 h and likes received in the 7 d before posting."""
-    return run_sql(
-        conn,
-        AUTHOR_ACTIVITY_SQL,
-        {
-            "photos": epoch_micros(photos.select("photo_id", "user_id", "posted_at"), "posted_at"),
-            "events": epoch_micros(events.select("ts", "user_id", "event", "photo_id"), "ts"),
-        },
-        {
-            "login_window": micros(LOGIN_WINDOW),
-            "likes_window": micros(RECEIVED_LIKES_WINDOW),
-        },
+    """Per photo: author's logins in the 24 h and likes received in the 7 d before posting.
+
+    `conn` is unused (the counts are a polars sort); it stays so every caller keeps
+    its call.
+    """
+    del conn
+    posts = epoch_micros(photos.select("photo_id", "user_id", "posted_at"), "posted_at")
+    timed = epoch_micros(events.select("ts", "user_id", "event", "photo_id"), "ts")
+    logins = timed.filter(pl.col("event") == "login").select("user_id", "ts")
+    received = (
+        timed.filter(pl.col("event") == "like")
+        .select("photo_id", "ts")
+        .join(posts.select("photo_id", "user_id"), on="photo_id")
+        .select("user_id", "ts")
     )
+    return posts.select(
+        "photo_id",
+        author_logins_24h=events_before_posting(posts, logins, micros(LOGIN_WINDOW)),
+        author_likes_7d=events_before_posting(posts, received, micros(RECEIVED_LIKES_WINDOW)),
+    ).sort("photo_id", maintain_order=True)
+
+
+def events_before_posting(posts: pl.DataFrame, hits: pl.DataFrame, window_us: int) -> pl.Series:
+    """Per post (in `posts`' order): its author's `hits` in [posted_at - window, posted_at).
+
+    One sort, O(n log n) at any activity level: the hits and two marks per post
+    (at posted_at and at the window's start) in (user, time) order, a mark before a hit
+    at the same instant (so the edges are strict where they must be); the running count
+    of hits at a mark is the number of hits before it in that order, and the difference
+    between a post's two marks (same user, so the users before it cancel) is the count
+    in the window. A range join pairs every post with all its author's events instead.
+    """
+    n = posts.height
+    marks = posts.select(
+        pl.col("user_id").cast(pl.Int64), t="posted_at", mark=pl.int_range(0, n, dtype=pl.Int64)
+    ).vstack(
+        posts.select(
+            pl.col("user_id").cast(pl.Int64),
+            t=pl.col("posted_at") - window_us,
+            mark=pl.int_range(n, 2 * n, dtype=pl.Int64),
+        )
+    )
+    stacked = pl.concat(
+        [
+            marks,
+            hits.drop_nulls().select(
+                pl.col("user_id").cast(pl.Int64), t="ts", mark=pl.lit(None, pl.Int64)
+            ),
+        ]
+    )
+    is_hit = pl.col("mark").is_null()
+    before = (
+        stacked.sort(*time_order(stacked, is_hit))
+        .with_columns(before=is_hit.cum_sum().cast(pl.Int64))
+        .filter(~is_hit)
+        .sort("mark")["before"]
+    )
+    return before[:n] - before[n:]
+
+
+def time_order(stacked: pl.DataFrame, is_hit: pl.Expr) -> list[pl.Expr]:
+    """Sort keys for (user_id, t, is_hit): one Int64 where the ranges allow it (exact:
+    bounds checked in Python integers), about seven times faster to sort than the
+    three columns it packs; the three columns otherwise."""
+    bounds = stacked.select(
+        pl.col("user_id").min().alias("u0"),
+        pl.col("user_id").max().alias("u1"),
+        pl.col("t").min().alias("t0"),
+        pl.col("t").max().alias("t1"),
+    ).row(0)
+    if None not in bounds:
+        u0, u1, t0, t1 = bounds
+        width = 2 * (t1 - t0) + 2
+        if (u1 - u0 + 1) * width < 2**63:
+            key = (pl.col("user_id") - u0) * width + (pl.col("t") - t0) * 2 + is_hit.cast(pl.Int64)
+            return [key]
+    return [pl.col("user_id"), pl.col("t"), is_hit]
 
 
 def classifier_outputs(

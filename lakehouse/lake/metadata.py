@@ -11,6 +11,7 @@ import dagster as dg
 import polars as pl
 import polars.selectors
 import pyarrow as pa
+import pyarrow.dataset as ds
 
 from lakehouse.lake.blobs import blob_uri
 from lakehouse.lake.tables import column_description
@@ -52,7 +53,7 @@ def table_metadata(lake: LakeResource, name: str, rows: int, computed: int) -> d
                 for f in dataset.schema
             ]
         )
-        metadata["preview"] = dg.MetadataValue.md(preview_markdown(dataset.head(PREVIEW_ROWS)))
+        metadata["preview"] = dg.MetadataValue.md(preview_markdown(preview_rows(dataset)))
     return metadata
 
 
@@ -74,6 +75,22 @@ def object_link(lake: LakeResource, key: str) -> dg.UrlMetadataValue:
 def absolute_uri(location: str) -> str:
     """`s3://…` as it is, a local path as an absolute `file://` URI."""
     return location if "://" in location else Path(location).resolve().as_uri()
+
+
+def preview_rows(dataset: ds.Dataset) -> pa.Table:
+    """A few rows of the snapshot's smallest data file, partition columns included.
+
+    `Dataset.head` decodes whole row groups of several files ahead: on
+    augmented_tensors (row groups of 18k tensors after compaction) that was 4-9 s
+    and 2 GB of RSS for five rows, on every materialization, a no-op included.
+    """
+    fragments = list(dataset.get_fragments())
+    if not fragments:
+        return dataset.head(PREVIEW_ROWS)
+    sizes = dataset.filesystem.get_file_info([fragment.path for fragment in fragments])
+    smallest = min(zip(fragments, sizes, strict=True), key=lambda pair: pair[1].size)[0]
+    scanner = ds.Scanner.from_fragment(smallest, schema=dataset.schema, batch_size=PREVIEW_ROWS)
+    return scanner.head(PREVIEW_ROWS)
 
 
 def preview_markdown(rows: pa.Table) -> str:
