@@ -112,8 +112,9 @@ def train_classifier(
     """Fit PhotoNet on uint8 images and integer labels.
 
     With `held_out`, both heads are scored after every epoch; training stops after
-    `config.patience` epochs without a better score (content + style accuracy, the
-    lower loss breaking ties) and keeps the best epoch's weights. `log` gets one line
+    `config.patience` epochs without a better held-out accuracy (content + style) and
+    keeps the best epoch's weights (the lower loss breaking ties between equally
+    accurate epochs). `log` gets one line
     per epoch: loss, held-out accuracy, time per epoch and the ETA of the remaining
     epochs at most. On the CPU the same inputs give bit-identical weights (seeded,
     deterministic algorithms); on CUDA results agree up to floating-point tolerance.
@@ -138,6 +139,9 @@ def train_classifier(
         accuracies: list[tuple[float, float]] = []
         best: tuple[float, float] | None = None
         best_state, best_epoch = None, 0
+        # Patience counts from the last epoch that raised held-out accuracy: a lower loss
+        # picks between equally accurate epochs, but does not keep training alive.
+        best_accuracy, gained = -1.0, 0
         done = epoch = 0
         for epoch in range(1, epochs + 1):
             failpoint("classifier/epoch")
@@ -168,6 +172,8 @@ def train_classifier(
                 if best is None or candidate > best:
                     best, best_epoch = candidate, epoch
                     best_state = copy.deepcopy(model.state_dict())
+                if candidate[0] > best_accuracy:
+                    best_accuracy, gained = candidate[0], epoch
                 note += (
                     f", held-out accuracy content {scores[0]:.3f} style {scores[1]:.3f}"
                     f" (best: epoch {best_epoch})"
@@ -175,7 +181,7 @@ def train_classifier(
             progress.advance(1, note)
             if best is not None and best[0] >= 2.0:
                 break  # both heads right on every held-out view: nothing left to gain
-            if best is not None and config.patience and epoch - best_epoch >= config.patience:
+            if best is not None and config.patience and epoch - gained >= config.patience:
                 break
         if best_state is not None:
             model.load_state_dict(best_state)
