@@ -278,9 +278,15 @@ def test_full_materialization_in_the_production_profile(deployment: Deployment) 
         "__ASSET_JOB",
     }
     failed = [r.dagster_run for r in records if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS]
-    assert not failed, [
-        (run.job_name, run.status.value, step_failures(instance, run.run_id)) for run in failed
-    ]
+    if failed:
+        pytest.fail(
+            "\n\n".join(
+                f"run {run.run_id} ({run.job_name}) {run.status.value}:\n"
+                + "\n".join(step_failures(instance, run.run_id))
+                for run in failed
+            ),
+            pytrace=False,
+        )
     engine = sa.create_engine(deployment.dagster_db)
     with engine.connect() as db:
         stored_runs = db.execute(sa.text("SELECT count(*) FROM runs")).scalar_one()
@@ -375,8 +381,12 @@ def test_the_production_profile_names_every_missing_setting(
 
 def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     """What failed in a run, step by step, for an assertion message."""
-    return [
-        f"{entry.step_key}: {entry.dagster_event.event_specific_data}"[:2000]
-        for entry in instance.all_logs(run_id)
-        if entry.dagster_event is not None and entry.dagster_event.is_failure
-    ]
+    failures = []
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or not event.is_failure:
+            continue
+        error = getattr(event.event_specific_data, "error", None)
+        text = error.to_string() if error is not None else entry.message
+        failures.append(f"{entry.step_key or 'run'}: {text}"[-3000:])
+    return failures
