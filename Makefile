@@ -67,7 +67,7 @@ materialize: instance
 		--partition-range "$$($(BIN)/lakehouse log-range)" $(if $(EXECUTION),--config-json '$(EXECUTION)')
 
 test: install servers browser label-studio-venv
-	$(BIN)/python -m pytest lakehouse_tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile lakehouse_tests
 
 ## servers: the Redis server the Celery tests start on loopback (Postgres is on the machine)
 servers:
