@@ -423,3 +423,19 @@ def test_the_classifier_logs_each_epoch_and_stops_when_it_stops_improving(
     assert metrics["content_accuracy"] >= 0.9 and metrics["style_accuracy"] >= 0.8
     losses = [float(re.search(r"loss ([\d.]+)", line).group(1)) for line in per_epoch]
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.living
+def test_classification_logs_its_progress_with_rate_and_eta(demo_lake: DemoLake) -> None:
+    instance = demo_lake.lakehouse.instance
+    lines = [
+        entry.user_message
+        for run in instance.get_runs()
+        for entry in instance.all_logs(run.run_id)
+        if entry.step_key == "photo_classes" and entry.user_message
+    ]
+    assert any(
+        re.match(r"photo_classes: [\d,]+/[\d,]+ images \(\d+%\), [\d.,]+ images/s; batch 1", line)
+        for line in lines
+    ), lines
+    assert any(re.match(r"photo_classes: [\d,]+ images in \w+", line) for line in lines), lines

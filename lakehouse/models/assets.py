@@ -47,6 +47,7 @@ from lakehouse.models.classifier import (
     train_classifier,
 )
 from lakehouse.models.registry import CLASSIFIERS
+from lakehouse.progress import Progress
 from lakehouse.resources.device import DeviceResource
 from lakehouse.resources.errors import PermanentError
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
@@ -469,9 +470,11 @@ def photo_classes(
             yield class_rows(rows["sha256"].to_list(), model_version, content, style)
 
     batches = 0
-    for rows in work.apply(lake, classify, commit_info=info):
-        batches += 1
-        context.log.info(f"photo_classes: batch {batches}, {rows.height} images classified")
+    # a line per committed batch, with rate and ETA (a batch is images_per_batch images)
+    with Progress("photo_classes", todo.height, context.log.info, unit="images", every=0) as p:
+        for rows in work.apply(lake, classify, commit_info=info):
+            batches += 1
+            p.advance(rows.height, note=f"batch {batches}")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(
             digest_strings([model_version, *images_now["sha256"].sort().to_list()])
