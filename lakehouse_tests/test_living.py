@@ -9,11 +9,9 @@ metrics, never from what an asset says about itself.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +32,8 @@ from PIL import Image
 from lakehouse.demo.world import generate_world
 from lakehouse.settings import AUTOMATION_INTERVAL_VAR, PROJECT_ROOT
 from lakehouse_tests.conftest import EVERYTHING, Lakehouse
+from lakehouse_tests.servers.dagster_web import graphql
+from lakehouse_tests.servers.postgres import free_port
 
 pytestmark = pytest.mark.living
 
@@ -67,12 +67,6 @@ nux:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Live:
     """The running deployment: its URL, instance, world and lake."""
@@ -84,15 +78,7 @@ class Live:
     instance: dg.DagsterInstance
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            body = json.load(response)
-        assert "errors" not in body, body["errors"]
-        return body["data"]
+        return graphql(self.url, query, variables)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]

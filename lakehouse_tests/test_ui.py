@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +17,8 @@ import dagster as dg
 import pytest
 
 from lakehouse_tests.conftest import Lakehouse
+from lakehouse_tests.servers.dagster_web import graphql
+from lakehouse_tests.servers.postgres import free_port
 
 pytestmark = pytest.mark.query
 
@@ -46,24 +46,6 @@ query AssetNodes {
   }
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def graphql(url: str, query: str, variables: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"{url}/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body = json.load(response)
-    assert "errors" not in body, body["errors"]
-    return body["data"]
 
 
 @pytest.fixture
@@ -135,7 +117,8 @@ def loaded_asset_nodes(url: str, expected: set[str], log: Path) -> dict[str, dic
     deadline = time.monotonic() + STARTUP_S
     while True:
         nodes = {
-            "/".join(n["assetKey"]["path"]): n for n in graphql(url, ASSET_NODES)["assetNodes"]
+            "/".join(n["assetKey"]["path"]): n
+            for n in graphql(url, ASSET_NODES, timeout=30)["assetNodes"]
         }
         if expected <= set(nodes):
             return nodes
