@@ -69,10 +69,15 @@ materialize: instance
 test: install servers browser label-studio-venv
 	$(BIN)/python -m pytest -n 2 --dist loadfile lakehouse_tests
 
-## servers: the Redis server the Celery tests start on loopback (Postgres is on the machine)
+## servers: what the server tests start on loopback: redis-server (the Celery broker) and
+## PostgreSQL (Debian's `postgresql`: initdb lands in /usr/lib/postgresql/N/bin, which the
+## tests search); a failed install fails here, and `CI=true` tests fail without them
+PG_INITDB = $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) $(shell command -v initdb))
 servers:
-	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq \
-		redis-server >/dev/null) || echo "redis-server could not be installed: Celery tests skip"
+	@command -v redis-server >/dev/null || test -x /usr/sbin/redis-server || \
+		(apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
+	@test -n "$(PG_INITDB)" || (apt-get update -qq && apt-get install -y -qq \
+		postgresql >/dev/null)
 
 ## browser: Debian's chromium, which the UI tests drive with Playwright by its path (no
 ## browser download); a failed install fails here, and `CI=true` tests fail without it

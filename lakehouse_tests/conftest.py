@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,12 @@ from lakehouse.demo.world import generate_world
 from lakehouse.graph.partitions import partition_range_tags
 from lakehouse.lake import LakeResource
 from lakehouse_tests.hostile import pytest_terminal_summary  # noqa: F401  (the hostile-input table)
+from lakehouse_tests.servers.policy import (  # noqa: F401  (under CI=true only `gpu` tests skip)
+    pytest_make_collect_report,
+    pytest_runtest_makereport,
+)
+from lakehouse_tests.servers.postgres import fresh_database, postgres_server
+from lakehouse_tests.servers.s3 import fresh_bucket, s3_server
 
 SOURCE_KEYS = ("photo_objects", "metadata_db", "activity_logs", "activity_log_days")
 RAW_LAYER = frozenset(
@@ -158,3 +165,32 @@ def lakehouse(tmp_path: Path, pristine_world: Path) -> Lakehouse:
     sources = tmp_path / "sources"
     shutil.copytree(pristine_world, sources)
     return Lakehouse(sources=sources, lake=tmp_path / "lake")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[str]:
+    """One PostgreSQL server per session (per xdist worker): an initdb costs seconds. Its
+    base URL; a test takes a database of its own through `postgres_db`."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_db(postgres_cluster: str) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped after the test."""
+    with fresh_database(postgres_cluster) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """One moto S3 server per session (per xdist worker); tests take a bucket each through
+    `s3_bucket`. Tests that stop their server on purpose start their own."""
+    with s3_server(()) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A fresh, empty bucket on the session's S3 server."""
+    return fresh_bucket(s3_endpoint)

@@ -16,7 +16,8 @@ import pytest
 
 from lakehouse.settings import PROJECT_ROOT
 
-pytestmark = [pytest.mark.scale, pytest.mark.slow]
+# above the bench subprocess's own 1200 s, so that one fails first and says why
+pytestmark = [pytest.mark.scale, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 NUMBER = (int, float)
 FIELDS = {"name": str, "ours": NUMBER, "peer": NUMBER, "unit": str, "ratio": NUMBER, "target": str}

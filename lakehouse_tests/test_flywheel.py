@@ -42,7 +42,6 @@ from lakehouse.raw.metadata import validate_labels
 from lakehouse.resources import MetadataDbResource
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
 from lakehouse_tests.conftest import RAW_LAYER, Lakehouse, materializations
-from lakehouse_tests.servers.postgres import postgres_available, postgres_server
 
 pytestmark = pytest.mark.flywheel
 
@@ -553,24 +552,23 @@ def test_the_nightly_run_creates_a_release_after_popularity_model(house: Lakehou
     assert nightly_release_name(scheduled, datetime.now(UTC)) == "nightly-2026-11-26"
 
 
-@pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries absent")
-def test_import_into_a_postgres_metadata_db(tmp_path: Path) -> None:
-    with postgres_server() as url:
-        generate_world(tmp_path, url, photos=12, users=3, days=3, seed=1)
-        database = MetadataDbResource(url=url)
-        labelled = set(database.read_table("photo_labels")["photo_id"].to_list())
-        photo_id = min(set(database.read_table("photos")["photo_id"].to_list()) - labelled)
-        export = [
-            {
-                "data": {"photo_id": photo_id},
-                "annotations": [annotation(BOB, "triangle", "gray", "2026-11-20T09:00:00Z")],
-            }
-        ]
-        import_annotations(database, json.dumps(export))
-        with pytest.raises(LabelImportError):
-            import_annotations(database, json.dumps([{**export[0], "data": {"photo_id": -5}}]))
-        rows = database.read_table("photo_labels")
-        checked = validate_labels(rows, pl.Series([photo_id, *labelled]))
+def test_import_into_a_postgres_metadata_db(tmp_path: Path, postgres_db: str) -> None:
+    url = postgres_db  # a database of its own on the session's server (conftest)
+    generate_world(tmp_path, url, photos=12, users=3, days=3, seed=1)
+    database = MetadataDbResource(url=url)
+    labelled = set(database.read_table("photo_labels")["photo_id"].to_list())
+    photo_id = min(set(database.read_table("photos")["photo_id"].to_list()) - labelled)
+    export = [
+        {
+            "data": {"photo_id": photo_id},
+            "annotations": [annotation(BOB, "triangle", "gray", "2026-11-20T09:00:00Z")],
+        }
+    ]
+    import_annotations(database, json.dumps(export))
+    with pytest.raises(LabelImportError):
+        import_annotations(database, json.dumps([{**export[0], "data": {"photo_id": -5}}]))
+    rows = database.read_table("photo_labels")
+    checked = validate_labels(rows, pl.Series([photo_id, *labelled]))
     assert checked.rejected.is_empty()
     new = checked.accepted.filter(pl.col("photo_id") == photo_id)
     assert new.select("content_label", "style_label", "labeled_by", "labeled_at").row(0) == (

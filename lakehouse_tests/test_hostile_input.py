@@ -26,7 +26,6 @@ from lakehouse.resources import ObjectStoreResource
 from lakehouse.resources.keys import UnsafeKeyError, checked_key
 from lakehouse_tests.conftest import Lakehouse
 from lakehouse_tests.hostile import record
-from lakehouse_tests.servers.postgres import postgres_available, postgres_server
 from lakehouse_tests.test_images_decode import encoded, handmade_png, noisy_photo
 from lakehouse_tests.test_postgres_source import postgres_lakehouse
 
@@ -229,13 +228,11 @@ def test_hostile_photo_rows_in_sqlite(lakehouse: Lakehouse) -> None:
     check_photo_rows(lakehouse, rows, "SQLite")
 
 
-@pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries absent")
-def test_hostile_photo_rows_in_postgres(tmp_path: Path) -> None:
-    with postgres_server() as url:
-        lakehouse = postgres_lakehouse(url, tmp_path)
-        rows = [row for row in hostile_photo_rows(*a_good_photo(lakehouse)) if not row.sqlite_only]
-        plant_photo_rows(url, rows)
-        check_photo_rows(lakehouse, rows, "Postgres")
+def test_hostile_photo_rows_in_postgres(tmp_path: Path, postgres_db: str) -> None:
+    lakehouse = postgres_lakehouse(postgres_db, tmp_path)
+    rows = [row for row in hostile_photo_rows(*a_good_photo(lakehouse)) if not row.sqlite_only]
+    plant_photo_rows(postgres_db, rows)
+    check_photo_rows(lakehouse, rows, "Postgres")
 
 
 def test_hostile_users_and_labels_in_sqlite(lakehouse: Lakehouse) -> None:

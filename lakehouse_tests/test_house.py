@@ -20,6 +20,7 @@ from lakehouse.demo.world import generate_world
 from lakehouse.lake.resource import LakeResource
 from lakehouse.settings import PROJECT_ROOT
 from lakehouse_tests.conftest import RAW_LAYER
+from lakehouse_tests.servers.need import need
 
 pytestmark = pytest.mark.house
 
@@ -36,10 +37,7 @@ def tool(name: str) -> str:
     """The console script beside this Python (else on PATH); under CI a missing one fails."""
     found = BIN / name if (BIN / name).exists() else shutil.which(name)
     if found is None:
-        message = f"`{name}` is not installed (pip install -e '.[dev]')"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
+        need(f"`{name}` is not installed", "pip install -e '.[dev]' (`make test` does)")
     return str(found)
 
 

@@ -32,6 +32,7 @@ from PIL import Image
 from lakehouse.demo.world import generate_world
 from lakehouse.settings import AUTOMATION_INTERVAL_VAR, PROJECT_ROOT
 from lakehouse_tests.conftest import EVERYTHING, Lakehouse
+from lakehouse_tests.servers.browser import CHROMIUM, require_chromium
 from lakehouse_tests.servers.dagster_web import graphql
 from lakehouse_tests.servers.postgres import free_port
 
@@ -639,7 +640,6 @@ def test_d_a_failing_blocking_check_holds_the_downstream_back_and_says_why(live:
 
 # --- the UI in a real browser -----------------------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -654,12 +654,7 @@ UI_TIMEOUT_MS = 60_000
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
     """Debian's chromium driven by Playwright (no browser download)."""
-    if not CHROMIUM.exists():
-        message = f"chromium not found at {CHROMIUM}: make test installs it (apt-get install "
-        message += "chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

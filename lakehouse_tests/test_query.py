@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +33,7 @@ from lakehouse.lake import LakeResource
 from lakehouse.lake.sql import parquet_snapshot_sql
 from lakehouse.lake.tables import TABLES
 from lakehouse_tests.conftest import Lakehouse
-from lakehouse_tests.servers.s3 import aws_settings, s3_server
+from lakehouse_tests.servers.s3 import aws_settings
 
 pytestmark = pytest.mark.query
 
@@ -311,22 +310,21 @@ def test_the_shell_answers_reads_and_refuses_writes(built_lake: BuiltLake) -> No
 
 
 @pytest.fixture
-def s3_lake(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """An S3-compatible server on loopback (moto) with one small Delta table in its lake."""
-    with s3_server() as endpoint:
-        for name, value in aws_settings(endpoint).items():
-            monkeypatch.setenv(name, value)
-        lake = LakeResource(root="s3://lake-bucket/lake")
-        rows = pl.DataFrame({"user_id": [1, 2, 3], "home_city": ["Oslo", "Lima", "Pune"]})
-        lake.upsert("raw_users", rows, key=["user_id"], commit_info={"dagster_run_id": "r1"})
-        lake.upsert("raw_users", rows.head(1), key=["user_id"], commit_info={})
-        write_deltalake(
-            lake.table_uri("raw_users"),
-            pa.table({"user_id": [4], "home_city": ["Rome"]}),
-            mode="append",
-            storage_options=lake.storage_options(),
-        )
-        yield lake.root
+def s3_lake(monkeypatch: pytest.MonkeyPatch, s3_endpoint: str, s3_bucket: str) -> str:
+    """A bucket on the session's S3 server (moto) with one small Delta table in its lake."""
+    for name, value in aws_settings(s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+    lake = LakeResource(root=f"s3://{s3_bucket}/lake")
+    rows = pl.DataFrame({"user_id": [1, 2, 3], "home_city": ["Oslo", "Lima", "Pune"]})
+    lake.upsert("raw_users", rows, key=["user_id"], commit_info={"dagster_run_id": "r1"})
+    lake.upsert("raw_users", rows.head(1), key=["user_id"], commit_info={})
+    write_deltalake(
+        lake.table_uri("raw_users"),
+        pa.table({"user_id": [4], "home_city": ["Rome"]}),
+        mode="append",
+        storage_options=lake.storage_options(),
+    )
+    return lake.root
 
 
 def test_views_and_time_travel_on_an_s3_lake(s3_lake: str) -> None:

@@ -40,15 +40,13 @@ from lakehouse.settings import (
 )
 from lakehouse.sources.contract import log_key
 from lakehouse_tests.conftest import WORLD
-from lakehouse_tests.servers.postgres import postgres_available, postgres_server
-from lakehouse_tests.servers.redis import redis_available, redis_server
+from lakehouse_tests.servers.postgres import postgres_server
+from lakehouse_tests.servers.redis import redis_server
 from lakehouse_tests.servers.s3 import aws_settings, s3_server
 
-pytestmark = [
-    pytest.mark.scaleout,
-    pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries absent"),
-    pytest.mark.skipif(not redis_available(), reason="redis-server absent (make servers)"),
-]
+# Only the tests on the `deployment` need its servers: postgres_server() and redis_server()
+# fail under CI=true (skip elsewhere) naming what is missing, so the others always run.
+pytestmark = [pytest.mark.scaleout]
 
 BIN = Path(sys.executable).parent
 DAYS = [f"2026-10-0{day}" for day in range(1, 8)]

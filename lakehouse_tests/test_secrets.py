@@ -33,20 +33,17 @@ from lakehouse.demo.world import generate_world
 from lakehouse.settings import PROJECT_ROOT
 from lakehouse_tests.conftest import RAW_LAYER, WORLD, Lakehouse
 from lakehouse_tests.hostile import record
-from lakehouse_tests.servers.postgres import postgres_available, postgres_server
-from lakehouse_tests.servers.s3 import aws_settings, s3_server
+from lakehouse_tests.servers.s3 import aws_settings
 from lakehouse_tests.test_ui import graphql, loaded_asset_nodes, running_webserver
 
 pytestmark = [
     pytest.mark.reliability,
     pytest.mark.slow,
-    pytest.mark.skipif(not postgres_available(), reason="PostgreSQL server binaries absent"),
 ]
 
 DB_PASSWORD = "pg-sentinel-5e7c1d"
 S3_SECRET = "s3-sentinel-9f4a2b"
 SENTINELS = (DB_PASSWORD, S3_SECRET)
-BUCKET = "lake-bucket"
 
 METADATA = """
 fragment entries on MetadataEntry {
@@ -107,38 +104,42 @@ class SecretWorld:
     home: Path
     env: dict[str, str]
     client: object
+    bucket: str
 
 
 @pytest.fixture
-def secret_world(tmp_path: Path) -> Iterator[SecretWorld]:
-    """Postgres with a password in its URL, sources and lake on S3 with a secret key."""
-    with postgres_server() as base, s3_server((BUCKET,)) as endpoint:
-        url = sa.make_url(base).set(password=DB_PASSWORD).render_as_string(hide_password=False)
-        world = tmp_path / "world"
-        world.mkdir()
-        generate_world(world, url, **WORLD)
-        aws = {**aws_settings(endpoint), "AWS_SECRET_ACCESS_KEY": S3_SECRET}
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=S3_SECRET,
-            region_name=aws["AWS_REGION"],
-        )
-        for path in world.rglob("*"):
-            if path.is_file():
-                client.upload_file(str(path), BUCKET, f"sources/{path.relative_to(world)}")
-        home = tmp_path / "home"
-        home.mkdir()
-        shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-        env = {
-            **aws,
-            "DAGSTER_HOME": str(home),
-            "LAKEHOUSE_SOURCES": f"s3://{BUCKET}/sources",
-            "LAKEHOUSE_LAKE": f"s3://{BUCKET}/lake",
-            "LAKEHOUSE_METADATA_DB": url,
-        }
-        yield SecretWorld(home, env, client)
+def secret_world(
+    tmp_path: Path, postgres_db: str, s3_endpoint: str, s3_bucket: str
+) -> Iterator[SecretWorld]:
+    """Postgres with a password in its URL, sources and lake on S3 with a secret key (the
+    session's servers: a database and a bucket of its own)."""
+    endpoint, bucket = s3_endpoint, s3_bucket
+    url = sa.make_url(postgres_db).set(password=DB_PASSWORD).render_as_string(hide_password=False)
+    world = tmp_path / "world"
+    world.mkdir()
+    generate_world(world, url, **WORLD)
+    aws = {**aws_settings(endpoint), "AWS_SECRET_ACCESS_KEY": S3_SECRET}
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_SECRET,
+        region_name=aws["AWS_REGION"],
+    )
+    for path in world.rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"sources/{path.relative_to(world)}")
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **aws,
+        "DAGSTER_HOME": str(home),
+        "LAKEHOUSE_SOURCES": f"s3://{bucket}/sources",
+        "LAKEHOUSE_LAKE": f"s3://{bucket}/lake",
+        "LAKEHOUSE_METADATA_DB": url,
+    }
+    yield SecretWorld(home, env, client, bucket)
 
 
 def leaks(text: str | bytes) -> list[str]:
@@ -187,13 +188,13 @@ def test_secrets_appear_in_no_log_record_metadata_lake_or_ui(
 
     lake = [
         item["Key"]
-        for page in world.client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        for page in world.client.get_paginator("list_objects_v2").paginate(Bucket=world.bucket)
         for item in page.get("Contents", [])
         if item["Key"].startswith("lake/")
     ]
     assert any("/_delta_log/" in key for key in lake)
     for key in lake:
-        body = world.client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        body = world.client.get_object(Bucket=world.bucket, Key=key)["Body"].read()
         assert leaks(body) == [], f"lake object {key}"
     record("secret", f"lake on S3: {len(lake)} objects", "no sentinel")
 

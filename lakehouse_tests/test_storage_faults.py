@@ -23,6 +23,7 @@ from lakehouse.definitions import build_definitions
 from lakehouse.graph.partitions import partition_range_tags
 from lakehouse.lake import LakeResource
 from lakehouse_tests.conftest import FIRST_DAY, LAST_DAY, RAW_LAYER, Lakehouse, materializations
+from lakehouse_tests.servers.need import need
 from lakehouse_tests.servers.postgres import free_port
 from lakehouse_tests.servers.s3 import aws_settings, create_buckets, start_moto
 
@@ -208,7 +209,11 @@ def test_s3_outage_is_ridden_out_by_retries_with_backoff(
 def mount(args: list[str]) -> None:
     done = subprocess.run(["mount", *args], capture_output=True, text=True)
     if done.returncode:
-        pytest.skip(f"cannot mount here ({done.stderr.strip()}): needs root")
+        need(
+            f"mount -t tmpfs refused ({done.stderr.strip()}): the full-disk and read-only tests "
+            "need root (CAP_SYS_ADMIN)",
+            "run them as root, as CI and `make test` do",
+        )
 
 
 @pytest.fixture

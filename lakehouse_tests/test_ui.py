@@ -17,13 +17,13 @@ import dagster as dg
 import pytest
 
 from lakehouse_tests.conftest import Lakehouse
+from lakehouse_tests.servers.browser import CHROMIUM, require_chromium
 from lakehouse_tests.servers.dagster_web import graphql
 from lakehouse_tests.servers.postgres import free_port
 
 pytestmark = pytest.mark.query
 
 BIN = Path(sys.executable).parent
-CHROMIUM = Path("/usr/bin/chromium")
 STARTUP_S = 90
 RAW_ASSETS = {"raw_objects", "raw_users", "raw_photos", "raw_photo_labels", "raw_events"}
 TABLE_ENTRIES = {"dagster/column_schema", "dagster/row_count", "delta_version", "uri", "preview"}
@@ -157,12 +157,7 @@ def test_ui_shows_every_asset_with_its_metadata(ui_world, webserver) -> None:
         assert entries["preview"] == "MarkdownMetadataEntry"
         assert entries["uri"] == "PathMetadataEntry"
 
-    if not CHROMIUM.exists():
-        message = f"chromium not found at {CHROMIUM}: make test installs it (apt-get install "
-        message += "chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_chromium()
     shot_path = log.parent / "ui-asset-graph.png"  # the test's temp dir, never the repo
     profile = log.parent / "chromium-profile"
     shot = subprocess.run(

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.request import Request, urlopen
 
-import pytest
-
 from lakehouse.settings import PROJECT_ROOT
+from lakehouse_tests.servers.need import need
 from lakehouse_tests.servers.postgres import free_port
 
 VENV = PROJECT_ROOT / ".venv-label-studio"
@@ -34,16 +33,13 @@ QUIET = {"LABEL_STUDIO_LATEST_VERSION_CHECK": "false", "LABEL_STUDIO_COLLECT_ANA
 
 
 def require_label_studio() -> None:
-    """Fail under CI (where `make test` builds it), skip elsewhere, naming the command."""
+    """The venv and its migrated template, or a CI failure / skip naming the command."""
     if EXECUTABLE.is_file() and (TEMPLATE / "label_studio.sqlite3").is_file():
         return
-    message = (
-        f"Label Studio not found at {EXECUTABLE} (with its migrated template {TEMPLATE}): "
-        "`make label-studio-venv` builds it (`make test` does)"
+    need(
+        f"Label Studio not found at {EXECUTABLE} (with its migrated template {TEMPLATE})",
+        "`make label-studio-venv` builds it (`make test` does)",
     )
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @dataclass

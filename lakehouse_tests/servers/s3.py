@@ -5,11 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from lakehouse_tests.servers.need import need
 from lakehouse_tests.servers.postgres import free_port
+
+MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 
 
 def aws_settings(endpoint: str) -> dict[str, str]:
@@ -24,8 +28,12 @@ def aws_settings(endpoint: str) -> dict[str, str]:
 
 def start_moto(port: int) -> subprocess.Popen:
     """Start `moto_server` on `port`; the caller stops it (it can be restarted on the same port)."""
+    if not MOTO_SERVER.is_file():
+        need(
+            f"moto_server not found at {MOTO_SERVER}", "pip install -e '.[dev]' (`make test` does)"
+        )
     return subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -67,3 +75,10 @@ def s3_server(buckets: tuple[str, ...] = ("lake-bucket",)) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def fresh_bucket(endpoint: str) -> str:
+    """A new, empty bucket on the server at `endpoint` (one per test on a shared server)."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    create_buckets(endpoint, (name,))
+    return name
