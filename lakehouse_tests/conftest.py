@@ -15,6 +15,7 @@ from lakehouse.demo.world import generate_world
 from lakehouse.graph.partitions import partition_range_tags
 from lakehouse.lake import LakeResource
 from lakehouse_tests.hostile import pytest_terminal_summary  # noqa: F401  (the hostile-input table)
+from lakehouse_tests.servers.need import skip_without_gpu
 from lakehouse_tests.servers.policy import (  # noqa: F401  (under CI=true only `gpu` tests skip)
     pytest_make_collect_report,
     pytest_runtest_makereport,
@@ -194,3 +195,13 @@ def s3_endpoint() -> Iterator[str]:
 def s3_bucket(s3_endpoint: str) -> str:
     """A fresh, empty bucket on the session's S3 server."""
     return fresh_bucket(s3_endpoint)
+
+
+@pytest.fixture(scope="session")
+def cuda() -> None:
+    """For `gpu` tests: skip where CUDA is absent (CI too), before any costlier fixture is
+    built (session scope comes first). A test not marked `gpu` using it fails under CI."""
+    import torch
+
+    if not torch.cuda.is_available():
+        skip_without_gpu("CUDA is not available to torch")

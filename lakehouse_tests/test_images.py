@@ -20,7 +20,6 @@ from lakehouse.curated.views import read_views, view_pixels
 from lakehouse.definitions import defs
 from lakehouse.models.classifier import TrainConfig, load_classifier, predict, train_classifier
 from lakehouse_tests.conftest import DemoLake, Lakehouse, materializations
-from lakehouse_tests.servers.need import skip_without_gpu
 
 pytestmark = pytest.mark.images
 
@@ -117,9 +116,7 @@ def test_cpu_inference_agrees_across_batch_sizes(demo_world) -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_and_cpu_agree(demo_world) -> None:
-    if not torch.cuda.is_available():
-        skip_without_gpu("CUDA and CPU agreement")
+def test_cuda_and_cpu_agree(cuda: None, demo_world) -> None:
     lakehouse, found = demo_world
     lake = lakehouse.lake_resource
     model = load_classifier(lake.get_object(found["style_content_classifier"]["weights_key"]))

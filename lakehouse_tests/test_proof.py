@@ -201,8 +201,8 @@ def is_gpu_test(function: ast.FunctionDef) -> bool:
 
 def test_no_test_skips_except_through_the_one_home() -> None:
     """Only servers/need.py calls pytest.skip; `skip_without_gpu` is called only in tests
-    marked `gpu`; no skip marks, no importorskip, anywhere else in the tests (read from
-    the code, not its comments or strings)."""
+    marked `gpu` and in the `cuda` fixture they use; no skip marks, no importorskip,
+    anywhere else in the tests (read from the code, not its comments or strings)."""
     home = TESTS / "servers" / "need.py"
     offenders, gpu_skips = [], 0
     for path in sorted(TESTS.rglob("*.py")):
@@ -220,7 +220,8 @@ def test_no_test_skips_except_through_the_one_home() -> None:
                     for a in node.names
                     if a.name in SKIPS
                 ]
-            if isinstance(node, ast.FunctionDef) and not is_gpu_test(node):
+            gpu_fixture = path.name == "conftest.py" and getattr(node, "name", "") == "cuda"
+            if isinstance(node, ast.FunctionDef) and not (is_gpu_test(node) or gpu_fixture):
                 offenders += [
                     f"{where}:{call.lineno}: skip_without_gpu in {node.name}, not marked gpu"
                     for call in ast.walk(node)
@@ -232,4 +233,9 @@ def test_no_test_skips_except_through_the_one_home() -> None:
         offenders
     )
     assert gpu_skips >= 1  # the CUDA test is seen, so the walk reads decorators
+    # the session's `cuda` fixture (it skips first) is asked for by `gpu` tests only
+    for path in sorted(TESTS.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and "cuda" in [a.arg for a in node.args.args]:
+                assert is_gpu_test(node), f"{path.name}::{node.name} uses `cuda`, not marked gpu"
     assert "pytest.skip(" in home.read_text()
