@@ -210,8 +210,8 @@ def mount(args: list[str]) -> None:
     done = subprocess.run(["mount", *args], capture_output=True, text=True)
     if done.returncode:
         need(
-            f"mount -t tmpfs refused ({done.stderr.strip()}): the full-disk and read-only tests "
-            "need root (CAP_SYS_ADMIN)",
+            f"`mount {' '.join(args)}` refused ({done.stderr.strip()}): the full-disk and "
+            "read-only tests need root (CAP_SYS_ADMIN)",
             "run them as root, as CI and `make test` do",
         )
 
