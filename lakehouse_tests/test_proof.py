@@ -204,15 +204,16 @@ def test_no_test_skips_except_through_the_one_home() -> None:
     marked `gpu` and in the `cuda` fixture they use; no skip marks, no importorskip,
     anywhere else in the tests (read from the code, not its comments or strings)."""
     home = TESTS / "servers" / "need.py"
-    offenders, gpu_skips = [], 0
+    offenders, gpu_tests = [], 0
     for path in sorted(TESTS.rglob("*.py")):
         if path == home:
             continue
         tree = ast.parse(path.read_text())
         where = str(path.relative_to(PROJECT_ROOT))
         for node in ast.walk(tree):
-            name = dotted(node.func) if isinstance(node, ast.Call) else dotted(node)
-            if name in SKIP_CALLS if isinstance(node, ast.Call) else name in SKIP_MARKS:
+            is_call = isinstance(node, ast.Call)
+            name = dotted(node.func if is_call else node)
+            if name in (SKIP_CALLS if is_call else SKIP_MARKS):
                 offenders.append(f"{where}:{node.lineno}: {name}")
             if isinstance(node, ast.ImportFrom) and node.module == "pytest":
                 offenders += [
@@ -228,11 +229,11 @@ def test_no_test_skips_except_through_the_one_home() -> None:
                     if isinstance(call, ast.Call) and dotted(call.func) == "skip_without_gpu"
                 ]
             if isinstance(node, ast.FunctionDef) and is_gpu_test(node):
-                gpu_skips += 1
+                gpu_tests += 1
     assert offenders == [], "skips that bypass lakehouse_tests/servers/need.py:\n" + "\n".join(
         offenders
     )
-    assert gpu_skips >= 1  # the CUDA test is seen, so the walk reads decorators
+    assert gpu_tests >= 1  # the CUDA test is seen, so the walk reads decorators
     # the session's `cuda` fixture (it skips first) is asked for by `gpu` tests only
     for path in sorted(TESTS.glob("test_*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
