@@ -465,7 +465,6 @@ def test_two_runs_of_the_same_assets_at_once_leave_no_duplicates(
         started.what: conflicts_retried(runner.log(started), "raw_users") for started in both
     }
     assert sum(retried.values()) >= 1, f"no commit to raw_users conflicted: {retried}"
-    assert DeltaTable(str(lake / "raw_users")).version() >= 0
 
 
 # a failpoint in the product, literal or per table: failpoint("x/y"), failpoint(f"x/{name}")
