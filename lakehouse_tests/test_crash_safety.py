@@ -190,8 +190,11 @@ class Runner:
         report = started.out / "versions.json"
         versions = json.loads(report.read_text()) if report.exists() else {}
         code = started.process.exitcode
+        if code is None:  # hung: stop it before failing, so nothing outlives the test
+            started.process.kill()
+            started.process.join()
         if code != expected:
-            ended = "still running" if code is None else f"exit code {code}"
+            ended = "still running after 300 s" if code is None else f"exit code {code}"
             raise AssertionError(
                 f"{started.what}: {ended}, expected {expected}; its log ends:\n"
                 + Runner.log(started)[-4000:]
