@@ -5,7 +5,9 @@
 one environment lookup. SIGKILL is the point: no `finally`, no atexit, no
 flush, exactly what a power cut or the OOM killer does to a run. Tests that
 run in-process can instead attach an action to a point with `on` (stop the
-object store there, say).
+object store there, say). Just before the kill, one line on stderr says where
+(`LAKEHOUSE_CRASH_AT=<point>: SIGKILL at <point>`), so a run's log shows which
+point killed it.
 """
 
 from __future__ import annotations
@@ -45,8 +47,18 @@ def armed(name: str) -> bool:
     return _hits[name] == int(nth or 1)
 
 
-def crash() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+def crash(name: str, pid: int | None = None) -> None:
+    """SIGKILL this process (or `pid`), after one line on stderr naming the point."""
+    announce(name)
+    os.kill(pid or os.getpid(), signal.SIGKILL)
+
+
+def announce(name: str) -> None:
+    """The line a crash leaves in the log: written straight to fd 2 (no buffer, no lock),
+    so it is there even though nothing is flushed after it."""
+    line = f"{CRASH_VAR}={os.environ.get(CRASH_VAR, '')}: SIGKILL at {name}\n"
+    with contextlib.suppress(OSError):
+        os.write(2, line.encode())
 
 
 def failpoint(name: str) -> None:
@@ -55,7 +67,7 @@ def failpoint(name: str) -> None:
     if _actions and name in _actions:
         _actions.pop(name)()
     if armed(name):
-        crash()
+        crash(name)
 
 
 @contextmanager
@@ -82,16 +94,17 @@ def during_write(name: str, directory: str) -> Iterator[None]:
     if not armed(f"write/{name}"):
         yield
         return
-    watcher = _fork_watcher(Path(directory).absolute())
+    watcher = _fork_watcher(f"write/{name}", Path(directory).absolute())
     try:
         yield
     finally:
         os.kill(watcher, signal.SIGKILL)
         os.waitpid(watcher, 0)
-    crash()  # the write finished before the watcher saw a file: still die, one step late
+    # the write finished before the watcher saw a file: still die, one step late
+    crash(f"write/{name} (late: after the commit)")
 
 
-def _fork_watcher(root: Path) -> int:
+def _fork_watcher(point: str, root: Path) -> int:
     """A child process that SIGKILLs this one on the first complete data file below
     `root` (outside `_delta_log`); returns once it is watching."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -111,7 +124,7 @@ def _fork_watcher(root: Path) -> int:
                 os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
             os.write(ready_w, b"r")
             if os.getppid() == parent:
-                _kill_on_data_file(libc, fd, root, watches, parent)
+                _kill_on_data_file(libc, fd, root, watches, parent, point)
         finally:
             os._exit(0)
     os.close(fd)
@@ -122,7 +135,7 @@ def _fork_watcher(root: Path) -> int:
 
 
 def _kill_on_data_file(
-    libc: ctypes.CDLL, fd: int, root: Path, watches: dict[int, Path], parent: int
+    libc: ctypes.CDLL, fd: int, root: Path, watches: dict[int, Path], parent: int, point: str
 ) -> None:
     while True:
         events = os.read(fd, 1 << 16)
@@ -138,7 +151,7 @@ def _kill_on_data_file(
             if (landed and _is_data_file(path, root)) or (
                 mask & IN_ISDIR and _watch_tree(libc, fd, root, path, watches, new=True)
             ):
-                os.kill(parent, signal.SIGKILL)
+                crash(point, parent)
                 return
 
 

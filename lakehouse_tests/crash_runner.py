@@ -9,7 +9,9 @@ safe) and forks each run from it. Only the forkserver imports this module.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -43,11 +45,16 @@ def materialize(
     """One run of a stage's assets over a range of log days, in this (forked) process.
 
     The data version of each materialized asset goes to `out`/versions.json and
-    Dagster's log to `out`/run.log; the exit code says whether the run succeeded.
+    Dagster's log to `out`/run.log, with the lake's own log lines (a commit conflict
+    retried) and the line of the failpoint that killed the run; the exit code says
+    whether the run succeeded.
     """
     log = os.open(Path(out) / "run.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    lake_log = logging.getLogger("lakehouse.lake")
+    lake_log.addHandler(logging.StreamHandler(sys.stderr))
+    lake_log.setLevel(logging.INFO)
     os.environ.pop(CRASH_VAR, None)
     if crash_at:
         os.environ[CRASH_VAR] = crash_at

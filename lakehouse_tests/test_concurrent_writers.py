@@ -6,6 +6,7 @@ rows a second time; the lake must turn that into a conflict and a merge instead.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from lakehouse.lake import LakeResource
 pytestmark = pytest.mark.reliability
 
 INFO = {"dagster_run_id": "test"}
-ROUNDS = 12  # a bare create race lost as an append showed up in 8 of 20 rounds
 WRITES = ["upsert", "sync_snapshot", "insert_new", "replace_partitions"]
+# each round races for certain (both writers meet at `create/`), so one per write path
+ROUNDS = len(WRITES)
+MEET_S = 60  # how long a writer waits for the other at the barrier before failing
 
 
 def rows() -> pl.DataFrame:
@@ -51,12 +54,21 @@ def write(lake: LakeResource, how: str, name: str) -> None:
         )
 
 
-def race(root: str, start: multiprocessing.synchronize.Barrier) -> None:
-    """One of two writers: each round, wait for the other, then create the same table."""
+def race(root: str, start: multiprocessing.synchronize.Barrier, log: str) -> None:
+    """One of two writers: each round, wait for the other, then create the same table;
+    the lake's log (each conflict it retried) goes to `log`.
+
+    Both wait again at `create/<table>`, where each has found the table missing and
+    not yet written: both commit a version 0, so one of them meets the conflict."""
+    lake_log = logging.getLogger("lakehouse.lake")
+    lake_log.addHandler(logging.FileHandler(log))
+    lake_log.setLevel(logging.INFO)
     lake = LakeResource(root=root)
     for round_ in range(ROUNDS):
-        start.wait()
-        write(lake, WRITES[round_ % len(WRITES)], f"t{round_}")
+        start.wait(timeout=MEET_S)
+        name = f"t{round_}"
+        with failpoints.on(f"create/{name}", lambda: start.wait(timeout=MEET_S)):
+            write(lake, WRITES[round_ % len(WRITES)], name)
 
 
 def assert_once_each(lake: LakeResource, name: str) -> None:
@@ -70,23 +82,29 @@ def test_two_processes_creating_the_same_table_at_once_write_each_key_once(
 ) -> None:
     spawn = multiprocessing.get_context("spawn")
     start = spawn.Barrier(2)
-    writers = [spawn.Process(target=race, args=(str(tmp_path), start)) for _ in range(2)]
+    logs = [tmp_path / f"writer-{n}.log" for n in (1, 2)]
+    root = tmp_path / "lake"
+    writers = [spawn.Process(target=race, args=(str(root), start, str(log))) for log in logs]
     for writer in writers:
         writer.start()
-    for writer in writers:
+    for n, writer in enumerate(writers, 1):
         writer.join(timeout=300)
-        assert writer.exitcode == 0
-    lake = LakeResource(root=str(tmp_path))
+        assert writer.exitcode == 0, f"writer {n}: exit code {writer.exitcode} (its error above)"
+    lake = LakeResource(root=str(root))
+    logged = "".join(log.read_text() for log in logs)
     for round_ in range(ROUNDS):
-        assert_once_each(lake, f"t{round_}")
+        name = f"t{round_}"
+        assert_once_each(lake, name)
+        retried = logged.count(f"commit to {name!r} conflicted with a concurrent writer")
+        assert retried >= 1, f"{name} ({WRITES[round_]}): no conflict met and retried"
 
 
 @pytest.mark.parametrize("how", WRITES)
 def test_a_table_created_by_another_writer_meanwhile_is_merged_into(
-    tmp_path: Path, how: str
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The other writer creates the table after this one found it missing: this write
-    must not fail and must not add the rows again."""
+    meets the conflict, retries, and must not fail nor add the rows again."""
     lake = LakeResource(root=str(tmp_path))
     other = LakeResource(root=str(tmp_path))
     created_meanwhile: list[int | None] = []
@@ -95,9 +113,13 @@ def test_a_table_created_by_another_writer_meanwhile_is_merged_into(
         write(other, how, "t")
         created_meanwhile.append(other.version("t"))
 
-    with failpoints.on("create/t", create_first):
+    with caplog.at_level(logging.INFO, "lakehouse.lake"), failpoints.on("create/t", create_first):
         write(lake, how, "t")
     assert created_meanwhile == [0]
+    assert [r.getMessage() for r in caplog.records] == [
+        "commit to 't' conflicted with a concurrent writer; retrying on a fresh snapshot "
+        "(attempt 2)"
+    ]
     assert_once_each(lake, "t")
     if how == "sync_snapshot":  # the same snapshot again: nothing to change, no commit
         assert lake.version("t") == 0

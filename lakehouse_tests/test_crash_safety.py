@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 from dataclasses import dataclass
@@ -30,9 +31,11 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
+from lakehouse import failpoints
 from lakehouse.demo.world import generate_world
 from lakehouse.failpoints import CRASH_VAR
 from lakehouse.lake import LakeResource
+from lakehouse.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.reliability
 
@@ -109,10 +112,28 @@ LATE = (
 EXERCISED_VERBS: list[str] = []
 
 
-def forked_run(*args: str | tuple[str, str]) -> None:
+def forked_run(*args: str | tuple[str, str], meet: tuple[str, object] | None = None) -> None:
+    """A stage run; with `meet` (a failpoint, a barrier), the run waits at that point
+    until the other run holding the barrier is there too."""
     from lakehouse_tests import crash_runner  # already imported by the forkserver
 
-    crash_runner.materialize(*args)  # type: ignore[arg-type]
+    if meet is None:
+        crash_runner.materialize(*args)  # type: ignore[arg-type]
+        return
+    point, barrier = meet
+    with failpoints.on(point, lambda: barrier.wait(timeout=120)):  # type: ignore[attr-defined]
+        crash_runner.materialize(*args)  # type: ignore[arg-type]
+
+
+def killed_at(log: str, crash_at: str) -> bool:
+    """Whether the failpoint named by `crash_at` ([name][:nth]) logged its SIGKILL line."""
+    point = crash_at.partition(":")[0]
+    return f"{CRASH_VAR}={crash_at}: SIGKILL at {point}\n" in log
+
+
+def conflicts_retried(log: str, table: str) -> int:
+    """How many commits to `table` the lake logged as conflicted and retried."""
+    return log.count(f"commit to {table!r} conflicted with a concurrent writer; retrying")
 
 
 @dataclass(frozen=True)
@@ -129,28 +150,61 @@ class Runner:
     context: multiprocessing.context.BaseContext
     sources: Path
 
-    def run(self, lake: Path, stage: str, crash_at: str = "") -> tuple[int, dict[str, str]]:
-        """Exit code (-9 when killed) and data versions of a stage run."""
-        return self.finish(self.start(lake, stage, crash_at))
+    def run(self, lake: Path, stage: str) -> dict[str, str]:
+        """The data versions of a stage run that must succeed."""
+        return self.finish(self.start(lake, stage))[1]
 
-    def start(self, lake: Path, stage: str, crash_at: str = "", name: str = "") -> Started:
+    def kill(self, lake: Path, stage: str, crash_at: str) -> str:
+        """A stage run that must die by SIGKILL at `crash_at`; returns its log."""
+        started = self.start(lake, stage, crash_at)
+        self.finish(started, expected=-signal.SIGKILL)
+        log = self.log(started)
+        assert killed_at(log, crash_at), (
+            f"{started.what} was killed, not at {crash_at}:\n{log[-4000:]}"
+        )
+        return log
+
+    def start(
+        self,
+        lake: Path,
+        stage: str,
+        crash_at: str = "",
+        name: str = "",
+        meet: tuple[str, object] | None = None,
+    ) -> Started:
         out = lake.parent / f"run-{stage}-{name or crash_at.replace('/', '_') or 'clean'}"
         out.mkdir()
         process = self.context.Process(
-            target=forked_run, args=(str(self.sources), str(lake), stage, DAYS, crash_at, str(out))
+            target=forked_run,
+            args=(str(self.sources), str(lake), stage, DAYS, crash_at, str(out)),
+            kwargs={"meet": meet},
         )
         process.start()
-        return Started(process, out, f"{stage} run ({crash_at or 'no crash'})")
+        return Started(process, out, f"{stage} run ({crash_at or 'no crash'}) in {out}")
 
     @staticmethod
-    def finish(started: Started) -> tuple[int, dict[str, str]]:
+    def finish(started: Started, expected: int = 0) -> tuple[int, dict[str, str]]:
+        """Exit code and data versions of a run; a run that did not end with `expected`
+        (0, or -SIGKILL for a crash) fails the test with the run's log."""
         started.process.join(timeout=300)
         report = started.out / "versions.json"
         versions = json.loads(report.read_text()) if report.exists() else {}
-        if started.process.exitcode not in (0, -signal.SIGKILL):
-            log = (started.out / "run.log").read_text()[-4000:]
-            raise AssertionError(f"{started.what} failed:\n{log}")
-        return started.process.exitcode, versions  # type: ignore[return-value]
+        code = started.process.exitcode
+        if code is None:  # hung: stop it before failing, so nothing outlives the test
+            started.process.kill()
+            started.process.join()
+        if code != expected:
+            ended = "still running after 300 s" if code is None else f"exit code {code}"
+            raise AssertionError(
+                f"{started.what}: {ended}, expected {expected}; its log ends:\n"
+                + Runner.log(started)[-4000:]
+            )
+        return code, versions
+
+    @staticmethod
+    def log(started: Started) -> str:
+        path = started.out / "run.log"
+        return path.read_text(errors="replace") if path.exists() else "(no log)"
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +236,7 @@ def reference(runner: Runner, tmp_path_factory: pytest.TempPathFactory) -> Refer
     lake = root / "lake"
     lakes, versions, found = {}, {}, {}
     for stage in STAGE_NAMES:
-        code, versions[stage] = runner.run(lake, stage)
-        assert code == 0
+        versions[stage] = runner.run(lake, stage)
         lakes[stage] = root / f"after-{stage}"
         shutil.copytree(lake, lakes[stage])
         found[stage] = contents(lake)
@@ -256,8 +309,7 @@ def test_killed_run_leaves_committed_tables_and_a_rerun_converges(
         shutil.copytree(start, lake)
 
     before = table_versions(lake)
-    code, _ = runner.run(lake, point.stage, point.crash_at)
-    assert code == -signal.SIGKILL, f"{point.crash_at} ({point.where}) was never reached"
+    runner.kill(lake, point.stage, point.crash_at)  # died by SIGKILL at that point, no other
     for table in table_dirs(lake):
         read_committed(table)
     kind, _, name = point.crash_at.partition("/")
@@ -269,10 +321,9 @@ def test_killed_run_leaves_committed_tables_and_a_rerun_converges(
         orphans = uncommitted_files(lake / name)
         assert orphans, "killed after a data file was written: one is there, uncommitted"
 
-    code, versions = runner.run(lake, point.stage)
-    assert code == 0
-    assert versions == reference.versions[point.stage]
-    assert contents(lake) == reference.contents[point.stage]
+    versions = runner.run(lake, point.stage)
+    assert versions == reference.versions[point.stage], f"rerun after {point.crash_at}"
+    assert contents(lake) == reference.contents[point.stage], f"rerun after {point.crash_at}"
     EXERCISED.append(point.crash_at)
 
 
@@ -341,7 +392,9 @@ VERB_POINTS = [
 ]
 
 
-def forked_write(lake: str, verb: str, crash_at: str) -> None:
+def forked_write(lake: str, verb: str, crash_at: str, log: str) -> None:
+    """One write verb in this (forked) process, its stderr (the failpoint's line) to `log`."""
+    os.dup2(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND), 2)
     os.environ.pop(CRASH_VAR, None)
     if crash_at:
         os.environ[CRASH_VAR] = crash_at
@@ -371,10 +424,15 @@ def test_a_write_verb_killed_mid_write_commits_nothing_and_a_rerun_converges(
     VERBS[verb](LakeResource(root=str(expected)))
     before = table_versions(lake)
 
-    process = runner.context.Process(target=forked_write, args=(str(lake), verb, crash_at))
+    log = tmp_path / "write.log"
+    process = runner.context.Process(
+        target=forked_write, args=(str(lake), verb, crash_at, str(log))
+    )
     process.start()
     process.join(timeout=120)
-    assert process.exitcode == -signal.SIGKILL, f"{crash_at} was never reached"
+    written = log.read_text(errors="replace") if log.exists() else ""
+    assert process.exitcode == -signal.SIGKILL, f"{verb}: exit code {process.exitcode}\n{written}"
+    assert killed_at(written, crash_at), f"{verb} was killed, not at {crash_at}:\n{written}"
     kind, _, name = crash_at.partition("/")
     assert table_versions(lake) == before, LATE
     if kind == "write":
@@ -382,7 +440,7 @@ def test_a_write_verb_killed_mid_write_commits_nothing_and_a_rerun_converges(
 
     VERBS[verb](LakeResource(root=str(lake)))
     assert lake_rows(lake) == lake_rows(expected)
-    EXERCISED_VERBS.append(crash_at)
+    EXERCISED_VERBS.append(f"{verb}:{crash_at}")
 
 
 def test_two_runs_of_the_same_assets_at_once_leave_no_duplicates(
@@ -390,23 +448,97 @@ def test_two_runs_of_the_same_assets_at_once_leave_no_duplicates(
 ) -> None:
     """Two runs of the raw layer merge the same rows into the same tables at the same
     time (partition replaces, upserts, snapshots): conflicting commits are retried on a
-    fresh snapshot, so every key lands once."""
+    fresh snapshot, so every key lands once.
+
+    The race is forced: both runs wait for each other at `create/raw_users`, after each
+    found the table missing, so both commit a version 0 and one of them must meet the
+    conflict and retry (its log says so)."""
     lake = tmp_path / "lake"
     lake.mkdir()
-    both = [runner.start(lake, "raw", name=f"concurrent-{n}") for n in (1, 2)]
-    for code, versions in map(runner.finish, both):
-        assert code == 0
-        assert versions == reference.versions["raw"]
+    barrier = runner.context.Barrier(2)
+    both = [
+        runner.start(lake, "raw", name=f"concurrent-{n}", meet=("create/raw_users", barrier))
+        for n in (1, 2)
+    ]
+    for started in both:
+        _, versions = runner.finish(started)
+        assert versions == reference.versions["raw"], started.what
     assert contents(lake) == reference.contents["raw"]  # unique keys checked on the way
+    retried = {
+        started.what: conflicts_retried(runner.log(started), "raw_users") for started in both
+    }
+    assert sum(retried.values()) >= 1, f"no commit to raw_users conflicted: {retried}"
+
+
+# a failpoint in the product, literal or per table: failpoint("x/y"), failpoint(f"x/{name}")
+PRODUCT_FAILPOINT = re.compile(r"""failpoint\(f?"([a-z_]+/)([a-z_]*)""")
+# a write's kill point is armed by during_write, not failpoint(): `write/<table>`
+PRODUCT_WRITE_POINT = re.compile(r"during_write\(")
+# points the product has that are not kill points: where the test that acts there lives
+ACTION_POINTS = {
+    "lake/unavailable": (
+        "test_storage_faults.py",
+        'failpoints.on("lake/unavailable"',
+    ),  # reached only when the object store stopped answering: the outage test reopens it
+}
+
+
+def product_failpoints() -> set[str]:
+    """Every failpoint the product can reach: a literal name ("hash/object") or, for a
+    name made per table, its prefix ("committed/")."""
+    found: set[str] = set()
+    for path in (PROJECT_ROOT / "lakehouse").rglob("*.py"):
+        if path.name == "failpoints.py":
+            continue
+        text = path.read_text()
+        named = PRODUCT_FAILPOINT.findall(text)
+        calls = len(re.findall(r"\bfailpoint\(", text))
+        assert calls == len(named), f"{path}: a failpoint whose name this test cannot read"
+        for prefix, rest in named:
+            found.add(prefix + rest)
+        if PRODUCT_WRITE_POINT.search(text):
+            found.add("write/")
+    return found
+
+
+def test_every_failpoint_of_the_product_is_a_kill_point_of_the_harness() -> None:
+    """A failpoint added to the product without a kill point here would never be proven
+    safe to die at: each literal point is killed by name, each per-table point
+    (`write/`, `create/`, `widen/`, `committed/`) at one table at least."""
+    points = product_failpoints()
+    assert {"write/", "create/", "widen/", "committed/", "hash/object"} <= points, points
+    harness = {p.crash_at.partition(":")[0] for p in KILL_POINTS} | {
+        crash_at for _, crash_at in VERB_POINTS
+    }
+    missing = {
+        point
+        for point in points - ACTION_POINTS.keys()
+        if not any(
+            name == point or (point.endswith("/") and name.startswith(point)) for name in harness
+        )
+    }
+    assert not missing, f"failpoints of the product the crash harness never kills at: {missing}"
+    for point, (test_file, use) in ACTION_POINTS.items():
+        assert point in points, f"{point} is no longer a failpoint of the product"
+        assert use in (PROJECT_ROOT / "lakehouse_tests" / test_file).read_text(), point
 
 
 def test_kill_points_summary(capsys: pytest.CaptureFixture[str]) -> None:
-    """The harness's count: every kill point distinct, at least 20, and how many ran."""
+    """Every kill point distinct, at least 20, and every one of them (and every write-verb
+    point) reached and killed in this session: the tests above append a point only after
+    it killed its run there and the rerun converged. Run with the whole file."""
     names = [point.crash_at for point in KILL_POINTS]
     assert len(set(names)) == len(names) >= 20
+    verb_points = [f"{verb}:{crash_at}" for verb, crash_at in VERB_POINTS]
     with capsys.disabled():
         print(
             f"\ncrash harness: {len(EXERCISED)} of {len(names)} kill points exercised "
             f"(SIGKILL, committed tables checked, rerun converged on the reference); "
             f"{len(EXERCISED_VERBS)} of {len(VERB_POINTS)} write-verb kill points"
         )
+    assert sorted(EXERCISED) == sorted(names), (
+        f"kill points not exercised: {sorted(set(names) - set(EXERCISED))}"
+    )
+    assert sorted(EXERCISED_VERBS) == sorted(verb_points), (
+        f"write-verb kill points not exercised: {sorted(set(verb_points) - set(EXERCISED_VERBS))}"
+    )

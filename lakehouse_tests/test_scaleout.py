@@ -8,6 +8,7 @@ the tests share it and run in file order: the log-day backfill first, on an empt
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -27,6 +28,7 @@ import pytest
 import sqlalchemy as sa
 from deltalake import DeltaTable
 
+from lakehouse import failpoints
 from lakehouse.errors import ConfigError
 from lakehouse.graph.executors import EXECUTOR_VAR, default_executor
 from lakehouse.lake import LakeResource
@@ -211,17 +213,56 @@ def wait_for_runs(instance: dg.DagsterInstance, tag: str, count: int) -> list[dg
     raise AssertionError(f"runs tagged {tag} did not finish: {records}")
 
 
-def most_at_once(records: list[dg.RunRecord]) -> int:
-    """The largest number of runs that were executing at one moment."""
+STEP_EVENTS = {
+    dg.DagsterEventType.STEP_START,
+    dg.DagsterEventType.STEP_SUCCESS,
+    dg.DagsterEventType.STEP_FAILURE,
+}
+
+
+def step_intervals(instance: dg.DagsterInstance, run_id: str) -> list[tuple[float, float]]:
+    """When each step of a run executed: its start event to its success or failure event,
+    both written by the worker that ran it."""
+    started, intervals = {}, []
+    for entry in instance.all_logs(run_id, of_type=STEP_EVENTS):
+        if entry.dagster_event_type == dg.DagsterEventType.STEP_START:
+            started[entry.step_key] = entry.timestamp
+        elif entry.step_key in started:
+            intervals.append((started.pop(entry.step_key), entry.timestamp))
+    return intervals
+
+
+def most_at_once(intervals: dict[str, list[tuple[float, float]]]) -> int:
+    """The largest number of runs that had a step executing at one moment (a step's end
+    before another's start at the same instant: no overlap claimed on a tie)."""
     edges = sorted(
-        [(r.start_time, 1) for r in records] + [(r.end_time, -1) for r in records],
-        key=lambda edge: (edge[0], edge[1]),
+        (moment, step, run)
+        for run, spans in intervals.items()
+        for start, end in spans
+        for moment, step in ((start, 1), (end, -1))
     )
-    running = peak = 0
-    for _, step in edges:
-        running += step
-        peak = max(peak, running)
+    running: dict[str, int] = {}
+    peak = 0
+    for _, step, run in edges:
+        running[run] = running.get(run, 0) + step
+        peak = max(peak, sum(1 for count in running.values() if count > 0))
     return peak
+
+
+def runs_succeeded(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], context: str) -> None:
+    """Fail naming each run that did not succeed, its failing steps and their errors."""
+    failed = [run for run in runs if run.status != dg.DagsterRunStatus.SUCCESS]
+    if failed:
+        pytest.fail(
+            "\n\n".join(
+                f"run {run.run_id} ({run.job_name}, {run.tags.get('dagster/partition', 'all')})"
+                f" {run.status.value}:\n"
+                + ("\n".join(step_failures(instance, run.run_id)) or "(no step failed)")
+                for run in failed
+            )
+            + f"\n\n{context}",
+            pytrace=False,
+        )
 
 
 def test_seven_log_days_backfill_concurrently(deployment: Deployment, tmp_path: Path) -> None:
@@ -242,11 +283,19 @@ def test_seven_log_days_backfill_concurrently(deployment: Deployment, tmp_path: 
     finally:
         stop_group(daemon)
 
-    statuses = {r.dagster_run.tags["dagster/partition"]: r.dagster_run.status for r in records}
-    assert statuses == dict.fromkeys(DAYS, dg.DagsterRunStatus.SUCCESS), (
-        tmp_path / "daemon.log"
-    ).read_text()[-4000:]
-    assert 2 <= most_at_once(records) <= int(env["LAKEHOUSE_MAX_CONCURRENT_RUNS"])
+    instance = deployment.instance()
+    runs_succeeded(
+        instance,
+        [r.dagster_run for r in records],
+        "daemon log:\n" + (tmp_path / "daemon.log").read_text()[-3000:],
+    )
+    assert sorted(r.dagster_run.tags["dagster/partition"] for r in records) == DAYS
+    steps = {r.dagster_run.run_id: step_intervals(instance, r.dagster_run.run_id) for r in records}
+    assert all(steps.values()), f"runs without step events: {steps}"
+    at_once = most_at_once(steps)
+    assert 2 <= at_once <= int(env["LAKEHOUSE_MAX_CONCURRENT_RUNS"]), (
+        f"at most {at_once} runs had a step executing at one moment: {steps}"
+    )
     lake = LakeResource(root=env["LAKEHOUSE_LAKE"])
     with environment(deployment.aws):
         events = lake.read("raw_events")
@@ -275,16 +324,7 @@ def test_full_materialization_in_the_production_profile(deployment: Deployment) 
         "observe_logs",
         "__ASSET_JOB",
     }
-    failed = [r.dagster_run for r in records if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS]
-    if failed:
-        pytest.fail(
-            "\n\n".join(
-                f"run {run.run_id} ({run.job_name}) {run.status.value}:\n"
-                + "\n".join(step_failures(instance, run.run_id))
-                for run in failed
-            ),
-            pytrace=False,
-        )
+    runs_succeeded(instance, [r.dagster_run for r in records], "make materialize")
     engine = sa.create_engine(deployment.dagster_db)
     with engine.connect() as db:
         stored_runs = db.execute(sa.text("SELECT count(*) FROM runs")).scalar_one()
@@ -325,27 +365,47 @@ def test_full_materialization_in_the_production_profile(deployment: Deployment) 
         assert worker.startswith(f"{queue}@"), (step, worker)
 
 
-def upsert_many(root: str, env: dict[str, str], writer: int, commits: int) -> None:
-    """One writer process: `commits` merges of its own keys into the shared table."""
+def upsert_many(
+    root: str,
+    env: dict[str, str],
+    writer: int,
+    commits: int,
+    start: multiprocessing.synchronize.Barrier,
+    log: str,
+) -> None:
+    """One writer process: `commits` merges of its own keys into the shared table, each
+    begun together with the other writer's; the lake's log (each conflict it retried)
+    goes to `log`. The first merge creates the table: both writers wait for each other
+    at `create/shared`, where each has found it missing, so one must meet the conflict."""
     os.environ.update(env)
+    lake_log = logging.getLogger("lakehouse.lake")
+    lake_log.addHandler(logging.FileHandler(log))
+    lake_log.setLevel(logging.INFO)
     lake = LakeResource(root=root)
-    for n in range(commits):
-        rows = pl.DataFrame({"id": [writer * 1000 + n], "writer": [writer], "n": [n]})
-        lake.upsert("shared", rows, key=["id"], commit_info={"writer": str(writer)})
+    with failpoints.on("create/shared", lambda: start.wait(timeout=120)):
+        for n in range(commits):
+            start.wait(timeout=120)
+            rows = pl.DataFrame({"id": [writer * 1000 + n], "writer": [writer], "n": [n]})
+            lake.upsert("shared", rows, key=["id"], commit_info={"writer": str(writer)})
 
 
-def test_two_concurrent_writers_to_one_s3_table(deployment: Deployment) -> None:
+def test_two_concurrent_writers_to_one_s3_table(deployment: Deployment, tmp_path: Path) -> None:
     root, commits = "s3://lake-bucket/concurrent", 12
     spawn = multiprocessing.get_context("spawn")
-    writers = [
-        spawn.Process(target=upsert_many, args=(root, deployment.aws, writer, commits))
-        for writer in (1, 2)
-    ]
-    for process in writers:
+    start = spawn.Barrier(2)
+    logs = {writer: tmp_path / f"writer-{writer}.log" for writer in (1, 2)}
+    writers = {
+        writer: spawn.Process(
+            target=upsert_many,
+            args=(root, deployment.aws, writer, commits, start, str(log)),
+        )
+        for writer, log in logs.items()
+    }
+    for process in writers.values():
         process.start()
-    for process in writers:
+    for writer, process in writers.items():
         process.join(timeout=300)
-    assert [process.exitcode for process in writers] == [0, 0]
+        assert process.exitcode == 0, f"writer {writer}: exit code {process.exitcode} (above)"
 
     lake = LakeResource(root=root)
     with environment(deployment.aws):
@@ -356,6 +416,11 @@ def test_two_concurrent_writers_to_one_s3_table(deployment: Deployment) -> None:
     assert rows.group_by("writer").len().sort("writer")["len"].to_list() == [commits, commits]
     assert table.version() == 2 * commits - 1
     assert len(history) == 2 * commits
+    retried = {
+        writer: log.read_text().count("commit to 'shared' conflicted with a concurrent writer")
+        for writer, log in logs.items()
+    }
+    assert sum(retried.values()) >= 1, f"no commit conflicted (retries per writer: {retried})"
 
 
 def test_the_production_profile_names_every_missing_setting(

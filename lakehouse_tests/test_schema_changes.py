@@ -81,6 +81,15 @@ def test_rows_committed_while_a_column_widens_are_kept(tmp_path) -> None:
     rows = lake.read("t").sort("k")  # type: ignore[union-attr]
     assert rows["k"].to_list() == [1, 2, 3]
     assert rows["v"].to_list() == [7, 8, 2**40]
+    # the Delta log: the other writer's merge landed between the widening's read (version
+    # 0) and its rewrite, which the merge of the new row followed
+    history = sorted(lake.open("t").history(), key=lambda c: c["version"])  # type: ignore[union-attr]
+    assert [(c["version"], c["operation"], c.get("widened")) for c in history] == [
+        (0, "WRITE", None),
+        (1, "MERGE", None),
+        (2, "WRITE", "v"),
+        (3, "MERGE", None),
+    ]
 
 
 def test_a_type_change_that_would_lose_values_fails_before_writing(tmp_path) -> None:

@@ -20,6 +20,7 @@ from deltalake import DeltaTable
 
 from lakehouse import failpoints
 from lakehouse.definitions import build_definitions
+from lakehouse.graph.defaults import STORAGE_RETRY
 from lakehouse.graph.partitions import partition_range_tags
 from lakehouse.lake import LakeResource
 from lakehouse_tests.conftest import FIRST_DAY, LAST_DAY, RAW_LAYER, Lakehouse, materializations
@@ -31,6 +32,8 @@ pytestmark = pytest.mark.reliability
 
 BUCKET = "lake-bucket"
 EVERY_DAY = partition_range_tags(FIRST_DAY, LAST_DAY)
+# seconds between a failed attempt and the next, as the README states them
+RETRY_DELAYS_S = (1, 3, 7)
 
 
 class Gate:
@@ -103,7 +106,10 @@ def s3_env(gate: Gate, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run_raw_layer(
-    lake: str, sources: Path, select: frozenset[str] = RAW_LAYER
+    lake: str,
+    sources: Path,
+    select: frozenset[str] = RAW_LAYER,
+    instance: dg.DagsterInstance | None = None,
 ) -> dg.ExecuteInProcessResult:
     """The raw layer (or some of it) over every log day, in this process; failures are
     returned, not raised."""
@@ -115,7 +121,7 @@ def run_raw_layer(
         defs.resolve_implicit_global_asset_job_def()
         .get_subset(asset_selection=keys)
         .execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(),
+            instance=instance or dg.DagsterInstance.ephemeral(),
             tags=EVERY_DAY,
             raise_on_error=False,
         )
@@ -126,8 +132,52 @@ def step_failures(result: dg.ExecuteInProcessResult) -> dict[str, dg.DagsterEven
     return {event.step_key: event for event in result.all_events if event.is_step_failure}
 
 
+def succeeded(result: dg.ExecuteInProcessResult, what: str) -> None:
+    """Fail naming every failed step of the run and its error, not as a bare False."""
+    if not result.success:
+        failures = [
+            f"{key}: {event.event_specific_data.error.to_string()}"[-3000:]
+            for key, event in step_failures(result).items()
+        ]
+        pytest.fail(
+            f"{what}: run {result.run_id} failed:\n" + ("\n".join(failures) or "(no step failed)"),
+            pytrace=False,
+        )
+
+
 def retries(result: dg.ExecuteInProcessResult) -> list[str]:
     return [event.step_key for event in result.all_events if event.is_step_up_for_retry]
+
+
+def retry_waits(instance: dg.DagsterInstance, run_id: str) -> list[float]:
+    """Seconds from each step failure that was retried to the step's restart, from the
+    timestamps of the run's events."""
+    wanted = {dg.DagsterEventType.STEP_UP_FOR_RETRY, dg.DagsterEventType.STEP_RESTARTED}
+    failed_at: dict[str, float] = {}
+    waits = []
+    for entry in instance.all_logs(run_id, of_type=wanted):
+        if entry.dagster_event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY:
+            failed_at[entry.step_key] = entry.timestamp
+        else:
+            waits.append(entry.timestamp - failed_at.pop(entry.step_key))
+    return waits
+
+
+def test_every_asset_carries_the_storage_retry_policy(tmp_path: Path) -> None:
+    """The README's retry spacing holds for every asset only if each one has the policy."""
+    assert [STORAGE_RETRY.calculate_delay(n) for n in (1, 2, 3)] == list(RETRY_DELAYS_S)
+    defs = build_definitions(
+        lake=str(tmp_path / "lake"), sources=str(tmp_path), metadata_db="sqlite://"
+    )
+    graph = defs.resolve_asset_graph()
+    policies = {
+        key.to_user_string(): graph.get(key).assets_def.op.retry_policy
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).is_materializable
+    }
+    assert len(policies) >= 15, sorted(policies)
+    missing = sorted(name for name, policy in policies.items() if policy != STORAGE_RETRY)
+    assert not missing, f"assets without the storage retry policy: {missing}"
 
 
 def clear_error(event: dg.DagsterEvent) -> str:
@@ -157,7 +207,7 @@ def reference_versions(pristine_world: Path, tmp_path_factory: pytest.TempPathFa
     """The raw layer's data versions on a local disk that never failed."""
     lake = tmp_path_factory.mktemp("storage-reference") / "lake"
     result = run_raw_layer(str(lake), pristine_world)
-    assert result.success
+    succeeded(result, "the reference run on a local disk")
     return {name: found["data_version"] for name, found in materializations(result).items()}
 
 
@@ -165,8 +215,11 @@ def test_s3_outage_mid_run_fails_clearly_and_leaves_no_partial_table(
     gate: Gate, s3_env: None, pristine_world: Path, reference_versions: dict
 ) -> None:
     lake = LakeResource(root=f"s3://{BUCKET}/outage")
+    instance = dg.DagsterInstance.ephemeral()
     with failpoints.on("committed/raw_users", gate.shut):
-        result = run_raw_layer(lake.root, pristine_world, frozenset({"raw_users", "raw_photos"}))
+        result = run_raw_layer(
+            lake.root, pristine_world, frozenset({"raw_users", "raw_photos"}), instance
+        )
     gate.open()
 
     assert not result.success
@@ -177,12 +230,16 @@ def test_s3_outage_mid_run_fails_clearly_and_leaves_no_partial_table(
     assert lake.root in message and "unreachable" in message
     assert f"127.0.0.1:{gate.port}" in message
     assert retries(result) == ["raw_users"] * 3, "retried with backoff before giving up"
+    waits = retry_waits(instance, result.run_id)
+    assert len(waits) == 3 and all(
+        wait >= delay for wait, delay in zip(waits, RETRY_DELAYS_S, strict=True)
+    ), f"seconds between a failed attempt and the next: {waits}, expected {RETRY_DELAYS_S}"
     tables = committed_tables(lake)
     assert tables["raw_users"] == 0, "committed before the outage, intact"
     assert "raw_photos" not in tables, "nothing of the steps the outage stopped"
 
     rerun = run_raw_layer(lake.root, pristine_world)
-    assert rerun.success
+    succeeded(rerun, "the rerun after the outage")
     assert {k: v["data_version"] for k, v in materializations(rerun).items()} == (
         reference_versions
     )
@@ -199,7 +256,7 @@ def test_s3_outage_is_ridden_out_by_retries_with_backoff(
     ):
         result = run_raw_layer(lake.root, pristine_world)
 
-    assert result.success
+    succeeded(result, "a run through an outage that ends in time")
     assert retries(result) == ["raw_users"]
     found = materializations(result)
     assert {k: v["data_version"] for k, v in found.items()} == reference_versions
@@ -238,6 +295,10 @@ def fill(disk: Path) -> Path:
     return filler
 
 
+# the steps a run after `touch_a_photo` writes with: the others find nothing changed
+REWRITES_HASH_CACHE = {"raw_objects"}
+
+
 def touch_a_photo(sources: Path) -> None:
     """Change a photo's mtime: its hash is checked again and the hash cache rewritten."""
     photo = next(p for p in sorted((sources / "photos").rglob("*")) if p.is_file())
@@ -265,13 +326,21 @@ def test_full_disk_fails_clearly_and_leaves_tables_unchanged(
     result = run_raw_layer(str(lake.root), lakehouse.sources)
     assert not result.success
     assert not retries(result), "a full disk is not retried"
-    for message in map(clear_error, step_failures(result).values()):
-        assert str(lakehouse.lake) in message and "No space left on device" in message
+    failed = step_failures(result)
+    assert set(failed) == REWRITES_HASH_CACHE, f"failed steps: {sorted(failed)}"
+    for step, event in failed.items():
+        message = clear_error(event)
+        assert str(lakehouse.lake) in message and "No space left on device" in message, step
     assert committed_tables(lake) == versions
     assert snapshot(lake) == rows
 
     filler.unlink()
-    assert run_raw_layer(str(lake.root), lakehouse.sources).success
+    succeeded(run_raw_layer(str(lake.root), lakehouse.sources), "the run after space was freed")
+
+
+# every raw step checks that the lake can be written before it reads its source; these
+# run first (raw_photos and raw_photo_labels wait for raw_users, and are skipped)
+CHECK_WRITABLE_FIRST = {"raw_objects", "raw_users", "raw_events"}
 
 
 @contextmanager
@@ -309,8 +378,11 @@ def test_read_only_lake_fails_clearly_and_leaves_tables_unchanged(
 
     assert not result.success
     assert not retries(result), "a read-only lake is not retried"
-    for message in map(clear_error, step_failures(result).values()):
-        assert str(lakehouse.lake) in message and cause in message
+    failed = step_failures(result)
+    assert set(failed) == CHECK_WRITABLE_FIRST, f"failed steps: {sorted(failed)}"
+    for step, event in failed.items():
+        message = clear_error(event)
+        assert str(lakehouse.lake) in message and cause in message, step
     assert committed_tables(lake) == versions
     assert snapshot(lake) == rows
-    assert run_raw_layer(str(lake.root), lakehouse.sources).success
+    succeeded(run_raw_layer(str(lake.root), lakehouse.sources), "the run on a writable lake")

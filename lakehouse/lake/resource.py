@@ -10,6 +10,7 @@ in `blobs`, the UI's metadata in `metadata`.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -36,6 +37,7 @@ from lakehouse.resources.keys import checked_key, local_path
 from lakehouse.settings import LAKE_VAR, is_s3, s3_storage_options
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 COMMIT_RETRIES = 8
 # zstd: files about half the size of the default snappy, so scans read half the bytes
@@ -365,7 +367,7 @@ class LakeResource(dg.ConfigurableResource):
         snapshot, and the crash points `write/<name>` (data files written, no commit
         yet) and `committed/<name>` (committed, nothing after it done yet)."""
         with self._storage_faults(name, "writing"), during_write(name, self.table_uri(name)):
-            result = _retry_conflicts(attempt)
+            result = _retry_conflicts(name, attempt)
         failpoint(f"committed/{name}")
         return result
 
@@ -483,15 +485,24 @@ def _commit(info: dict[str, str], retries: int | None = None) -> CommitPropertie
     return CommitProperties(custom_metadata=dict(info), max_commit_retries=retries)
 
 
-def _retry_conflicts(attempt: Callable[[], T]) -> T:
-    """Optimistic concurrency: on a conflicting commit, redo the write on a fresh snapshot."""
+def _retry_conflicts(name: str, attempt: Callable[[], T]) -> T:
+    """Optimistic concurrency: on a conflicting commit, redo the write on a fresh snapshot.
+
+    Each retry is logged (logger `lakehouse.lake.resource`, INFO), so a run's log shows
+    when concurrent writers met on a table."""
     delay = 0.05
-    for remaining in range(COMMIT_RETRIES, -1, -1):
+    for tries in range(1, COMMIT_RETRIES + 2):
         try:
             return attempt()
         except (CommitFailedError, DeltaError) as exc:
-            if remaining == 0 or not _is_conflict(exc):
+            if tries > COMMIT_RETRIES or not _is_conflict(exc):
                 raise
+            log.info(
+                "commit to %r conflicted with a concurrent writer; "
+                "retrying on a fresh snapshot (attempt %d)",
+                name,
+                tries + 1,
+            )
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
     raise AssertionError("unreachable")
