@@ -15,6 +15,7 @@ from lakehouse.demo.world import generate_world
 from lakehouse.graph.partitions import partition_range_tags
 from lakehouse.lake import LakeResource
 from lakehouse_tests.hostile import pytest_terminal_summary  # noqa: F401  (the hostile-input table)
+from lakehouse_tests.runs import succeeded
 from lakehouse_tests.servers.need import skip_without_gpu
 from lakehouse_tests.servers.policy import (  # noqa: F401  (under CI=true only `gpu` tests skip)
     pytest_make_collect_report,
@@ -58,7 +59,7 @@ class Lakehouse:
         defs = self.definitions()
         for job_name in ("observe_sources", "observe_logs"):
             result = defs.resolve_job_def(job_name).execute_in_process(instance=self.instance)
-            assert result.success
+            succeeded(result, job_name)
         return result
 
     def materialize(
@@ -82,7 +83,8 @@ class Lakehouse:
             tags=partition_range_tags(first, last),
             raise_on_error=raise_on_error,
         )
-        assert result.success or not raise_on_error
+        if raise_on_error:
+            succeeded(result, f"materializing {sorted(select)} over {first}..{last}")
         return result
 
     def table_versions(self) -> dict[str, int | None]:

@@ -42,6 +42,7 @@ from lakehouse.settings import (
 )
 from lakehouse.sources.contract import log_key
 from lakehouse_tests.conftest import WORLD
+from lakehouse_tests.runs import runs_succeeded
 from lakehouse_tests.servers.postgres import postgres_server
 from lakehouse_tests.servers.redis import redis_server
 from lakehouse_tests.servers.s3 import aws_settings, s3_server
@@ -249,22 +250,6 @@ def most_at_once(intervals: dict[str, list[tuple[float, float]]]) -> int:
     return peak
 
 
-def runs_succeeded(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], context: str) -> None:
-    """Fail naming each run that did not succeed, its failing steps and their errors."""
-    failed = [run for run in runs if run.status != dg.DagsterRunStatus.SUCCESS]
-    if failed:
-        pytest.fail(
-            "\n\n".join(
-                f"run {run.run_id} ({run.job_name}, {run.tags.get('dagster/partition', 'all')})"
-                f" {run.status.value}:\n"
-                + ("\n".join(step_failures(instance, run.run_id)) or "(no step failed)")
-                for run in failed
-            )
-            + f"\n\n{context}",
-            pytrace=False,
-        )
-
-
 def test_seven_log_days_backfill_concurrently(deployment: Deployment, tmp_path: Path) -> None:
     env = deployment.env  # the workers' environment: the lake they write
     tag = uuid.uuid4().hex
@@ -440,16 +425,3 @@ def test_the_production_profile_names_every_missing_setting(
         "LAKEHOUSE_METADATA_DB, LAKEHOUSE_LAKE, LAKEHOUSE_CELERY_BROKER"
     )
     assert str(unknown.value) == "LAKEHOUSE_ENV='staging': expected one of local, production"
-
-
-def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """What failed in a run, step by step, for an assertion message."""
-    failures = []
-    for entry in instance.all_logs(run_id):
-        event = entry.dagster_event
-        if event is None or not event.is_failure:
-            continue
-        error = getattr(event.event_specific_data, "error", None)
-        text = error.to_string() if error is not None else entry.message
-        failures.append(f"{entry.step_key or 'run'}: {text}"[-3000:])
-    return failures

@@ -24,6 +24,7 @@ from lakehouse.graph.defaults import STORAGE_RETRY
 from lakehouse.graph.partitions import partition_range_tags
 from lakehouse.lake import LakeResource
 from lakehouse_tests.conftest import FIRST_DAY, LAST_DAY, RAW_LAYER, Lakehouse, materializations
+from lakehouse_tests.runs import succeeded
 from lakehouse_tests.servers.need import need
 from lakehouse_tests.servers.postgres import free_port
 from lakehouse_tests.servers.s3 import aws_settings, create_buckets, start_moto
@@ -130,19 +131,6 @@ def run_raw_layer(
 
 def step_failures(result: dg.ExecuteInProcessResult) -> dict[str, dg.DagsterEvent]:
     return {event.step_key: event for event in result.all_events if event.is_step_failure}
-
-
-def succeeded(result: dg.ExecuteInProcessResult, what: str) -> None:
-    """Fail naming every failed step of the run and its error, not as a bare False."""
-    if not result.success:
-        failures = [
-            f"{key}: {event.event_specific_data.error.to_string()}"[-3000:]
-            for key, event in step_failures(result).items()
-        ]
-        pytest.fail(
-            f"{what}: run {result.run_id} failed:\n" + ("\n".join(failures) or "(no step failed)"),
-            pytrace=False,
-        )
 
 
 def retries(result: dg.ExecuteInProcessResult) -> list[str]:

@@ -91,8 +91,8 @@ def layer_defaults(
     Single-run backfills let `dagster asset materialize --partition-range` cover
     the whole graph in one run; automation (`flows_on`) lets a source observation that
     changed content flow on in a running `dagster dev`; the retry policy rides out
-    storage outages of a few seconds (1, 2, 4 s apart). `daily`: the asset is
-    partitioned by log day (`graph.partitions.log_days`).
+    storage outages of a few seconds (waits of 1, 3 and 7 s after the failed attempts).
+    `daily`: the asset is partitioned by log day (`graph.partitions.log_days`).
     """
     return dict(
         group_name=group_name,
