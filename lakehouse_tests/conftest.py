@@ -15,6 +15,8 @@ from lakehouse.graph.partitions import partition_range_tags
 from lakehouse.lake import LakeResource
 from lakehouse_tests.hostile import pytest_terminal_summary  # noqa: F401  (the hostile-input table)
 
+pytest_plugins = ["lakehouse_tests.guarantees"]  # README Guarantees ran; the checkout unchanged
+
 SOURCE_KEYS = ("photo_objects", "metadata_db", "activity_logs", "activity_log_days")
 RAW_LAYER = frozenset(
     {"raw_objects", "raw_users", "raw_photos", "raw_photo_labels", "raw_events", "quarantine"}
