@@ -361,6 +361,23 @@ def test_every_natural_key_is_unique_in_every_table_of_the_demo_lake(built: Demo
     )
 
 
+def test_every_commit_of_every_table_names_the_dagster_run_and_asset_that_wrote_it(
+    built: DemoLake,
+) -> None:
+    """Raw and derived tables, every version, compactions included (test_query shows the
+    `lakehouse history` command on one table)."""
+    lake = built.lakehouse.lake_resource
+    runs = {run.run_id for run in built.lakehouse.instance.get_runs()}
+    commits = [(name, c) for name in lake.table_names() for c in commits_since(lake, name, None)]
+    assert len(commits) > len(lake.table_names()) > 15, "every table, several versions"
+    unnamed = {
+        (name, commit["version"], commit.get("dagster_run_id"), commit.get("dagster_asset"))
+        for name, commit in commits
+        if commit.get("dagster_run_id") not in runs or not commit.get("dagster_asset")
+    }
+    assert unnamed == set()
+
+
 def _rows_by_photo(lake: LakeResource, version: int) -> dict[int, dict]:
     """A training-set version's rows by photo, every column compared but the row digest."""
     rows = lake.read("training_set", version=version).drop("row_sha256")
