@@ -7,6 +7,8 @@ One home for the tests' "recomputes exactly / nothing" proofs: a test takes
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from lakehouse.lake import LakeResource
@@ -113,3 +115,17 @@ def written_since(lake: LakeResource, before: dict[str, int | None]) -> dict[str
 def rows_changed(lake: LakeResource, before: dict[str, int | None]) -> dict[str, int]:
     """Per table, the rows inserted, updated or deleted since `before` (0 for none)."""
     return {name: w.rows for name, w in written_since(lake, before).items()}
+
+
+@contextmanager
+def left_unchanged(lake: LakeResource, what: str) -> Iterator[None]:
+    """Fail if any table of `lake` gained or lost a version meanwhile: a shared, read-only
+    lake (the session's demo lake) must be copied before a test writes to it."""
+    before = versions(lake)
+    yield
+    after = versions(lake)
+    changed = {name: (before.get(name), after.get(name)) for name in before.keys() | after.keys()}
+    assert after == before, (
+        f"a test wrote into {what}; work on a copy: "
+        f"{ {name: v for name, v in changed.items() if v[0] != v[1]} }"
+    )

@@ -48,6 +48,7 @@ from lakehouse_tests.delta_counts import (
     NOTHING,
     commits_since,
     counted,
+    left_unchanged,
     versions,
     written,
     written_since,
@@ -403,8 +404,10 @@ def test_a_failing_blocking_check_stops_the_training_set(built: DemoLake, tmp_pa
 
 
 @pytest.fixture
-def built(demo_lake: DemoLake) -> DemoLake:
-    return demo_lake
+def built(demo_lake: DemoLake) -> Iterator[DemoLake]:
+    """The session's demo lake, read only: a test that changes things uses copy_of()."""
+    with left_unchanged(demo_lake.lakehouse.lake_resource, "the session's demo lake"):
+        yield demo_lake
 
 
 def test_a_rewritten_log_day_recomputes_only_that_days_activity(lakehouse: Lakehouse) -> None:

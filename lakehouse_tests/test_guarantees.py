@@ -5,8 +5,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import polars as pl
 import pytest
 
+from lakehouse.lake import LakeResource
+from lakehouse_tests.delta_counts import left_unchanged
 from lakehouse_tests.guarantees import git_status, missing_tests, named_tests, unproven
 
 pytestmark = pytest.mark.proof
@@ -61,3 +64,15 @@ def test_a_file_written_into_the_checkout_is_seen(tmp_path: Path) -> None:
     (tmp_path / "__pycache__" / "x.pyc").write_bytes(b"")
     assert git_status(tmp_path) - before == {"!! data/screenshot.png"}
     assert git_status(tmp_path / "no-such-dir") is None
+
+
+def test_a_write_into_a_shared_lake_is_seen(tmp_path: Path) -> None:
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    rows = pl.DataFrame({"id": [1, 2], "value": ["a", "b"]})
+    lake.upsert("scratch", rows, key=["id"], commit_info={})
+    with left_unchanged(lake, "a shared lake"):
+        lake.read("scratch")
+    changed = rows.with_columns(value=pl.lit("c"))
+    seen = r"wrote into a shared lake.*'scratch': \(0, 1\)"
+    with pytest.raises(AssertionError, match=seen), left_unchanged(lake, "a shared lake"):
+        lake.upsert("scratch", changed, key=["id"], commit_info={})

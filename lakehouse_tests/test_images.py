@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -20,7 +21,7 @@ from lakehouse.curated.views import read_views, view_pixels
 from lakehouse.definitions import defs
 from lakehouse.models.classifier import TrainConfig, load_classifier, predict, train_classifier
 from lakehouse_tests.conftest import DemoLake, Lakehouse
-from lakehouse_tests.delta_counts import NOTHING, versions, written_since
+from lakehouse_tests.delta_counts import NOTHING, left_unchanged, versions, written_since
 
 pytestmark = pytest.mark.images
 
@@ -38,9 +39,10 @@ IMAGE_ASSETS = {
 
 
 @pytest.fixture
-def demo_world(demo_lake: DemoLake) -> tuple[Lakehouse, dict[str, dict]]:
-    """The shared default-size lake, as of its image and classifier assets."""
-    return demo_lake.lakehouse, demo_lake.upstream_found
+def demo_world(demo_lake: DemoLake) -> Iterator[tuple[Lakehouse, dict[str, dict]]]:
+    """The shared default-size lake, as of its image and classifier assets (read only)."""
+    with left_unchanged(demo_lake.lakehouse.lake_resource, "the session's demo lake"):
+        yield demo_lake.lakehouse, demo_lake.upstream_found
 
 
 def test_classifier_learns_content_and_style(demo_world) -> None:
