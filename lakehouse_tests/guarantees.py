@@ -32,7 +32,7 @@ CACHES = ("__pycache__/", ".pytest_cache/", ".ruff_cache/", ".hypothesis/", ".im
 
 def guarantees_section(readme: Path = README) -> str:
     """README's "## Guarantees" section with its subsections, up to the next "## " heading."""
-    text = readme.read_text(encoding="utf-8")
+    text = "\n" + readme.read_text(encoding="utf-8")
     start = text.index("\n## Guarantees\n")
     end = text.find("\n## ", start + 1)
     return text[start : len(text) if end < 0 else end]

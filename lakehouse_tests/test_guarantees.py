@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from lakehouse.lake import LakeResource
+from lakehouse_tests import guarantees
 from lakehouse_tests.delta_counts import left_unchanged
 from lakehouse_tests.guarantees import git_status, missing_tests, named_tests, unproven
 
@@ -76,3 +80,34 @@ def test_a_write_into_a_shared_lake_is_seen(tmp_path: Path) -> None:
     seen = r"wrote into a shared lake.*'scratch': \(0, 1\)"
     with pytest.raises(AssertionError, match=seen), left_unchanged(lake, "a shared lake"):
         lake.upsert("scratch", changed, key=["id"], commit_info={})
+
+
+def test_a_whole_session_on_two_workers_fails_naming_each_unproven_guarantee(
+    tmp_path: Path,
+) -> None:
+    """The plugin itself, end to end, in a tiny checkout run the way `make test` runs."""
+    tests = tmp_path / "lakehouse_tests"
+    tests.mkdir()
+    (tests / "__init__.py").write_text("")
+    shutil.copy(guarantees.__file__, tests / "guarantees.py")
+    (tests / "conftest.py").write_text('pytest_plugins = ["lakehouse_tests.guarantees"]\n')
+    (tests / "test_a.py").write_text("def test_ok():\n    pass\n")
+    (tests / "test_b.py").write_text("def test_fail():\n    assert False\n")
+    (tmp_path / "README.md").write_text(
+        "## Guarantees\n\n- `test_a.py::test_ok`, `test_a.py::test_gone`, `test_b.py::test_fail`\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2"]
+        + ["--dist", "loadfile", "lakehouse_tests"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stdout
+    said = [line for line in done.stdout.splitlines() if line.startswith("README guarantee")]
+    assert said == [
+        "README guarantee not proven: test_a.py::test_gone did not run",
+        "README guarantee not proven: test_b.py::test_fail failed",
+    ], done.stdout
