@@ -24,6 +24,8 @@ from lakehouse_tests.servers.policy import (  # noqa: F401  (under CI=true only 
 from lakehouse_tests.servers.postgres import fresh_database, postgres_server
 from lakehouse_tests.servers.s3 import fresh_bucket, s3_server
 
+pytest_plugins = ["lakehouse_tests.guarantees"]  # README Guarantees ran; the checkout unchanged
+
 SOURCE_KEYS = ("photo_objects", "metadata_db", "activity_logs", "activity_log_days")
 RAW_LAYER = frozenset(
     {"raw_objects", "raw_users", "raw_photos", "raw_photo_labels", "raw_events", "quarantine"}

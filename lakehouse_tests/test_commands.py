@@ -15,7 +15,7 @@ from lakehouse.definitions import build_definitions
 from lakehouse.errors import ConfigError
 from lakehouse.lake import LakeResource
 from lakehouse.resources import MetadataDbResource, ObjectStoreResource
-from lakehouse.settings import PROJECT_ROOT
+from lakehouse.settings import PROJECT_ROOT, masked
 
 pytestmark = pytest.mark.foundation
 
@@ -116,8 +116,12 @@ def test_missing_sources_name_the_variable(tmp_path: Path) -> None:
 def test_bad_metadata_db_url_names_the_variable(url: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         MetadataDbResource(url=url).read_table("photos")
-    assert "LAKEHOUSE_METADATA_DB" in str(caught.value)
-    assert "hunter2" not in str(caught.value), "passwords never reach an error message"
+    said = str(caught.value)
+    assert said.startswith(f"LAKEHOUSE_METADATA_DB={masked(url)!r}"), said
+    assert len(said.splitlines()) == 1, said
+    assert "hunter2" not in said, "passwords never reach an error message"
+    if "hunter2" in url:
+        assert "user:***@127.0.0.1" in said, "the password is masked, the rest of the URL kept"
 
 
 def test_unwritable_lake_names_the_variable(tmp_path: Path) -> None:
@@ -141,4 +145,6 @@ def test_a_failing_run_says_which_setting_is_wrong(tmp_path: Path, pristine_worl
     (failure,) = [event for event in result.all_events if event.is_step_failure]
     error = failure.event_specific_data.error
     message = (error.cause or error).message  # a ConfigError is the failure itself: no retry
-    assert "LAKEHOUSE_SOURCES" in message and "missing" in message
+    said = f"LAKEHOUSE_SOURCES={str(tmp_path / 'missing')!r}: no such directory (run `lakehouse"
+    (line,) = message.strip().splitlines()  # one line, naming the variable and its value
+    assert said in line, message

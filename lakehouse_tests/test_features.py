@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from deltalake import write_deltalake
 
 from lakehouse.access import training
+from lakehouse.access.query import table_diff
 from lakehouse.curated.logic import hourly_activity
 from lakehouse.features.checks import COUNTED
 from lakehouse.features.logic import (
@@ -28,9 +29,11 @@ from lakehouse.features.logic import (
     split_of,
     training_rows,
 )
+from lakehouse.lake import LakeResource
 from lakehouse.lake.digests import hash_bucket, with_row_digest
 from lakehouse.lake.ledger import DAYS_PER_COMMIT
 from lakehouse.lake.sql import connection
+from lakehouse.lake.tables import TABLES
 from lakehouse.models.assets import is_held_out
 from lakehouse_tests.conftest import (
     DEMO_FIRST,
@@ -40,6 +43,15 @@ from lakehouse_tests.conftest import (
     DemoLake,
     Lakehouse,
     materializations,
+)
+from lakehouse_tests.delta_counts import (
+    NOTHING,
+    commits_since,
+    counted,
+    left_unchanged,
+    versions,
+    written,
+    written_since,
 )
 
 pytestmark = pytest.mark.features
@@ -244,13 +256,20 @@ def test_feature_assets_materialize_with_checks_passing(built: DemoLake) -> None
     training_rows_ = lake.read("training_set")
     assert set(training_rows_["split"]) == {"train", "val", "test"}
     assert lake.read("user_activity")["day"].n_unique() == 20
-    # 20 days in chunks of DAYS_PER_COMMIT (8): 3 partition replaces, so memory holds 8 days
-    writes = [
-        commit
-        for commit in lake.open("user_activity").history()  # type: ignore[union-attr]
-        if commit.get("operation") not in (None, "CREATE TABLE")
-    ]
-    assert len(writes) == -(-20 // DAYS_PER_COMMIT) == 3, [c.get("operation") for c in writes]
+    # 20 days in chunks of DAYS_PER_COMMIT (8), so memory holds 8 days: from the Delta log,
+    # each commit adds exactly the rows of the next 8 days (8, 8, 4) and rewrites nothing
+    activity = lake.read("user_activity", columns=["day"])
+    days = sorted(activity["day"].unique().to_list())
+    chunks = [days[i : i + DAYS_PER_COMMIT] for i in range(0, len(days), DAYS_PER_COMMIT)]
+    commits = commits_since(lake, "user_activity", None)
+    assert [c["operation"] for c in commits] == ["WRITE", "MERGE", "MERGE"]
+    assert [len(chunk) for chunk in chunks] == [8, 8, 4]
+    for i, (commit, chunk) in enumerate(zip(commits, chunks, strict=True)):
+        held = lake.read("user_activity", columns=["day"], version=commit["version"])
+        assert sorted(held["day"].unique().to_list()) == days[: i * DAYS_PER_COMMIT + len(chunk)]
+        in_chunk = activity.filter(pl.col("day").is_in(chunk)).height
+        count = counted(commit)
+        assert (count.inserted, count.updated, count.deleted) == (in_chunk, 0, 0), commit
 
 
 def test_model_beats_both_baselines(built: DemoLake) -> None:
@@ -263,12 +282,18 @@ def test_model_beats_both_baselines(built: DemoLake) -> None:
     assert metrics["weights_key"].endswith(hashlib.sha256(weights).hexdigest())
 
 
-def test_rerun_without_change_computes_nothing_and_commits_nothing(built: DemoLake) -> None:
-    before = built.lakehouse.table_versions()
-    again = materializations(built.lakehouse.materialize(FIRST, LAST, select=FEATURE_ASSETS))
-    assert built.lakehouse.table_versions() == before
+def test_rerun_without_change_computes_nothing_and_commits_nothing(
+    built: DemoLake, tmp_path: Path
+) -> None:
+    """On a copy of the whole demo lake: the session's lake is read by other tests."""
+    shutil.copytree(built.lakehouse.sources, tmp_path / "sources")
+    shutil.copytree(built.lakehouse.lake, tmp_path / "lake")
+    copy = Lakehouse(sources=tmp_path / "sources", lake=tmp_path / "lake")
+    before = versions(copy.lake_resource)
+    again = materializations(copy.materialize(FIRST, LAST, select=FEATURE_ASSETS))
+    assert versions(copy.lake_resource) == before
+    assert written_since(copy.lake_resource, before) == dict.fromkeys(before, NOTHING)
     for name in FEATURE_ASSETS:
-        assert again[name]["rows_computed"] == 0, name
         assert again[name]["data_version"] == built.found[name]["data_version"], name
 
 
@@ -300,9 +325,7 @@ def test_load_returns_an_old_version_after_sources_change(built: DemoLake, tmp_p
         conn.execute(sa.text(f"DELETE FROM photos WHERE photo_id IN ({','.join(map(str, gone))})"))
     engine.dispose()
     inputs_before = lake.commit_metadata("training_set", version)["input_versions"]
-    changed = materializations(
-        lakehouse.materialize(FIRST, LAST, select={"raw_photos", *FEATURE_ASSETS})
-    )
+    lakehouse.materialize(FIRST, LAST, select={"raw_photos", *FEATURE_ASSETS})
 
     assert lake.version("training_set") > version
     latest = training.load(split=None, as_polars=True, lake=lake)
@@ -312,7 +335,54 @@ def test_load_returns_an_old_version_after_sources_change(built: DemoLake, tmp_p
     inputs = {name: lake.version(name) for name in ("photo_features", "popularity_labels")}
     assert json.loads(lake.commit_metadata("training_set")["input_versions"]) == inputs
     assert json.loads(inputs_before) != inputs
-    assert 0 < changed["training_set"]["rows_computed"] < before.height // 2
+    # Delta's commit metrics show exactly the rows that differ between the two versions
+    old, new = (_rows_by_photo(lake, v) for v in (version, lake.version("training_set")))
+    differ = sum(1 for photo in old.keys() & new.keys() if old[photo] != new[photo])
+    commits = written(lake, "training_set", version)
+    expected = (1, len(new.keys() - old.keys()), differ, len(old.keys() - new.keys()))
+    assert (commits.commits, commits.inserted, commits.updated, commits.deleted) == expected
+    assert 0 < commits.rows < before.height // 2
+    # the natural-key diff of a derived table finds those same rows, and only them
+    diff = table_diff("training_set", version, lake.version("training_set"), lake=str(lake.root))
+    assert {(change, photo) for change, photo in diff.select("change", "photo_id").fetchall()} == {
+        *(("added", photo) for photo in new.keys() - old.keys()),
+        *(("removed", photo) for photo in old.keys() - new.keys()),
+        *(("changed", p) for p in old.keys() & new.keys() if old[p] != new[p]),
+    }
+
+
+def test_every_natural_key_is_unique_in_every_table_of_the_demo_lake(built: DemoLake) -> None:
+    """Raw and derived tables alike (test_query checks a raw-only lake)."""
+    lake = built.lakehouse.lake_resource
+    keys = {name: lake.read(name, columns=list(TABLES[name].key)) for name in lake.table_names()}
+    derived = ("images", "augmented_tensors", "photo_features", "training_set", "photo_classes")
+    assert all(keys[name].height > 0 for name in derived), "the derived tables hold rows"
+    assert {name: rows.is_duplicated().sum() for name, rows in keys.items()} == dict.fromkeys(
+        keys, 0
+    )
+
+
+def test_every_commit_of_every_table_names_the_dagster_run_and_asset_that_wrote_it(
+    built: DemoLake,
+) -> None:
+    """Raw and derived tables, every version, compactions included (test_query shows the
+    `lakehouse history` command on one table)."""
+    lake = built.lakehouse.lake_resource
+    runs = {run.run_id for run in built.lakehouse.instance.get_runs()}
+    commits = [(name, c) for name in lake.table_names() for c in commits_since(lake, name, None)]
+    assert len(commits) > len(lake.table_names()) > 15, "every table, several versions"
+    unnamed = {
+        (name, commit["version"], commit.get("dagster_run_id"), commit.get("dagster_asset"))
+        for name, commit in commits
+        if commit.get("dagster_run_id") not in runs or not commit.get("dagster_asset")
+    }
+    assert unnamed == set()
+
+
+def _rows_by_photo(lake: LakeResource, version: int) -> dict[int, dict]:
+    """A training-set version's rows by photo, every column compared but the row digest."""
+    rows = lake.read("training_set", version=version).drop("row_sha256")
+    return {row["photo_id"]: row for row in rows.iter_rows(named=True)}
 
 
 def test_a_failing_blocking_check_stops_the_training_set(built: DemoLake, tmp_path: Path) -> None:
@@ -334,8 +404,10 @@ def test_a_failing_blocking_check_stops_the_training_set(built: DemoLake, tmp_pa
 
 
 @pytest.fixture
-def built(demo_lake: DemoLake) -> DemoLake:
-    return demo_lake
+def built(demo_lake: DemoLake) -> Iterator[DemoLake]:
+    """The session's demo lake, read only: a test that changes things uses copy_of()."""
+    with left_unchanged(demo_lake.lakehouse.lake_resource, "the session's demo lake"):
+        yield demo_lake
 
 
 def test_a_rewritten_log_day_recomputes_only_that_days_activity(lakehouse: Lakehouse) -> None:

@@ -41,7 +41,8 @@ from lakehouse.models.classifier import UNKNOWN
 from lakehouse.raw.metadata import validate_labels
 from lakehouse.resources import MetadataDbResource
 from lakehouse.vocabulary import CONTENT_CLASSES, STYLES
-from lakehouse_tests.conftest import RAW_LAYER, Lakehouse, materializations
+from lakehouse_tests.conftest import RAW_LAYER, Lakehouse
+from lakehouse_tests.delta_counts import NOTHING, written_since
 
 pytestmark = pytest.mark.flywheel
 
@@ -231,10 +232,11 @@ def test_round_trip_changes_exactly_those_labels_and_reruns_only_their_dependent
     assert kept.drop("labeled_by").sort("photo_id").equals(labels_before.sort("photo_id"))
 
     house.observe()
-    found = materializations(house.materialize(FIRST, LAST, select=UPSTREAM | DOWNSTREAM))
+    house.materialize(FIRST, LAST, select=UPSTREAM | DOWNSTREAM)
     labelled = {ids[0], ids[1]}
-    assert found["raw_photo_labels"]["rows_computed"] == 2
-    assert found["raw_photo_labels"]["rows_inserted"] == 2
+    found = written_since(lake, versions_before)  # Delta's commit metrics, per table
+    labels = found["raw_photo_labels"]
+    assert (labels.commits, labels.inserted, labels.updated, labels.deleted) == (1, 2, 0, 0)
     diff = table_diff(
         "raw_photo_labels",
         versions_before["raw_photo_labels"],
@@ -247,7 +249,7 @@ def test_round_trip_changes_exactly_those_labels_and_reruns_only_their_dependent
         "alice@example.com,carol@example.com",
         datetime(2026, 11, 20, 11, 30, tzinfo=UTC),
     )
-    assert found["label_queue"]["rows_deleted"] == 2 and found["label_queue"]["rows_computed"] == 2
+    assert (found["label_queue"].deleted, found["label_queue"].rows) == (2, 2)
     assert labelled.isdisjoint(lake.read("label_queue")["photo_id"].to_list())
     weak = lake.read("weak_labels").filter(pl.col("photo_id").is_in(list(labelled)))
     assert sorted(weak["gold_label"].to_list()) == ["circle", "square"]
@@ -256,7 +258,7 @@ def test_round_trip_changes_exactly_those_labels_and_reruns_only_their_dependent
         "popularity_labels",
         "training_set",
     }
-    assert {name: found[name]["rows_computed"] for name in untouched} == dict.fromkeys(untouched, 0)
+    assert {name: found[name] for name in untouched} == dict.fromkeys(untouched, NOTHING)
     versions = house.table_versions()
     assert {name: versions[name] for name in untouched} == {
         name: versions_before[name] for name in untouched

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from lakehouse.lake import LakeResource
 from lakehouse.lake.sql import parquet_snapshot_sql
 from lakehouse.lake.tables import TABLES
 from lakehouse_tests.conftest import Lakehouse
+from lakehouse_tests.delta_counts import left_unchanged
 from lakehouse_tests.servers.s3 import aws_settings
 
 pytestmark = pytest.mark.query
@@ -48,11 +50,15 @@ class BuiltLake:
 
 
 @pytest.fixture(scope="module")
-def built_lake(tmp_path_factory: pytest.TempPathFactory, pristine_world: Path) -> BuiltLake:
-    """The raw layer materialized once from the synthetic world; tests only read it."""
+def built_lake(
+    tmp_path_factory: pytest.TempPathFactory, pristine_world: Path
+) -> Iterator[BuiltLake]:
+    """The raw layer materialized once from the synthetic world; tests only read it (checked
+    when the module ends: a test that writes uses lake_copy)."""
     house = Lakehouse(sources=pristine_world, lake=tmp_path_factory.mktemp("query") / "lake")
     result = house.materialize()
-    return BuiltLake(house.lake, result.run_id)
+    with left_unchanged(house.lake_resource, "the module's built lake"):
+        yield BuiltLake(house.lake, result.run_id)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from lakehouse.lake.ledger import LEDGER_TABLE
 from lakehouse_tests.conftest import WORLD, Lakehouse, materializations
+from lakehouse_tests.delta_counts import versions, written
 
 pytestmark = pytest.mark.foundation
 
@@ -116,10 +117,16 @@ def test_rerun_after_a_crash_between_commits_duplicates_nothing(lakehouse: Lakeh
     quarantine_before = lake.read("quarantine").sort("quarantine_id")
     table = lake.open(LEDGER_TABLE)
     table.delete("key = 'logs/2026-10-03.jsonl'")
+    before = versions(lake)
 
     result = materializations(lakehouse.materialize(select={"raw_events"}))
 
     assert result["raw_events"]["days_parsed"] == 1
+    # Delta's commit metrics: the day's partition replaced in one commit, no row added
+    # or removed; the ledger gets its row back
+    events = written(lake, "raw_events", before["raw_events"])
+    assert (events.commits, events.inserted, events.deleted) == (1, 0, 0)
+    assert written(lake, LEDGER_TABLE, before[LEDGER_TABLE]).inserted == 1
     assert lake.read("raw_events").sort("event_id").equals(events_before)
     assert lake.read("quarantine").sort("quarantine_id").equals(quarantine_before)
 

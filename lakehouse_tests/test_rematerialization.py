@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from lakehouse_tests.conftest import EVERYTHING, Lakehouse, materializations
+from lakehouse_tests.delta_counts import NOTHING, versions, written_since
 
 pytestmark = pytest.mark.foundation
 
@@ -18,15 +19,16 @@ DERIVED = ("raw_objects", "raw_users", "raw_photos", "raw_photo_labels", "raw_ev
 def test_second_run_computes_nothing_and_commits_nothing(lakehouse: Lakehouse) -> None:
     lakehouse.observe()
     first = materializations(lakehouse.materialize(select=EVERYTHING))
-    assert all(first[name]["rows_computed"] > 0 for name in DERIVED)
-    versions = lakehouse.table_versions()
+    lake = lakehouse.lake_resource
+    assert all(written_since(lake, {})[name].inserted > 0 for name in DERIVED)
+    before = versions(lake)
 
     lakehouse.observe()
     second = materializations(lakehouse.materialize(select=EVERYTHING))
 
     assert len(second) == 17, "every asset of the graph ran"
-    assert {name: second[name]["rows_computed"] for name in second} == dict.fromkeys(second, 0)
-    assert lakehouse.table_versions() == versions
+    assert written_since(lake, before) == dict.fromkeys(before, NOTHING)
+    assert versions(lake) == before
     assert {n: second[n]["data_version"] for n in second} == {
         n: first[n]["data_version"] for n in first
     }
@@ -36,19 +38,25 @@ def test_one_changed_photo_recomputes_exactly_its_rows(lakehouse: Lakehouse) -> 
     lakehouse.materialize()
     lake = lakehouse.lake_resource
     before = lake.read("raw_objects")
+    tables = versions(lake)
     key = before.filter(pl.col("media_type") == "image/png")["key"][0]
     with Image.open(lakehouse.sources / key) as image:
         image.rotate(90).save(lakehouse.sources / key)
 
-    changed = materializations(lakehouse.materialize())
+    lakehouse.materialize()
 
-    assert changed["raw_objects"]["rows_computed"] == 1
-    assert changed["raw_events"]["rows_computed"] == 0
+    # Delta's own commit metrics: the key's cached hash replaced, the new object inserted,
+    # its old version marked replaced, and no other table written
+    changed = {name: w for name, w in written_since(lake, tables).items() if w != NOTHING}
+    assert {name: (w.inserted, w.updated, w.deleted) for name, w in changed.items()} == {
+        "_object_hashes": (0, 1, 0),
+        "raw_objects": (1, 1, 0),
+    }
     after = lake.read("raw_objects")
     assert after.height == before.height + 1
-    versions = after.filter(pl.col("key") == key).sort("first_seen")
-    assert versions["status"].to_list() == ["replaced", "current"]
-    assert versions["last_seen"][0] is not None and versions["last_seen"][1] is None
+    same_key = after.filter(pl.col("key") == key).sort("first_seen")
+    assert same_key["status"].to_list() == ["replaced", "current"]
+    assert same_key["last_seen"][0] is not None and same_key["last_seen"][1] is None
     untouched = after.filter(pl.col("key") != key).drop("last_seen")
     assert untouched.sort("key").equals(
         before.filter(pl.col("key") != key).drop("last_seen").sort("key")
@@ -60,15 +68,24 @@ def test_adding_one_log_day_processes_only_that_partition(lakehouse: Lakehouse) 
     held_back = last.read_bytes()
     last.unlink()
     lakehouse.materialize(last="2026-10-05")
-    before = lakehouse.lake_resource.row_count("raw_events")
+    lake = lakehouse.lake_resource
+    before = lake.row_count("raw_events")
+    tables = versions(lake)
 
     last.write_bytes(held_back)
     result = materializations(lakehouse.materialize(first="2026-10-06", last="2026-10-06"))
 
     assert result["raw_events"]["days_parsed"] == 1
-    new_rows = result["raw_events"]["rows_computed"]
-    assert new_rows == len(held_back.splitlines()) - _quarantined_lines(lakehouse, "2026-10-06")
-    assert lakehouse.lake_resource.row_count("raw_events") == before + new_rows
+    quarantined = _quarantined_lines(lakehouse, "2026-10-06")
+    new_rows = len(held_back.splitlines()) - quarantined
+    changed = {name: w for name, w in written_since(lake, tables).items() if w != NOTHING}
+    assert {name: (w.inserted, w.updated, w.deleted) for name, w in changed.items()} == {
+        "_object_hashes": (1, 0, 0),  # the new log file, hashed once
+        "_ingested_files": (1, 0, 0),  # raw_events' ledger: that file, that day
+        "raw_events": (new_rows, 0, 0),
+        **({"quarantine": (quarantined, 0, 0)} if quarantined else {}),
+    }
+    assert lake.row_count("raw_events") == before + new_rows
     days = lakehouse.lake_resource.read("raw_events", columns=["day"])["day"].unique().sort()
     assert days.to_list() == [f"2026-10-0{d}" for d in range(1, 7)]
 
@@ -144,13 +161,13 @@ def test_regenerating_the_same_world_changes_no_table(lakehouse: Lakehouse) -> N
 
     lakehouse.observe()
     lakehouse.materialize()
-    versions = lakehouse.table_versions()
+    before = versions(lakehouse.lake_resource)
     mtimes = {p: p.stat().st_mtime_ns for p in (lakehouse.sources / "photos").rglob("*")}
 
     generate_world(lakehouse.sources, lakehouse.db_url, **WORLD)
     lakehouse.observe()
-    result = materializations(lakehouse.materialize())
+    lakehouse.materialize()
 
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
-    assert lakehouse.table_versions() == versions
-    assert all(values["rows_computed"] == 0 for values in result.values())
+    assert versions(lakehouse.lake_resource) == before
+    assert written_since(lakehouse.lake_resource, before) == dict.fromkeys(before, NOTHING)
