@@ -67,7 +67,7 @@ materialize: instance
 		--partition-range "$$($(BIN)/lakehouse log-range)" $(if $(EXECUTION),--config-json '$(EXECUTION)')
 
 test: install servers browser label-studio-venv
-	$(BIN)/python -m pytest -n 2 --dist loadfile lakehouse_tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 lakehouse_tests
 
 ## servers: what the server tests start on loopback: redis-server (the Celery broker) and
 ## PostgreSQL (Debian's `postgresql`: initdb lands in /usr/lib/postgresql/N/bin, which the

@@ -126,7 +126,12 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     sources, home = root / "sources", root / "home"
     sources.mkdir()
     home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    # The commands run from the project root (dg reads its pyproject): the instance's
+    # storage, relative in dagster.yaml, is made absolute so nothing lands in the checkout.
+    instance = (PROJECT_ROOT / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text(
+        instance.replace("base_dir: data/dagster", f"base_dir: {home}/data/dagster")
+    )
     db = f"sqlite:///{sources / 'metadata.db'}"
     generate_world(sources, db, photos=12, users=4, days=3, seed=5)
     return {

@@ -315,6 +315,18 @@ def test_the_shell_answers_reads_and_refuses_writes(built_lake: BuiltLake) -> No
     assert "Traceback" not in refused.stderr
 
 
+def test_the_console_script_writes_all_its_output_before_its_fast_exit(
+    built_lake: BuiltLake,
+) -> None:
+    """`lakehouse` ends with os._exit (Arrow's threads abort in Python's teardown), so a
+    large answer must still arrive whole, through a pipe, and nothing else on stderr."""
+    rows = 100_000  # some megabytes: many times a pipe's buffer
+    query = f"select a.event_id from raw_events a cross join raw_events b limit {rows}"
+    answered = cli("sql", query, "--format", "csv", lake=built_lake.root)
+    assert answered.returncode == 0 and answered.stderr == "", answered.stderr
+    assert len(answered.stdout.splitlines()) == rows + 1, answered.stdout[-200:]
+
+
 @pytest.fixture
 def s3_lake(monkeypatch: pytest.MonkeyPatch, s3_endpoint: str, s3_bucket: str) -> str:
     """A bucket on the session's S3 server (moto) with one small Delta table in its lake."""

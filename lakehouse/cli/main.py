@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
+from typing import NoReturn
 
 from lakehouse import settings
 from lakehouse.cli.demo import add_demo_commands
@@ -49,5 +52,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def run() -> NoReturn:
+    """The console script: `main`, then an exit that skips the interpreter's teardown.
+
+    Arrow's and DuckDB's native thread pools can still be winding down when Python
+    finalizes, and a C++ thread destroyed then aborts the process ("terminate called
+    without an active exception", status 134) after the command did all its work. Every
+    output is flushed first; nothing the command wrote depends on teardown.
+    """
+    status = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(BrokenPipeError, ValueError):  # reader gone, stream closed
+            stream.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
