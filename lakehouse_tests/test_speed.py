@@ -66,3 +66,63 @@ def test_the_observation_reads_each_photo_once_and_raw_objects_reads_none(
     for key, reason in bad.select("key", "reason").iter_rows():
         assert reason == probe_object((lakehouse.sources / key).read_bytes()).reason
         assert quarantine.filter((pl.col("key") == key) & (pl.col("reason") == reason)).height == 1
+
+
+def header_cases() -> dict[str, bytes]:
+    """Plain and unusual JPEGs and PNGs, as PIL writes them."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **options)
+        return buffer.getvalue()
+
+    rgb = Image.radial_gradient("L").resize((37, 23)).convert("RGB")
+    text = PngImagePlugin.PngInfo()
+    text.add_text("note", "x" * 50)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return {
+        "jpeg rgb": encoded(rgb, "JPEG"),
+        "jpeg grey": encoded(rgb.convert("L"), "JPEG"),
+        "jpeg cmyk": encoded(rgb.convert("CMYK"), "JPEG"),
+        "jpeg progressive": encoded(rgb, "JPEG", progressive=True, optimize=True),
+        "jpeg restart": encoded(rgb, "JPEG", restart_marker_blocks=1, comment=b"hello"),
+        "jpeg exif": encoded(rgb, "JPEG", exif=exif.tobytes()),
+        "jpeg icc": encoded(rgb, "JPEG", icc_profile=b"\0" * 200),
+        "png rgb": encoded(rgb, "PNG"),
+        "png bilevel": encoded(rgb.convert("1"), "PNG"),
+        "png palette": encoded(rgb.convert("P"), "PNG"),
+        "png rgba": encoded(rgb.convert("RGBA"), "PNG"),
+        "png 16 bit": encoded(rgb.convert("I;16"), "PNG"),
+        "png text": encoded(rgb, "PNG", pnginfo=text),
+        "apng": encoded(rgb, "PNG", save_all=True, append_images=[rgb.convert("L").convert("RGB")]),
+    }
+
+
+def test_the_header_probe_says_what_pil_says() -> None:
+    """The header fast path (no PIL) answers exactly as PIL for whole images, every cut of
+    their headers and seeded byte flips; what it cannot judge goes to PIL."""
+    import random
+
+    from lakehouse.sources.probe import header_probe, pil_probe
+
+    cases = header_cases()
+    plain = [name for name in cases if name.startswith(("jpeg", "png")) and "exif" not in name]
+    for name in plain:
+        if name not in {"jpeg icc", "png text", "png palette"}:
+            assert header_probe(cases[name]) is not None, f"{name}: the fast path judged it"
+    flips = random.Random(18)
+    checked = 0
+    for name, data in cases.items():
+        variants = [data[:cut] for cut in range(min(len(data), 900))]
+        for _ in range(300):
+            spoiled = bytearray(data)
+            spoiled[flips.randrange(min(len(data), 700))] = flips.randrange(256)
+            variants.append(bytes(spoiled))
+        for variant in variants:
+            assert probe_object(variant) == pil_probe(variant), (name, len(variant))
+            checked += 1
+    assert checked > 10_000
