@@ -66,19 +66,9 @@ Configs = dict[str, dict[str, object]]
 Report = tuple[dict[str, int], dict[str, float]]
 
 
-def dagster_home(lake: Path) -> Path:
-    """The Dagster instance's folder beside the lake: kept from run to run, as
-    `make materialize` keeps $DAGSTER_HOME, so a rerun sees the previous
-    materializations (an asset whose picture is unchanged reuses it)."""
-    return lake.with_name(f"{lake.name}-dagster-home")
-
-
-def dagster_run(
-    defs: dg.Definitions, first: str, last: str, configs: Configs, home: Path
-) -> Report:
+def dagster_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -> Report:
     """Observe the sources, then materialize every asset over [first, last] in one run."""
-    home.mkdir(parents=True, exist_ok=True)
-    instance = dg.DagsterInstance.local_temp(tempdir=str(home))
+    instance = dg.DagsterInstance.ephemeral()
     for name in OBSERVE_JOBS:
         observed = defs.resolve_job_def(name).execute_in_process(
             instance=instance, run_config=RUN_LOGS
@@ -120,9 +110,7 @@ def call_directly(
     return definition(**kwargs)
 
 
-def plain_run(
-    defs: dg.Definitions, first: str, last: str, configs: Configs, home: Path | None = None
-) -> Report:
+def plain_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -> Report:
     """The same observations, assets and checks, called in dependency order without a run."""
     graph = defs.resolve_asset_graph()
     resources = dict(defs.resources or {})
@@ -173,7 +161,7 @@ def main() -> int:
     defs = definitions(args.sources, args.lake)
     run = dagster_run if args.mode == "dagster" else plain_run
     start = time.perf_counter()
-    computed, steps = run(defs, args.first, args.last, args.config, dagster_home(args.lake))
+    computed, steps = run(defs, args.first, args.last, args.config)
     seconds = time.perf_counter() - start
     report = {"seconds": seconds, "rows_computed": computed, "step_seconds": steps}
     args.report.write_text(json.dumps(report))
