@@ -7,6 +7,8 @@ lake's own records (Delta commit metrics and table versions).
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from lakehouse.lake.tables import OBJECT_HASHES, RAW_OBJECTS
 from lakehouse.sources.hashing import cached_hashes
 from lakehouse.sources.probe import probe_object
-from lakehouse_tests.conftest import Lakehouse
+from lakehouse_tests.conftest import DEMO_FIRST, DEMO_LAST, DemoLake, Lakehouse
 
 pytestmark = pytest.mark.speed
 
@@ -126,3 +128,27 @@ def test_the_header_probe_says_what_pil_says() -> None:
             assert probe_object(variant) == pil_probe(variant), (name, len(variant))
             checked += 1
     assert checked > 10_000
+
+
+def test_photo_features_are_not_recomputed_from_unchanged_inputs(
+    demo_lake: DemoLake, tmp_path: Path
+) -> None:
+    """A no-change run does not read the events again for photo_features: with the
+    events' data files gone (their log, so their version, intact) the step still succeeds
+    and commits nothing; a recomputation would have had to read them."""
+    copy = Lakehouse(sources=demo_lake.lakehouse.sources, lake=tmp_path / "lake")
+    shutil.copytree(demo_lake.lakehouse.lake, copy.lake)
+    lake = copy.lake_resource
+    before = lake.version("photo_features")
+    events = lake.open("raw_events").file_uris()  # type: ignore[union-attr]
+    assert events
+    for uri in events:
+        os.remove(uri.removeprefix("file://"))
+    result = copy.materialize(
+        DEMO_FIRST, DEMO_LAST, select={"photo_features"}, raise_on_error=False
+    )
+    succeeded = {event.step_key for event in result.get_step_success_events()}
+    assert "photo_features" in succeeded
+    assert lake.version("photo_features") == before
+    # the check that recounts from the events did read them, and failed without them
+    assert "photo_features_photo_features_no_leakage" not in succeeded
