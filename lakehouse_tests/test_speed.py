@@ -152,3 +152,23 @@ def test_photo_features_are_not_recomputed_from_unchanged_inputs(
     assert lake.version("photo_features") == before
     # the check that recounts from the events did read them, and failed without them
     assert "photo_features_photo_features_no_leakage" not in succeeded
+
+
+def test_augmented_tensors_are_written_in_bounded_row_groups(demo_lake: DemoLake) -> None:
+    """Readers decode whole row groups: the tensor table's stay at the registry's bound
+    (merged and compacted files alike), so reading a few views never decodes 18k."""
+    import pyarrow.parquet as pq
+
+    from lakehouse.lake.tables import AUGMENTED_TENSORS, rows_per_group
+
+    bound = rows_per_group(AUGMENTED_TENSORS)
+    assert bound is not None
+    table = demo_lake.lakehouse.lake_resource.open(AUGMENTED_TENSORS)
+    groups = [
+        metadata.row_group(index).num_rows
+        for uri in table.file_uris()  # type: ignore[union-attr]
+        for metadata in [pq.ParquetFile(uri.removeprefix("file://")).metadata]
+        for index in range(metadata.num_row_groups)
+    ]
+    assert sum(groups) == table.count()  # type: ignore[union-attr]
+    assert max(groups) <= bound < sum(groups)
