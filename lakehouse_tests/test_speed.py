@@ -7,6 +7,8 @@ lake's own records (Delta commit metrics and table versions).
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from lakehouse.lake.tables import OBJECT_HASHES, RAW_OBJECTS
 from lakehouse.sources.hashing import cached_hashes
 from lakehouse.sources.probe import probe_object
-from lakehouse_tests.conftest import Lakehouse
+from lakehouse_tests.conftest import DEMO_FIRST, DEMO_LAST, DemoLake, Lakehouse
 
 pytestmark = pytest.mark.speed
 
@@ -66,3 +68,107 @@ def test_the_observation_reads_each_photo_once_and_raw_objects_reads_none(
     for key, reason in bad.select("key", "reason").iter_rows():
         assert reason == probe_object((lakehouse.sources / key).read_bytes()).reason
         assert quarantine.filter((pl.col("key") == key) & (pl.col("reason") == reason)).height == 1
+
+
+def header_cases() -> dict[str, bytes]:
+    """Plain and unusual JPEGs and PNGs, as PIL writes them."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    def encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **options)
+        return buffer.getvalue()
+
+    rgb = Image.radial_gradient("L").resize((37, 23)).convert("RGB")
+    text = PngImagePlugin.PngInfo()
+    text.add_text("note", "x" * 50)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return {
+        "jpeg rgb": encoded(rgb, "JPEG"),
+        "jpeg grey": encoded(rgb.convert("L"), "JPEG"),
+        "jpeg cmyk": encoded(rgb.convert("CMYK"), "JPEG"),
+        "jpeg progressive": encoded(rgb, "JPEG", progressive=True, optimize=True),
+        "jpeg restart": encoded(rgb, "JPEG", restart_marker_blocks=1, comment=b"hello"),
+        "jpeg exif": encoded(rgb, "JPEG", exif=exif.tobytes()),
+        "jpeg icc": encoded(rgb, "JPEG", icc_profile=b"\0" * 200),
+        "png rgb": encoded(rgb, "PNG"),
+        "png bilevel": encoded(rgb.convert("1"), "PNG"),
+        "png palette": encoded(rgb.convert("P"), "PNG"),
+        "png rgba": encoded(rgb.convert("RGBA"), "PNG"),
+        "png 16 bit": encoded(rgb.convert("I;16"), "PNG"),
+        "png text": encoded(rgb, "PNG", pnginfo=text),
+        "apng": encoded(rgb, "PNG", save_all=True, append_images=[rgb.convert("L").convert("RGB")]),
+    }
+
+
+def test_the_header_probe_says_what_pil_says() -> None:
+    """The header fast path (no PIL) answers exactly as PIL for whole images, every cut of
+    their headers and seeded byte flips; what it cannot judge goes to PIL."""
+    import random
+
+    from lakehouse.sources.probe import header_probe, pil_probe
+
+    cases = header_cases()
+    plain = [name for name in cases if name.startswith(("jpeg", "png")) and "exif" not in name]
+    for name in plain:
+        if name not in {"jpeg icc", "png text", "png palette"}:
+            assert header_probe(cases[name]) is not None, f"{name}: the fast path judged it"
+    flips = random.Random(18)
+    checked = 0
+    for name, data in cases.items():
+        variants = [data[:cut] for cut in range(min(len(data), 900))]
+        for _ in range(300):
+            spoiled = bytearray(data)
+            spoiled[flips.randrange(min(len(data), 700))] = flips.randrange(256)
+            variants.append(bytes(spoiled))
+        for variant in variants:
+            assert probe_object(variant) == pil_probe(variant), (name, len(variant))
+            checked += 1
+    assert checked > 10_000
+
+
+def test_photo_features_are_not_recomputed_from_unchanged_inputs(
+    demo_lake: DemoLake, tmp_path: Path
+) -> None:
+    """A no-change run does not read the events again for photo_features: with the
+    events' data files gone (their log, so their version, intact) the step still succeeds
+    and commits nothing; a recomputation would have had to read them."""
+    copy = Lakehouse(sources=demo_lake.lakehouse.sources, lake=tmp_path / "lake")
+    shutil.copytree(demo_lake.lakehouse.lake, copy.lake)
+    lake = copy.lake_resource
+    before = lake.version("photo_features")
+    events = lake.open("raw_events").file_uris()  # type: ignore[union-attr]
+    assert events
+    for uri in events:
+        os.remove(uri.removeprefix("file://"))
+    result = copy.materialize(
+        DEMO_FIRST, DEMO_LAST, select={"photo_features"}, raise_on_error=False
+    )
+    succeeded = {event.step_key for event in result.get_step_success_events()}
+    assert "photo_features" in succeeded
+    assert lake.version("photo_features") == before
+    # the check that recounts from the events did read them, and failed without them
+    assert "photo_features_photo_features_no_leakage" not in succeeded
+
+
+def test_augmented_tensors_are_written_in_bounded_row_groups(demo_lake: DemoLake) -> None:
+    """Readers decode whole row groups: the tensor table's stay at the registry's bound
+    (merged and compacted files alike), so reading a few views never decodes 18k."""
+    import pyarrow.parquet as pq
+
+    from lakehouse.lake.tables import AUGMENTED_TENSORS, rows_per_group
+
+    bound = rows_per_group(AUGMENTED_TENSORS)
+    assert bound is not None
+    table = demo_lake.lakehouse.lake_resource.open(AUGMENTED_TENSORS)
+    groups = [
+        metadata.row_group(index).num_rows
+        for uri in table.file_uris()  # type: ignore[union-attr]
+        for metadata in [pq.ParquetFile(uri.removeprefix("file://")).metadata]
+        for index in range(metadata.num_row_groups)
+    ]
+    assert sum(groups) == table.count()  # type: ignore[union-attr]
+    assert max(groups) <= bound < sum(groups)

@@ -17,7 +17,7 @@ from lakehouse.curated.decode import DEFAULT_PIXEL_LIMIT, DecodeError, decode_im
 from lakehouse.curated.logic import hourly_activity
 from lakehouse.curated.preview import augmentation_grid
 from lakehouse.graph.defaults import layer_defaults
-from lakehouse.graph.pictures import picture
+from lakehouse.graph.pictures import earlier_pictures, picture, previous_metadata
 from lakehouse.lake import LakeResource, commit_info_for, incremental, table_metadata
 from lakehouse.lake.digests import digest_strings, frame_digest, with_row_digest
 from lakehouse.lake.ledger import DayBatch, ledger_digests, rebuild_changed_days
@@ -200,18 +200,34 @@ def augmented_tensors(
         "k": config.k,
         "size": RECIPE.size,
     }
-    grid = augmentation_grid(lake, config.preview_images)
-    if grid is not None:
-        caption = (
-            f"the first {config.preview_images} images by sha256: each row the plain resize "
-            f"(left) and its {config.k - 1} augmented views ({RECIPE.name} v{RECIPE.version})"
-        )
+    caption = (
+        f"the first {config.preview_images} images by sha256: each row the plain resize "
+        f"(left) and its {config.k - 1} augmented views ({RECIPE.name} v{RECIPE.version})"
+    )
+    earlier = previous_metadata(context)
+    if grid_unchanged(earlier, metadata["delta_version"], caption):
+        # the table is at the version the last grid was drawn from: the same pixels
+        metadata.update(earlier_pictures(context, {"augmentation_grid": caption}))
+    elif (grid := augmentation_grid(lake, config.preview_images)) is not None:
         metadata.update(picture(context, lake, "augmentation_grid", grid, caption))
     return dg.MaterializeResult(
         data_version=dg.DataVersion(
             digest_strings([RECIPE.name, frame_digest(wanted, work.key, work.key)])
         ),
         metadata=metadata,
+    )
+
+
+def grid_unchanged(earlier: dict[str, dg.MetadataValue], version: int | None, caption: str) -> bool:
+    """Whether the previous materialization drew the grid from this very table version
+    with this caption (no write since: a no-op reads no pixels for its picture)."""
+    drawn = earlier.get("augmentation_grid")
+    return (
+        version is not None
+        and getattr(earlier.get("delta_version"), "value", None) == version
+        and "augmentation_grid/run" in earlier
+        and drawn is not None
+        and f"*{caption}*" in str(drawn.value)
     )
 
 

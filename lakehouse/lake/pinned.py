@@ -37,6 +37,16 @@ def read_pinned(
     return lake.read(name, columns=columns, version=versions[name])  # type: ignore[return-value]
 
 
+def built_from(lake: LakeResource, name: str, versions: dict[str, int], code_version: str) -> bool:
+    """Whether the table's latest commit was computed by `code_version` from exactly these
+    input versions (`snapshot_result` records both): its rows are what a recomputation
+    would give, so a no-change run need not read its inputs again."""
+    commit = lake.commit_metadata(name)
+    return commit.get("code_version") == code_version and commit.get(
+        "input_versions"
+    ) == json.dumps(versions, sort_keys=True)
+
+
 def snapshot_result(
     context: dg.AssetExecutionContext,
     lake: LakeResource,
@@ -44,11 +54,14 @@ def snapshot_result(
     rows: pl.DataFrame,
     versions: dict[str, int],
     extra: dict[str, object] | None = None,
+    code_version: str | None = None,
 ) -> dg.MaterializeResult:
     """Sync `rows` (with row_sha256) into the table by its natural key, changed rows only,
     and report content and input versions (in the metadata and in the commit, as
-    `input_versions`: JSON {table: version})."""
+    `input_versions`: JSON {table: version}; with `code_version`, that too)."""
     info = {**commit_info_for(context), "input_versions": json.dumps(versions, sort_keys=True)}
+    if code_version is not None:
+        info["code_version"] = code_version
     key = key_of(name)
     changes = lake.sync_snapshot(name, rows, key, commit_info=info)
     context.log.info(f"{name}: {changes}")

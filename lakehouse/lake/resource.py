@@ -31,7 +31,7 @@ from lakehouse.failpoints import during_write, failpoint
 from lakehouse.lake import blobs
 from lakehouse.lake.faults import storage_faults_as_one_line
 from lakehouse.lake.merge import conform, merge_predicate, widened
-from lakehouse.lake.tables import TABLES, key_of
+from lakehouse.lake.tables import TABLES, key_of, rows_per_group
 from lakehouse.resources.errors import SettingError
 from lakehouse.resources.keys import checked_key, local_path
 from lakehouse.settings import LAKE_VAR, is_s3, s3_storage_options
@@ -42,6 +42,14 @@ log = logging.getLogger(__name__)
 COMMIT_RETRIES = 8
 # zstd: files about half the size of the default snappy, so scans read half the bytes
 WRITER = WriterProperties(compression="ZSTD")
+
+
+def writer_for(name: str) -> WriterProperties:
+    """WRITER, with the table's row-group bound where the registry gives one."""
+    rows = rows_per_group(name)
+    return WRITER if rows is None else WriterProperties(compression="ZSTD", max_row_group_size=rows)
+
+
 # a materialization that committed more batches than this compacts its table after
 COMPACT_AFTER_COMMITS = 16
 
@@ -300,7 +308,7 @@ class LakeResource(dg.ConfigurableResource):
 
         def attempt() -> dict[str, int]:
             metrics = self.open(name).optimize.compact(  # type: ignore[union-attr]
-                writer_properties=WRITER, commit_properties=_commit(commit_info)
+                writer_properties=writer_for(name), commit_properties=_commit(commit_info)
             )
             self.open(name).create_checkpoint()  # type: ignore[union-attr]
             return {
@@ -392,7 +400,7 @@ class LakeResource(dg.ConfigurableResource):
             source_alias="s",
             target_alias="t",
             merge_schema=True,
-            writer_properties=WRITER,
+            writer_properties=writer_for(name),
             commit_properties=_commit(info),
         )
 
@@ -425,7 +433,7 @@ class LakeResource(dg.ConfigurableResource):
             schema_mode="overwrite",
             partition_by=table.metadata().partition_columns or None,  # type: ignore[union-attr]
             storage_options=self.storage_options(),
-            writer_properties=WRITER,
+            writer_properties=writer_for(name),
             commit_properties=_commit({**commit_info, "widened": ", ".join(types)}),
         )
 
@@ -454,7 +462,7 @@ class LakeResource(dg.ConfigurableResource):
             mode="error",
             partition_by=list(partition_by) if partition_by else None,
             storage_options=self.storage_options(),
-            writer_properties=WRITER,
+            writer_properties=writer_for(name),
             commit_properties=_commit(commit_info, retries=0),
         )
         return True

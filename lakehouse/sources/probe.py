@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,14 +31,109 @@ class ObjectProbe:
     reason: str | None = None
 
 
+# JPEG markers whose segments PIL's open only stores or skips (DHT, DRI, COM, APP3-APP13,
+# APP15) or checks as below (SOF0-2, DQT, APP0, APP1, APP2, APP14); any other marker, and
+# the APP contents PIL parses further (EXIF, MPF, ICC, Photoshop), go to PIL itself
+JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2))
+JPEG_STORED = frozenset((0xC4, 0xDD, 0xFE, *range(0xE3, 0xED), 0xEF))
+# the (bit depth, colour type) pairs a PNG IHDR may hold
+PNG_MODES = frozenset(
+    [(1, 0), (2, 0), (4, 0), (8, 0), (16, 0), (8, 2), (16, 2), (1, 3), (2, 3), (4, 3), (8, 3)]
+    + [(8, 4), (16, 4), (8, 6), (16, 6)]
+)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a plain JPEG whose markers up to the scan are all well formed,
+    as PIL would read them; None for anything PIL must judge itself."""
+    if not data.startswith(b"\xff\xd8\xff"):
+        return None
+    pos, end, size = 2, len(data), None
+    while pos + 4 <= end and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        length = (data[pos + 2] << 8) | data[pos + 3]
+        nxt = pos + 2 + length
+        if length < 2 or nxt > end:
+            return None
+        segment = data[pos + 4 : nxt]
+        if marker == 0xDA:  # start of scan, read whole: PIL stops here
+            return size
+        if marker in JPEG_SOF:
+            if (
+                len(segment) < 6
+                or (len(segment) - 6) % 3
+                or segment[0] != 8
+                or segment[5] not in (1, 3, 4)
+            ):
+                return None
+            size = ((segment[3] << 8) | segment[4], (segment[1] << 8) | segment[2])
+        elif marker == 0xDB:  # quantization tables: PIL parses each
+            while segment:
+                table = 1 + (64 if segment[0] < 16 else 128)
+                if len(segment) < table:
+                    return None
+                segment = segment[table:]
+        elif marker == 0xE0:
+            if segment.startswith(b"JFIF") and len(segment) < 7:
+                return None
+        elif marker in (0xE1, 0xE2):
+            if segment.startswith((b"Exif\0\0", b"MPF\0", b"ICC_PROFILE\0")):
+                return None
+        elif marker == 0xEE:
+            if segment.startswith(b"Adobe") and len(segment) < 7:
+                return None
+        elif marker not in JPEG_STORED:
+            return None
+        pos = nxt
+    return None
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a PNG whose IHDR is whole, valid and checksummed and is followed
+    directly by image data, as PIL would read it; None for anything PIL must judge."""
+    if len(data) < 41 or not data.startswith(PNG_SIGNATURE) or data[8:16] != b"\x00\x00\x00\rIHDR":
+        return None
+    header = data[16:29]
+    if (header[8], header[9]) not in PNG_MODES or header[11] != 0:
+        return None
+    if zlib.crc32(data[12:29]) != int.from_bytes(data[29:33], "big") or data[37:41] != b"IDAT":
+        return None
+    return int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+
+
+def header_probe(data: bytes) -> ObjectProbe | None:
+    """The probe of a plain JPEG or PNG from its header bytes (a few µs, no PIL); None
+    where PIL must decide (any other bytes, an unusual header, a size near the bomb limit)."""
+    if data[:1] == b"\xff":
+        media_type, size = "image/jpeg", jpeg_size(data)
+    elif data[:1] == b"\x89":
+        media_type, size = "image/png", png_size(data)
+    else:
+        return None
+    if size is None:
+        return None
+    width, height = size
+    limit = Image.MAX_IMAGE_PIXELS
+    if width <= 0 or height <= 0 or (limit is not None and width * height > limit):
+        return None
+    return ObjectProbe(media_type=media_type, width=width, height=height)
+
+
 def probe_object(data: bytes) -> ObjectProbe:
     """Identify an image from its header, trusting bytes over the key's extension.
 
     Only the header is parsed: full decoding (and truncation errors) belong to the
-    curated `images` layer. PIL first tries only the formats we accept (a few µs for
-    a JPEG or PNG); bytes that are neither go through every format PIL knows, so a
-    GIF is still named as such in its rejection.
+    curated `images` layer. A plain JPEG or PNG is read from its header bytes
+    (`header_probe`); everything else, refusals included, goes to PIL (`pil_probe`),
+    so every reason is PIL's.
     """
+    return header_probe(data) or pil_probe(data)
+
+
+def pil_probe(data: bytes) -> ObjectProbe:
+    """The probe by PIL: the formats we accept first (a few µs for a JPEG or PNG), then
+    every format PIL knows, so a GIF is still named as such in its rejection."""
     if not data:
         return ObjectProbe(reason="empty object (0 bytes)")
     try:
