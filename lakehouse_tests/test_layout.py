@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -51,7 +52,10 @@ def test_definitions_hold_the_contract_names_in_their_layers() -> None:
     assert graph.get(dg.AssetKey("activity_logs")).partitions_def is not None
 
 
-def test_dagster_yaml_is_a_valid_instance_with_storage_under_data(tmp_path) -> None:
+def test_dagster_yaml_is_a_valid_instance_with_storage_under_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the storage path is relative: it lands here, not in the checkout
     config = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
     assert config["storage"]["sqlite"]["base_dir"].startswith("data/")
     assert config["concurrency"]["pools"]["default_limit"] == 1
@@ -64,7 +68,7 @@ def test_workspace_and_console_script() -> None:
     workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
     assert workspace["load_from"] == [{"python_module": "lakehouse.definitions"}]
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["lakehouse"] == "lakehouse.cli:main"
+    assert project["scripts"]["lakehouse"] == "lakehouse.cli:run"
     pins = set(project["dependencies"])
     assert {
         "dagster==1.13.27",
