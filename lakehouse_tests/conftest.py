@@ -14,6 +14,7 @@ from lakehouse.definitions import build_definitions
 from lakehouse.demo.world import generate_world
 from lakehouse.graph.partitions import partition_range_tags
 from lakehouse.lake import LakeResource
+from lakehouse.settings import PROJECT_ROOT
 from lakehouse_tests.hostile import pytest_terminal_summary  # noqa: F401  (the hostile-input table)
 from lakehouse_tests.runs import succeeded
 from lakehouse_tests.servers.need import skip_without_gpu
@@ -33,6 +34,19 @@ RAW_LAYER = frozenset(
 EVERYTHING = frozenset({"*"})
 WORLD = {"photos": 40, "users": 8, "days": 6, "seed": 7}
 FIRST_DAY, LAST_DAY = "2026-10-01", "2026-10-06"
+
+
+def project_instance(home: Path) -> Path:
+    """Make `home` a Dagster instance directory with the project's dagster.yaml, its storage
+    paths (relative: resolved against the cwd) made absolute under `home`, so a process
+    started elsewhere, the test's own included, reads and writes that instance and never
+    `data/dagster` of the checkout."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = (PROJECT_ROOT / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text(
+        config.replace("base_dir: data/dagster", f"base_dir: {home}/data/dagster")
+    )
+    return home
 
 
 @dataclass

@@ -15,7 +15,8 @@ from lakehouse.definitions import build_definitions
 from lakehouse.errors import ConfigError
 from lakehouse.lake import LakeResource
 from lakehouse.resources import MetadataDbResource, ObjectStoreResource
-from lakehouse.settings import PROJECT_ROOT, masked
+from lakehouse.settings import masked
+from lakehouse_tests.conftest import project_instance
 
 pytestmark = pytest.mark.foundation
 
@@ -33,7 +34,7 @@ def project_env(tmp_path: Path, pristine_world: Path) -> tuple[dict[str, str], P
     """An instance dir holding the project's dagster.yaml, and a private world and lake."""
     home = tmp_path / "home"
     home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    project_instance(home)
     shutil.copytree(pristine_world, tmp_path / "sources")
     env = {
         "DAGSTER_HOME": str(home),

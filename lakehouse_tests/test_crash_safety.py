@@ -105,6 +105,7 @@ KILL_POINTS = [
     KillPoint("features", "committed/popularity_model", "model committed, run not recorded"),
 ]
 EXERCISED: list[str] = []
+LATE_TRIES = 3
 LATE = (
     "the kill came after the commit, not between the data files and it (the write watcher "
     "of lakehouse.failpoints runs real-time where the OS allows it: CAP_SYS_NICE or root)"
@@ -418,23 +419,28 @@ def test_a_write_verb_killed_mid_write_commits_nothing_and_a_rerun_converges(
     """Each write verb, killed where the harness kills stage runs: `write/<t>` after a data
     file landed and before the commit, `create/<t>` before a table's first file,
     `widen/<t>` before a column's widening is written."""
-    expected, lake = tmp_path / "expected", tmp_path / "lake"
-    for root in (expected, lake):
-        seed(LakeResource(root=str(root)))
+    expected = tmp_path / "expected"
+    seed(LakeResource(root=str(expected)))
     VERBS[verb](LakeResource(root=str(expected)))
-    before = table_versions(lake)
-
-    log = tmp_path / "write.log"
-    process = runner.context.Process(
-        target=forked_write, args=(str(lake), verb, crash_at, str(log))
-    )
-    process.start()
-    process.join(timeout=120)
-    written = log.read_text(errors="replace") if log.exists() else ""
-    assert process.exitcode == -signal.SIGKILL, f"{verb}: exit code {process.exitcode}\n{written}"
-    assert killed_at(written, crash_at), f"{verb} was killed, not at {crash_at}:\n{written}"
     kind, _, name = crash_at.partition("/")
-    assert table_versions(lake) == before, LATE
+    # A one-file write commits microseconds after its data file: on a loaded machine the
+    # watcher's kill can land after the commit. Such a kill proves nothing either way, so
+    # it is tried again on a fresh lake, up to LATE_TRIES times; a late kill every time fails.
+    for attempt in range(1, LATE_TRIES + 1):
+        lake, log = tmp_path / f"lake-{attempt}", tmp_path / f"write-{attempt}.log"
+        seed(LakeResource(root=str(lake)))
+        before = table_versions(lake)
+        process = runner.context.Process(
+            target=forked_write, args=(str(lake), verb, crash_at, str(log))
+        )
+        process.start()
+        process.join(timeout=120)
+        written = log.read_text(errors="replace") if log.exists() else ""
+        assert process.exitcode == -signal.SIGKILL, f"{verb}: exit {process.exitcode}\n{written}"
+        assert killed_at(written, crash_at), f"{verb} was killed, not at {crash_at}:\n{written}"
+        if kind != "write" or table_versions(lake) == before:
+            break
+    assert table_versions(lake) == before, f"{LATE} ({LATE_TRIES} tries)"
     if kind == "write":
         assert uncommitted_files(lake / name), "a data file was written, uncommitted"
 

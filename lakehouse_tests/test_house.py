@@ -19,7 +19,7 @@ from lakehouse.definitions import defs
 from lakehouse.demo.world import generate_world
 from lakehouse.lake.resource import LakeResource
 from lakehouse.settings import PROJECT_ROOT
-from lakehouse_tests.conftest import RAW_LAYER
+from lakehouse_tests.conftest import RAW_LAYER, project_instance
 from lakehouse_tests.servers.need import need
 
 pytestmark = pytest.mark.house
@@ -126,12 +126,7 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     sources, home = root / "sources", root / "home"
     sources.mkdir()
     home.mkdir()
-    # The commands run from the project root (dg reads its pyproject): the instance's
-    # storage, relative in dagster.yaml, is made absolute so nothing lands in the checkout.
-    instance = (PROJECT_ROOT / "dagster.yaml").read_text()
-    (home / "dagster.yaml").write_text(
-        instance.replace("base_dir: data/dagster", f"base_dir: {home}/data/dagster")
-    )
+    project_instance(home)  # the commands run from the project root (dg reads its pyproject)
     db = f"sqlite:///{sources / 'metadata.db'}"
     generate_world(sources, db, photos=12, users=4, days=3, seed=5)
     return {

@@ -21,7 +21,7 @@ from lakehouse.lake import LakeResource
 from lakehouse.models.popularity import RidgeModel
 from lakehouse.models.registry import CLASSIFIERS, POPULARITY_MODELS
 from lakehouse.settings import PROJECT_ROOT
-from lakehouse_tests.conftest import DemoLake
+from lakehouse_tests.conftest import DemoLake, project_instance
 
 pytestmark = pytest.mark.newcomer
 
@@ -128,7 +128,7 @@ def day_zero(tmp_path: Path) -> tuple[dict[str, str], Path]:
     }
     done = shell(f"lakehouse demo-data {' '.join(DAY_ZERO_WORLD)}", env, tmp_path)
     assert done.returncode == 0, done.stderr
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    project_instance(tmp_path)
     return env, tmp_path
 
 
@@ -211,6 +211,7 @@ def retried_steps(home: Path) -> list[str]:
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_runs(), f"no run in the instance under {home}"
         return [
             str(entry.step_key)
             for run in instance.get_runs()
@@ -275,7 +276,7 @@ def test_settings_mask_passwords(monkeypatch: pytest.MonkeyPatch, capsys) -> Non
 def test_dagster_commands_and_make_instance_say_a_wrong_setting_in_one_line(
     tmp_path: Path,
 ) -> None:
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    project_instance(tmp_path)
     launched = shell(
         "dg launch -m lakehouse.definitions --job observe_sources",
         {"LAKEHOUSE_ENV": "staging", "DAGSTER_HOME": str(tmp_path)},

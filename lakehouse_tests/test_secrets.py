@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,8 +29,7 @@ import sqlalchemy as sa
 
 from lakehouse.definitions import build_definitions
 from lakehouse.demo.world import generate_world
-from lakehouse.settings import PROJECT_ROOT
-from lakehouse_tests.conftest import RAW_LAYER, WORLD, Lakehouse
+from lakehouse_tests.conftest import RAW_LAYER, WORLD, Lakehouse, project_instance
 from lakehouse_tests.hostile import record
 from lakehouse_tests.servers.s3 import aws_settings
 from lakehouse_tests.test_ui import graphql, loaded_asset_nodes, running_webserver
@@ -131,7 +129,7 @@ def secret_world(
             client.upload_file(str(path), bucket, f"sources/{path.relative_to(world)}")
     home = tmp_path / "home"
     home.mkdir()
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    project_instance(home)
     env = {
         **aws,
         "DAGSTER_HOME": str(home),
@@ -160,7 +158,6 @@ def test_secrets_appear_in_no_log_record_metadata_lake_or_ui(
     world = secret_world
     for name, value in world.env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.chdir(world.home)  # dagster.yaml keeps its storage under ./data/dagster
     with dg.DagsterInstance.get() as instance:
         lakehouse = EnvLakehouse(sources=Path(), lake=Path(), instance=instance)
         lakehouse.observe()
