@@ -89,8 +89,10 @@ def make_sources(work: Path, images: int) -> Path:
 
 
 def good_items(store: ObjectStoreResource) -> tuple[list[tuple[str, str]], int]:
-    """(sha256, key) of every photo that decodes, and how many were skipped as bad."""
-    items, bad = [], 0
+    """(sha256, key) of every distinct photo that decodes, and how many were skipped as
+    bad. One key per content, as `images` keeps it: the same bytes under a second key
+    are augmented once (a large world has a few such twins)."""
+    items, bad, seen = [], 0, set()
     for info in store.list(PHOTO_PREFIX):
         data = store.read(info.key)
         try:
@@ -98,7 +100,10 @@ def good_items(store: ObjectStoreResource) -> tuple[list[tuple[str, str]], int]:
         except DecodeError:
             bad += 1
             continue
-        items.append((hashlib.sha256(data).hexdigest(), info.key))
+        sha256 = hashlib.sha256(data).hexdigest()
+        if sha256 not in seen:
+            seen.add(sha256)
+            items.append((sha256, info.key))
     return items, bad
 
 
