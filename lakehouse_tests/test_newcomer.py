@@ -397,16 +397,21 @@ def test_demo_data_again_keeps_imported_labels(
 # --- the classifier says how it is doing --------------------------------------------
 
 
-def test_the_classifier_logs_each_epoch_and_stops_when_it_stops_improving(
-    demo_lake: DemoLake,
-) -> None:
+def step_messages(demo_lake: DemoLake, step: str) -> list[str]:
+    """What `step` logged, in order, over every run that built the session's demo lake."""
     instance = demo_lake.lakehouse.instance
-    lines = [
+    return [
         entry.user_message
         for run in instance.get_runs()
         for entry in instance.all_logs(run.run_id)
-        if entry.step_key == "style_content_classifier" and entry.user_message
+        if entry.step_key == step and entry.user_message
     ]
+
+
+def test_the_classifier_logs_each_epoch_and_stops_when_it_stops_improving(
+    demo_lake: DemoLake,
+) -> None:
+    lines = step_messages(demo_lake, "style_content_classifier")
     epochs = [re.match(r"training: (\d+)/(\d+) epochs", line) for line in lines]
     numbers = [int(m.group(1)) for m in epochs if m]
     planned = {int(m.group(2)) for m in epochs if m}
@@ -429,13 +434,7 @@ def test_the_classifier_logs_each_epoch_and_stops_when_it_stops_improving(
 
 @pytest.mark.living
 def test_classification_logs_its_progress_with_rate_and_eta(demo_lake: DemoLake) -> None:
-    instance = demo_lake.lakehouse.instance
-    lines = [
-        entry.user_message
-        for run in instance.get_runs()
-        for entry in instance.all_logs(run.run_id)
-        if entry.step_key == "photo_classes" and entry.user_message
-    ]
+    lines = step_messages(demo_lake, "photo_classes")
     assert any(
         re.match(r"photo_classes: [\d,]+/[\d,]+ images \(\d+%\), [\d.,]+ images/s; batch 1", line)
         for line in lines
