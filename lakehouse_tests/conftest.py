@@ -15,6 +15,7 @@ from lakehouse.demo.world import generate_world
 from lakehouse.graph.partitions import partition_range_tags
 from lakehouse.lake import LakeResource
 from lakehouse.settings import PROJECT_ROOT
+from lakehouse_tests.delta_counts import versions
 from lakehouse_tests.hostile import pytest_terminal_summary  # noqa: F401  (the hostile-input table)
 from lakehouse_tests.runs import succeeded
 from lakehouse_tests.servers.need import skip_without_gpu
@@ -104,8 +105,7 @@ class Lakehouse:
         return result
 
     def table_versions(self) -> dict[str, int | None]:
-        lake = self.lake_resource
-        return {name: lake.version(name) for name in lake.table_names()}
+        return versions(self.lake_resource)
 
 
 def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from lakehouse.lake import LakeResource
 
@@ -40,17 +40,7 @@ class Written:
         return self.inserted + self.updated + self.deleted
 
     def __add__(self, other: Written) -> Written:
-        return Written(*(a + b for a, b in zip(self._values(), other._values(), strict=True)))
-
-    def _values(self) -> tuple[int, ...]:
-        return (
-            self.commits,
-            self.inserted,
-            self.updated,
-            self.deleted,
-            self.files_added,
-            self.files_removed,
-        )
+        return Written(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 NOTHING = Written()

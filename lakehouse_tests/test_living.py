@@ -32,6 +32,7 @@ from PIL import Image
 from lakehouse.demo.world import generate_world
 from lakehouse.settings import AUTOMATION_INTERVAL_VAR, PROJECT_ROOT
 from lakehouse_tests.conftest import EVERYTHING, Lakehouse
+from lakehouse_tests.delta_counts import versions
 from lakehouse_tests.servers.browser import CHROMIUM, require_chromium
 from lakehouse_tests.servers.dagster_web import graphql
 from lakehouse_tests.servers.postgres import free_port
@@ -282,7 +283,7 @@ def rows_written(live: Live, name: str, version: int | None) -> dict[str, int]:
 
 def test_a_changed_photo_flows_to_exactly_its_downstream(live: Live) -> None:
     lake = live.lakehouse.lake_resource
-    before = {name: lake.version(name) for name in lake.table_names()}
+    before = versions(lake)
     in_training = lake.read("training_set").select("photo_id")
     labelled = lake.read("raw_photo_labels").select("photo_id")
     photo = (
