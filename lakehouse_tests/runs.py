@@ -33,11 +33,33 @@ def succeeded(result: dg.ExecuteInProcessResult, what: str) -> None:
         )
 
 
+ENGINE_TAIL = 3  # what the engine said last: why a run failed that no step explains
+
+
 def run_failures(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    """What failed in a run kept by `instance`, step by step."""
-    return failures(
-        entry.dagster_event for entry in instance.all_logs(run_id) if entry.dagster_event
-    )
+    """What failed in a run kept by `instance`, step by step; when no step failed (a run
+    failed from outside, a killed run worker), the engine's last words and their errors."""
+    events = [entry.dagster_event for entry in instance.all_logs(run_id) if entry.dagster_event]
+    found = failures(events)
+    if not any(event.is_step_failure for event in events):
+        for event in [e for e in events if e.is_engine_event][-ENGINE_TAIL:]:
+            error = event.engine_event_data.error
+            found.append(f"engine: {event.message}" + (f"\n{error.to_string()}" if error else ""))
+    return [text[-TAIL:] for text in found]
+
+
+ORIGIN_TAGS = (
+    "dagster/partition",
+    "dagster/backfill",
+    "dagster/sensor_name",
+    "dagster/schedule_name",
+)
+
+
+def origin(run: dg.DagsterRun) -> str:
+    """The run's job and what launched it (partition, backfill, sensor, schedule)."""
+    tags = [f"{key.split('/')[1]}={run.tags[key]}" for key in ORIGIN_TAGS if key in run.tags]
+    return ", ".join([run.job_name, *tags])
 
 
 def runs_succeeded(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], context: str) -> None:
@@ -46,7 +68,7 @@ def runs_succeeded(instance: dg.DagsterInstance, runs: list[dg.DagsterRun], cont
     if failed:
         pytest.fail(
             "\n\n".join(
-                f"run {run.run_id} ({run.job_name}, {run.tags.get('dagster/partition', 'all')})"
+                f"run {run.run_id} ({origin(run)})"
                 f" {run.status.value}:\n"
                 + ("\n".join(run_failures(instance, run.run_id)) or "(no step failed)")
                 for run in failed

@@ -7,10 +7,12 @@ the tests share it and run in file order: the log-day backfill first, on an empt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,7 +45,7 @@ from lakehouse.settings import (
 from lakehouse.sources.contract import log_key
 from lakehouse_tests.conftest import WORLD
 from lakehouse_tests.runs import runs_succeeded
-from lakehouse_tests.servers.postgres import postgres_server
+from lakehouse_tests.servers.postgres import free_port, postgres_server
 from lakehouse_tests.servers.redis import redis_server
 from lakehouse_tests.servers.s3 import aws_settings, s3_server
 
@@ -250,23 +252,68 @@ def most_at_once(intervals: dict[str, list[tuple[float, float]]]) -> int:
     return peak
 
 
+INSTIGATOR = re.compile(r"^(Sensor|Schedule): (\S+) \[RUNNING\]", re.MULTILINE)
+
+
+@contextmanager
+def code_server(deployment: Deployment, log: Path) -> Iterator[list[str]]:
+    """One gRPC code server for the CLI calls and the daemon (each would start its own):
+    yields the arguments that point a `dagster` command at it."""
+    port = str(free_port())
+    server = start_in_own_group(
+        [str(BIN / "dagster"), "api", "grpc", "-m", "lakehouse.definitions"]
+        + ["--host", "127.0.0.1", "--port", port],
+        deployment.env,
+        log,
+    )
+    target = ["--grpc-host", "127.0.0.1", "--grpc-port", port]
+    try:
+        deadline = time.monotonic() + 120
+        health = [str(BIN / "dagster"), "api", "grpc-health-check", "-h", "127.0.0.1", "-p", port]
+        while subprocess.run(health, env=deployment.env, capture_output=True).returncode:
+            assert server.poll() is None, f"code server exited:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"code server not up:\n{log.read_text()[-3000:]}"
+            time.sleep(1)
+        yield target
+    finally:
+        stop_group(server)
+
+
+def pause_instigators(deployment: Deployment, target: list[str]) -> list[str]:
+    """Stop every running sensor and schedule, as an operator does before a backfill that
+    must run alone: otherwise automation starts runs of its own on the backfilled days, and
+    stopping the daemon kills them half way (they end 'marked as failed from outside the
+    execution context'). Returns what was stopped."""
+    stopped = []
+    for kind in ("sensor", "schedule"):
+        listed = deployment.run([str(BIN / "dagster"), kind, "list", *target])
+        for found in INSTIGATOR.finditer(listed):
+            deployment.run([str(BIN / "dagster"), kind, "stop", found.group(2), *target])
+            stopped.append(found.group(2))
+    return stopped
+
+
 def test_seven_log_days_backfill_concurrently(deployment: Deployment, tmp_path: Path) -> None:
     env = deployment.env  # the workers' environment: the lake they write
     tag = uuid.uuid4().hex
-    daemon = start_in_own_group(
-        [str(BIN / "dagster-daemon"), "run", "-m", "lakehouse.definitions"],
-        env,
-        tmp_path / "daemon.log",
-    )
-    try:
+    with contextlib.ExitStack() as stack:
+        target = stack.enter_context(code_server(deployment, tmp_path / "code-server.log"))
+        stopped = pause_instigators(deployment, target)
+        assert {"automation", "observe_logs_schedule"} <= set(stopped), stopped
+        daemon = start_in_own_group(
+            [str(BIN / "dagster-daemon"), "run", *target],
+            env,
+            tmp_path / "daemon.log",
+        )
+        stack.callback(stop_group, daemon)
         deployment.run(
-            [str(BIN / "dagster"), "job", "backfill", "-m", "lakehouse.definitions"]
+            [str(BIN / "dagster"), "job", "backfill", *target]
             + ["-j", "backfill_logs", "--partitions", ",".join(DAYS), "--noprompt"]
             + ["--tags", json.dumps({"lakehouse/test": tag})]
         )
         records = wait_for_runs(deployment.instance(), tag, len(DAYS))
-    finally:
-        stop_group(daemon)
+        launched = deployment.instance().get_run_records()
+        assert {r.dagster_run.run_id for r in launched} == {r.dagster_run.run_id for r in records}
 
     instance = deployment.instance()
     runs_succeeded(
@@ -297,13 +344,15 @@ def test_seven_log_days_backfill_concurrently(deployment: Deployment, tmp_path: 
 
 
 def test_full_materialization_in_the_production_profile(deployment: Deployment) -> None:
+    before = {r.dagster_run.run_id for r in deployment.instance().get_run_records()}
     deployment.run(
         ["make", "--no-print-directory", "materialize", f"EXECUTION={json.dumps(RUN_CONFIG)}"]
     )
 
     instance = deployment.instance()
     assert instance.run_storage.__class__.__name__ == "PostgresRunStorage"
-    records = instance.get_run_records()
+    stored_before = len(before)
+    records = [r for r in instance.get_run_records() if r.dagster_run.run_id not in before]
     assert {r.dagster_run.job_name for r in records} >= {
         "observe_sources",
         "observe_logs",
@@ -323,7 +372,7 @@ def test_full_materialization_in_the_production_profile(deployment: Deployment) 
             )
         }
     engine.dispose()
-    assert stored_runs == len(records)
+    assert stored_runs == stored_before + len(records)
 
     lake = LakeResource(root=deployment.env["LAKEHOUSE_LAKE"])
     asset_run = next(r for r in records if r.dagster_run.job_name == "__ASSET_JOB")
