@@ -58,6 +58,9 @@ class Scale:
     classifier_steps: int = 1200  # the product's default max_steps
     augment_workers: int = 2
     query_seconds: float = query.MIN_SECONDS_PER_QUERY  # least time each query is repeated
+    # a rerun with nothing changed, as a share of the first run: fixed costs must not grow
+    # with the world, so the bar is lower at full scale than at small
+    no_change_share: float = 0.05
 
 
 SCALES = {
@@ -65,7 +68,7 @@ SCALES = {
         60, 30, 10, 2.0, 32, repeats=1, classifier_steps=10, augment_workers=0, query_seconds=0
     ),
     "small": Scale(10_000, 2_000, 60, 6.0, augment_images=1_000, repeats=2),
-    "full": Scale(100_000, 20_000, 60, 6.0, augment_images=4_000, repeats=2),
+    "full": Scale(100_000, 20_000, 60, 6.0, augment_images=4_000, repeats=2, no_change_share=0.02),
 }
 
 
@@ -289,7 +292,7 @@ class Bench:
                 first,
                 "s",
                 again.seconds / first,
-                "<= 0.05",
+                f"<= {self.scale.no_change_share}",
             ),
             Result.of(
                 "one-photo change: rerun vs first full run",
