@@ -19,6 +19,7 @@ from lakehouse.features.logic import (
 from lakehouse.graph import charts
 from lakehouse.graph.defaults import layer_defaults, nightly_freshness
 from lakehouse.graph.pictures import picture
+from lakehouse.graph.reuse import unchanged_result
 from lakehouse.lake import LakeResource
 from lakehouse.lake.ledger import LEDGER_TABLE
 from lakehouse.lake.pinned import built_from, pinned_versions, read_pinned, snapshot_result
@@ -39,6 +40,8 @@ FEATURE_INPUTS = ("raw_photos", "raw_users", "raw_events", "images", "photo_clas
 TRAINING_INPUTS = ("photo_features", "popularity_labels")
 # recorded in each commit: stored rows count as current only under the same code
 PHOTO_FEATURES_VERSION = "1"
+POPULARITY_LABELS_VERSION = "1"
+TRAINING_SET_VERSION = "1"
 
 
 def events_at(lake: LakeResource, versions: dict[str, int]) -> pl.DataFrame:
@@ -59,9 +62,12 @@ def photo_features(
     context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
     versions = pinned_versions(lake, FEATURE_INPUTS)
+    reused = unchanged_result(context, lake, PHOTO_FEATURES, versions, PHOTO_FEATURES_VERSION)
+    if reused is not None:
+        return reused
     if built_from(lake, PHOTO_FEATURES, versions, PHOTO_FEATURES_VERSION):
-        # the same inputs and code as the stored rows: the point-in-time joins over every
-        # event would give them again (the no-change rerun's largest fixed read at scale)
+        # the same inputs and code as the stored rows, written before commits recorded
+        # their data version: the point-in-time joins over every event would give them again
         rows = lake.read(PHOTO_FEATURES)
         context.log.info("photo_features: inputs unchanged since the stored rows, not recomputed")
     else:
@@ -88,7 +94,7 @@ def photo_features(
 
 @dg.asset(
     deps=["raw_photos", "raw_events", "activity_log_days"],
-    code_version="1",
+    code_version=POPULARITY_LABELS_VERSION,
     description="Likes per photo in [posted_at, posted_at + 7 d). A window reaching past the "
     "end of the last complete log day is kept with complete=false (never counted as zero).",
     **FEATURES,
@@ -98,6 +104,10 @@ def popularity_labels(
 ) -> dg.MaterializeResult:
     versions = pinned_versions(lake, (RAW_PHOTOS, RAW_EVENTS))
     end = log_end(lake.read(LEDGER_TABLE, filters=[("asset", "=", "raw_events")]))
+    # the rows depend on the end of the log as well as on the inputs' rows
+    code = f"{POPULARITY_LABELS_VERSION};log_end={end}"
+    if (reused := unchanged_result(context, lake, POPULARITY_LABELS, versions, code)) is not None:
+        return reused
     with duckdb.get_connection() as conn:
         rows = label_rows(
             conn,
@@ -117,12 +127,13 @@ def popularity_labels(
             "censored": rows.height - complete,
             "log_end": "" if end is None else end.isoformat() + "Z",
         },
+        code_version=code,
     )
 
 
 @dg.asset(
     deps=list(TRAINING_INPUTS),
-    code_version="1",
+    code_version=TRAINING_SET_VERSION,
     description="photo_features joined with complete popularity labels; split train/val/test "
     "by a SHA-256 of photo_id; the Delta version of each input is in `input_versions` (JSON, "
     "in the metadata and in each table version's commit: LakeResource.commit_metadata). "
@@ -134,6 +145,9 @@ def training_set(
     context: dg.AssetExecutionContext, lake: LakeResource, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
     versions = pinned_versions(lake, TRAINING_INPUTS)
+    reused = unchanged_result(context, lake, TRAINING_SET, versions, TRAINING_SET_VERSION)
+    if reused is not None:  # its label distribution picture is carried over too
+        return reused
     with duckdb.get_connection() as conn:
         rows = training_rows(
             conn,
@@ -152,6 +166,7 @@ def training_set(
             **{f"{name}_rows": int(splits.get(name, 0)) for name in ("train", "val", "test")},
             **distribution,
         },
+        code_version=TRAINING_SET_VERSION,
     )
 
 

@@ -9,6 +9,7 @@ import polars as pl
 
 from lakehouse.features.logic import REQUIRED_FEATURE_COLUMNS, activity_oracle
 from lakehouse.graph.defaults import check_follows
+from lakehouse.graph.reuse import reusing_pass
 from lakehouse.lake import LakeResource
 from lakehouse.lake.tables import (
     PHOTO_FEATURES,
@@ -20,6 +21,10 @@ from lakehouse.lake.tables import (
 from lakehouse.raw.logs import EVENT_SCHEMA
 
 COUNTED = ("author_logins_24h", "author_likes_7d")
+# every check here reads lake tables only, at pinned versions: a pass on the same versions
+# by the same code is reported again without a read (graph.reuse); bump on a logic change
+CHECKS_VERSION = "1"
+Versions = dict[str, int | None]
 
 
 def table(lake: LakeResource, name: str, version: int | None = None) -> pl.DataFrame:
@@ -29,8 +34,8 @@ def table(lake: LakeResource, name: str, version: int | None = None) -> pl.DataF
     return rows
 
 
-def unique_photo_ids(lake: LakeResource, name: str) -> dg.AssetCheckResult:
-    ids = table(lake, name)["photo_id"]
+def unique_photo_ids(lake: LakeResource, name: str, versions: Versions) -> dg.AssetCheckResult:
+    ids = table(lake, name, versions[name])["photo_id"]
     duplicates = ids.filter(ids.is_duplicated()).unique().sort().to_list()
     return dg.AssetCheckResult(
         passed=not duplicates,
@@ -48,9 +53,25 @@ def unique_photo_ids(lake: LakeResource, name: str) -> dg.AssetCheckResult:
     "contributing event of every row is before posted_at.",
 )
 def photo_features_no_leakage(lake: LakeResource) -> dg.AssetCheckResult:
-    features = table(lake, PHOTO_FEATURES).select("photo_id", "posted_at", *COUNTED)
-    photos = table(lake, RAW_PHOTOS).select("photo_id", "user_id", "posted_at")
-    events = lake.read(RAW_EVENTS, columns=["ts", "user_id", "event", "photo_id"])
+    return reusing_pass(
+        lake,
+        "photo_features_no_leakage",
+        CHECKS_VERSION,
+        (PHOTO_FEATURES, RAW_PHOTOS, RAW_EVENTS),
+        lambda versions: no_leakage(lake, versions),
+    )
+
+
+def no_leakage(lake: LakeResource, versions: Versions) -> dg.AssetCheckResult:
+    features = table(lake, PHOTO_FEATURES, versions[PHOTO_FEATURES]).select(
+        "photo_id", "posted_at", *COUNTED
+    )
+    photos = table(lake, RAW_PHOTOS, versions[RAW_PHOTOS]).select(
+        "photo_id", "user_id", "posted_at"
+    )
+    events = lake.read(
+        RAW_EVENTS, columns=["ts", "user_id", "event", "photo_id"], version=versions[RAW_EVENTS]
+    )
     events = (
         pl.DataFrame(schema=EVENT_SCHEMA).drop("event_id", "line", "day")
         if events is None
@@ -83,7 +104,13 @@ def photo_features_no_leakage(lake: LakeResource) -> dg.AssetCheckResult:
     description="photo_id is unique.",
 )
 def photo_features_unique(lake: LakeResource) -> dg.AssetCheckResult:
-    return unique_photo_ids(lake, PHOTO_FEATURES)
+    return reusing_pass(
+        lake,
+        "photo_features_unique",
+        CHECKS_VERSION,
+        (PHOTO_FEATURES,),
+        lambda versions: unique_photo_ids(lake, PHOTO_FEATURES, versions),
+    )
 
 
 @dg.asset_check(
@@ -93,9 +120,18 @@ def photo_features_unique(lake: LakeResource) -> dg.AssetCheckResult:
     description="Required fields (ids, posted_at, calendar and activity features) are non-null.",
 )
 def photo_features_required_fields(lake: LakeResource) -> dg.AssetCheckResult:
-    nulls = (
-        table(lake, PHOTO_FEATURES).select(REQUIRED_FEATURE_COLUMNS).null_count().row(0, named=True)
+    return reusing_pass(
+        lake,
+        "photo_features_required_fields",
+        CHECKS_VERSION,
+        (PHOTO_FEATURES,),
+        lambda versions: required_fields(lake, versions),
     )
+
+
+def required_fields(lake: LakeResource, versions: Versions) -> dg.AssetCheckResult:
+    features = table(lake, PHOTO_FEATURES, versions[PHOTO_FEATURES])
+    nulls = features.select(REQUIRED_FEATURE_COLUMNS).null_count().row(0, named=True)
     bad = {column: n for column, n in nulls.items() if n}
     return dg.AssetCheckResult(
         passed=not bad,
@@ -111,8 +147,18 @@ def photo_features_required_fields(lake: LakeResource) -> dg.AssetCheckResult:
     description="Counts reconcile: one photo_features row per photo in raw_photos.",
 )
 def photo_features_reconcile(lake: LakeResource) -> dg.AssetCheckResult:
-    photos = table(lake, RAW_PHOTOS).select("photo_id")
-    features = table(lake, PHOTO_FEATURES).select("photo_id")
+    return reusing_pass(
+        lake,
+        "photo_features_reconcile",
+        CHECKS_VERSION,
+        (RAW_PHOTOS, PHOTO_FEATURES),
+        lambda versions: features_reconcile(lake, versions),
+    )
+
+
+def features_reconcile(lake: LakeResource, versions: Versions) -> dg.AssetCheckResult:
+    photos = table(lake, RAW_PHOTOS, versions[RAW_PHOTOS]).select("photo_id")
+    features = table(lake, PHOTO_FEATURES, versions[PHOTO_FEATURES]).select("photo_id")
     missing = photos.join(features, on="photo_id", how="anti").height
     extra = features.join(photos, on="photo_id", how="anti").height
     return dg.AssetCheckResult(
@@ -130,7 +176,13 @@ def photo_features_reconcile(lake: LakeResource) -> dg.AssetCheckResult:
     description="photo_id is unique.",
 )
 def popularity_labels_unique(lake: LakeResource) -> dg.AssetCheckResult:
-    return unique_photo_ids(lake, POPULARITY_LABELS)
+    return reusing_pass(
+        lake,
+        "popularity_labels_unique",
+        CHECKS_VERSION,
+        (POPULARITY_LABELS,),
+        lambda versions: unique_photo_ids(lake, POPULARITY_LABELS, versions),
+    )
 
 
 @dg.asset_check(
@@ -141,7 +193,16 @@ def popularity_labels_unique(lake: LakeResource) -> dg.AssetCheckResult:
     "version the row was built from, and photo_id is unique.",
 )
 def training_set_labels_complete(lake: LakeResource) -> dg.AssetCheckResult:
-    version = lake.version(TRAINING_SET)
+    return reusing_pass(
+        lake,
+        "training_set_labels_complete",
+        CHECKS_VERSION,
+        (TRAINING_SET, POPULARITY_LABELS),
+        lambda versions: labels_complete(lake, versions[TRAINING_SET]),
+    )
+
+
+def labels_complete(lake: LakeResource, version: int | None) -> dg.AssetCheckResult:
     rows = table(lake, TRAINING_SET, version).select("photo_id")
     recorded = json.loads(str(lake.commit_metadata(TRAINING_SET, version)["input_versions"]))
     labels = table(lake, POPULARITY_LABELS, recorded[POPULARITY_LABELS])

@@ -10,6 +10,7 @@ import polars as pl
 
 from lakehouse.curated.logic import photo_images
 from lakehouse.graph.defaults import layer_defaults
+from lakehouse.graph.reuse import unchanged_result
 from lakehouse.labels.label_model import fit_generative, function_stats
 from lakehouse.labels.labeling_functions import LABELING_FUNCTIONS
 from lakehouse.labels.logic import (
@@ -40,6 +41,10 @@ from lakehouse.vocabulary import CONTENT_CLASSES
 LABELS = layer_defaults("labels", "team:ml-data", kinds={"delta", "numpy"})
 LABEL_INPUTS = ("raw_photos", "raw_photo_labels", "images", "photo_classes")
 LABEL_MODELS = ("generative", "majority")
+# recorded in each commit with the config that shaped the rows: stored rows stand (and are
+# not read) while their inputs' versions and this are unchanged; bump on any change of logic
+LABEL_QUEUE_VERSION = "1"
+WEAK_LABELS_VERSION = "1"
 STATS_TABLE = WEAK_LABEL_STATS
 
 
@@ -79,7 +84,7 @@ def photos_with_classes(
 
 @dg.asset(
     deps=list(LABEL_INPUTS),
-    code_version="1",
+    code_version=LABEL_QUEUE_VERSION,
     description="Unlabelled photos with how unsure the classifier is about them (margin or "
     "entropy of photo_classes; the less certain head counts); most uncertain first. "
     "`lakehouse labels export --n N` sends the top N to Label Studio.",
@@ -91,6 +96,9 @@ def label_queue(
     if config.strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, not {config.strategy!r}")
     versions = pinned_versions(lake, LABEL_INPUTS)
+    code = f"{LABEL_QUEUE_VERSION};strategy={config.strategy}"
+    if (reused := unchanged_result(context, lake, LABEL_QUEUE, versions, code)) is not None:
+        return reused
     unlabelled = photos_with_classes(lake, versions, how="left").filter(
         pl.col("gold_label").is_null()
     )
@@ -100,12 +108,14 @@ def label_queue(
     else:
         rows, strategy = queue_rows(classified, config.strategy), config.strategy
     context.log.info(f"label_queue: {rows.height} unlabelled photos ranked by {strategy}")
-    return snapshot_result(context, lake, LABEL_QUEUE, rows, versions, {"strategy": strategy})
+    return snapshot_result(
+        context, lake, LABEL_QUEUE, rows, versions, {"strategy": strategy}, code_version=code
+    )
 
 
 @dg.asset(
     deps=list(LABEL_INPUTS),
-    code_version="1",
+    code_version=WEAK_LABELS_VERSION,
     description="The label matrix (photo × labeling function, null = abstain) with majority "
     "vote and a Dawid–Skene generative model's probabilistic content labels; per-function "
     f"coverage, overlap, conflict and accuracy against gold in `{STATS_TABLE}` and the metadata.",
@@ -117,6 +127,10 @@ def weak_labels(
     if config.label_model not in LABEL_MODELS:
         raise ValueError(f"label_model must be one of {LABEL_MODELS}, not {config.label_model!r}")
     versions = pinned_versions(lake, LABEL_INPUTS)
+    code = f"{WEAK_LABELS_VERSION};label_model={config.label_model}"
+    # the stats are written just before the labels, from the same inputs: they stand too
+    if (reused := unchanged_result(context, lake, WEAK_LABELS, versions, code)) is not None:
+        return reused
     photos = with_place_counts(photos_with_classes(lake, versions))
     names = list(LABELING_FUNCTIONS)
     matrix = label_matrix(photos, LABELING_FUNCTIONS)
@@ -139,6 +153,7 @@ def weak_labels(
             **gold_accuracies(rows),
             "stats_delta_version": lake.version(STATS_TABLE),
         },
+        code_version=code,
     )
 
 

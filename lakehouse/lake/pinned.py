@@ -40,8 +40,17 @@ def read_pinned(
 def built_from(lake: LakeResource, name: str, versions: dict[str, int], code_version: str) -> bool:
     """Whether the table's latest commit was computed by `code_version` from exactly these
     input versions (`snapshot_result` records both): its rows are what a recomputation
-    would give, so a no-change run need not read its inputs again."""
-    commit = lake.commit_metadata(name)
+    would give, so a no-change run need not read its inputs again.
+
+    `code_version` names the code and every parameter the rows depend on besides the
+    inputs' rows (a config value, a cut-off read elsewhere)."""
+    return commit_built_from(lake.commit_metadata(name), versions, code_version)
+
+
+def commit_built_from(
+    commit: dict[str, object], versions: dict[str, int], code_version: str
+) -> bool:
+    """`built_from` on a commit already read."""
     return commit.get("code_version") == code_version and commit.get(
         "input_versions"
     ) == json.dumps(versions, sort_keys=True)
@@ -58,15 +67,21 @@ def snapshot_result(
 ) -> dg.MaterializeResult:
     """Sync `rows` (with row_sha256) into the table by its natural key, changed rows only,
     and report content and input versions (in the metadata and in the commit, as
-    `input_versions`: JSON {table: version}; with `code_version`, that too)."""
-    info = {**commit_info_for(context), "input_versions": json.dumps(versions, sort_keys=True)}
+    `input_versions`: JSON {table: version}; with `code_version`, that too, and the data
+    version, so that `unchanged_result` can report it later without reading the rows)."""
+    key = key_of(name)
+    data_version = frame_digest(rows, key, [*key, "row_sha256"])
+    info = {
+        **commit_info_for(context),
+        "input_versions": json.dumps(versions, sort_keys=True),
+        "data_version": data_version,
+    }
     if code_version is not None:
         info["code_version"] = code_version
-    key = key_of(name)
     changes = lake.sync_snapshot(name, rows, key, commit_info=info)
     context.log.info(f"{name}: {changes}")
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(frame_digest(rows, key, [*key, "row_sha256"])),
+        data_version=dg.DataVersion(data_version),
         metadata={
             **table_metadata(lake, name, rows.height, sum(changes.values())),
             "input_versions": dg.MetadataValue.json(versions),

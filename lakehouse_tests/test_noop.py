@@ -1,0 +1,197 @@
+"""A rerun with nothing changed reads no rows of unchanged tables; any change recomputes.
+
+Derived tables whose inputs' versions (and code) are those their last commit records
+report that commit (`reused_version`) instead of computing again; checks that passed on
+the very same table versions report the pass again (`reused`, `checked_versions`). Both
+are seen here on a real lake, from Delta's versions and commit metrics and from what the
+run reported, next to a real change that must be computed and checked anew.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from lakehouse.graph.reuse import reusing_pass
+from lakehouse.lake import LakeResource
+from lakehouse.lake.tables import (
+    PHOTO_FEATURES,
+    POPULARITY_LABELS,
+    RAW_EVENTS,
+    RAW_PHOTOS,
+    TRAINING_SET,
+)
+from lakehouse_tests.conftest import (
+    DEMO_FIRST,
+    DEMO_LAST,
+    FEATURE_ASSETS,
+    DemoLake,
+    Lakehouse,
+    materializations,
+)
+from lakehouse_tests.delta_counts import NOTHING, versions, written_since
+
+pytestmark = pytest.mark.speed
+
+LABEL_ASSETS = frozenset({"label_queue", "weak_labels"})
+RERUN = FEATURE_ASSETS | LABEL_ASSETS
+# the derived tables that stand unread when their inputs and code are unchanged
+REUSING_ASSETS = ("photo_features", "popularity_labels", "training_set", *sorted(LABEL_ASSETS))
+# each check that reuses a pass, and the tables whose versions it names
+REUSING_CHECKS = {
+    "photo_features_no_leakage": (PHOTO_FEATURES, RAW_PHOTOS, RAW_EVENTS),
+    "photo_features_unique": (PHOTO_FEATURES,),
+    "photo_features_required_fields": (PHOTO_FEATURES,),
+    "photo_features_reconcile": (RAW_PHOTOS, PHOTO_FEATURES),
+    "popularity_labels_unique": (POPULARITY_LABELS,),
+    "training_set_labels_complete": (TRAINING_SET, POPULARITY_LABELS),
+}
+
+
+@pytest.fixture(scope="module")
+def built(demo_lake: DemoLake, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the demo lake (the session's is read by other tests) with the label
+    assets materialized too: every reusing asset's last commit was written by this code."""
+    root = tmp_path_factory.mktemp("noop")
+    shutil.copytree(demo_lake.lakehouse.sources, root / "sources")
+    shutil.copytree(demo_lake.lakehouse.lake, root / "lake")
+    Lakehouse(sources=root / "sources", lake=root / "lake").materialize(
+        DEMO_FIRST, DEMO_LAST, select=RERUN
+    )
+    return root
+
+
+def copy_of(built: Path, tmp_path: Path) -> Lakehouse:
+    shutil.copytree(built / "sources", tmp_path / "sources")
+    shutil.copytree(built / "lake", tmp_path / "lake")
+    return Lakehouse(sources=tmp_path / "sources", lake=tmp_path / "lake")
+
+
+def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {
+        evaluation.check_name: evaluation for evaluation in result.get_asset_check_evaluations()
+    }
+
+
+def test_no_change_rerun_reports_stored_rows_and_passes_without_reading(
+    built: Path, tmp_path: Path
+) -> None:
+    copy = copy_of(built, tmp_path)
+    lake = copy.lake_resource
+    before = versions(lake)
+    result = copy.materialize(DEMO_FIRST, DEMO_LAST, select=RERUN)
+
+    assert versions(lake) == before
+    assert written_since(lake, before) == dict.fromkeys(before, NOTHING)
+    found = materializations(result)
+    for name in REUSING_ASSETS:
+        assert found[name]["reused_version"] == before[name], name
+        assert found[name]["rows_computed"] == 0, name
+        assert found[name]["delta_version"] == before[name], name
+        assert found[name]["dagster/row_count"] == lake.row_count(name), name
+    checks = check_evaluations(result)
+    for name, tables in REUSING_CHECKS.items():
+        evaluation = checks[name]
+        assert evaluation.passed, name
+        assert evaluation.metadata["reused"].value is True, name
+        assert evaluation.metadata["checked_versions"].value == {t: before[t] for t in tables}
+
+
+def change_one_photo_and_one_label(sources: Path) -> None:
+    """Move an unlabelled photo's posting time by an hour and retitle it; give a labelled
+    photo another content label."""
+    engine = sa.create_engine(f"sqlite:///{sources / 'metadata.db'}")
+    with engine.begin() as connection:
+        photo_id, posted_at = connection.execute(
+            sa.text(
+                "SELECT photo_id, posted_at FROM photos WHERE photo_id NOT IN "
+                "(SELECT photo_id FROM photo_labels) ORDER BY photo_id LIMIT 1"
+            )
+        ).one()
+        later = (datetime.fromisoformat(str(posted_at)) + timedelta(hours=1)).isoformat()
+        connection.execute(
+            sa.text(
+                "UPDATE photos SET posted_at = :t, title = title || ' again' WHERE photo_id = :p"
+            ),
+            {"t": later, "p": photo_id},
+        )
+        labelled, label = connection.execute(
+            sa.text("SELECT photo_id, content_label FROM photo_labels ORDER BY photo_id LIMIT 1")
+        ).one()
+        other = "square" if label != "square" else "circle"
+        connection.execute(
+            sa.text("UPDATE photo_labels SET content_label = :c WHERE photo_id = :p"),
+            {"c": other, "p": labelled},
+        )
+    engine.dispose()
+
+
+def test_a_changed_row_is_recomputed_and_checked_again(built: Path, tmp_path: Path) -> None:
+    copy = copy_of(built, tmp_path)
+    lake = copy.lake_resource
+    change_one_photo_and_one_label(copy.sources)
+    before = versions(lake)
+    result = copy.materialize(
+        DEMO_FIRST, DEMO_LAST, select=RERUN | {"raw_photos", "raw_photo_labels"}
+    )
+
+    written = written_since(lake, before)
+    found = materializations(result)
+    for name in REUSING_ASSETS:
+        assert written[name].updated >= 1, (name, written[name])
+        assert "reused_version" not in found[name], name
+        assert found[name]["delta_version"] == lake.version(name) > before[name]
+    checks = check_evaluations(result)
+    now = versions(lake)
+    for name, tables in REUSING_CHECKS.items():
+        evaluation = checks[name]
+        assert evaluation.passed, name
+        assert evaluation.metadata["reused"].value is False, name
+        assert evaluation.metadata["checked_versions"].value == {t: now[t] for t in tables}
+
+
+def test_a_pass_is_reused_only_on_the_same_versions_and_a_failure_never(tmp_path: Path) -> None:
+    """The helper itself on a real Delta table: how often the check body runs."""
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    lake.upsert("scratch", _rows([1, 2]), key=["id"], commit_info={"test": "reuse"})
+    evaluated: list[dict[str, int | None]] = []
+
+    def body(passed: bool):
+        def check(at: dict[str, int | None]) -> dg.AssetCheckResult:
+            evaluated.append(at)
+            rows = lake.read("scratch", version=at["scratch"])
+            return dg.AssetCheckResult(passed=passed, metadata={"rows": rows.height})
+
+        return check
+
+    first = reusing_pass(lake, "scratch_ok", "1", ("scratch",), body(True))
+    again = reusing_pass(lake, "scratch_ok", "1", ("scratch",), body(True))
+    assert evaluated == [{"scratch": 0}]
+    assert (first.metadata["reused"].value, again.metadata["reused"].value) == (False, True)
+    assert again.passed and again.metadata["checked_versions"].value == {"scratch": 0}
+
+    reusing_pass(lake, "scratch_ok", "2", ("scratch",), body(True))  # other code
+    lake.upsert("scratch", _rows([3]), key=["id"], commit_info={"test": "reuse"})
+    reusing_pass(lake, "scratch_ok", "1", ("scratch",), body(True))  # a new version
+    assert evaluated[1:] == [{"scratch": 0}, {"scratch": 1}]
+
+    for _ in range(2):
+        failed = reusing_pass(lake, "scratch_bad", "1", ("scratch",), body(False))
+        assert not failed.passed and failed.metadata["reused"].value is False
+    assert len(evaluated) == 5
+
+    shutil.rmtree(tmp_path / "lake" / "scratch")  # made again: version 0, other rows
+    lake.upsert("scratch", _rows([7]), key=["id"], commit_info={"test": "reuse"})
+    remade = reusing_pass(lake, "scratch_ok", "1", ("scratch",), body(True))
+    assert remade.metadata["reused"].value is False and len(evaluated) == 6
+
+
+def _rows(ids: list[int]):
+    import polars as pl
+
+    return pl.DataFrame({"id": ids, "value": [str(i) for i in ids]})
