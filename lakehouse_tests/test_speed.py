@@ -150,8 +150,17 @@ def test_photo_features_are_not_recomputed_from_unchanged_inputs(
     succeeded = {event.step_key for event in result.get_step_success_events()}
     assert "photo_features" in succeeded
     assert lake.version("photo_features") == before
-    # the check that recounts from the events did read them, and failed without them
-    assert "photo_features_photo_features_no_leakage" not in succeeded
+    # the events cannot be read: a step that read them would have failed
+    with pytest.raises(FileNotFoundError):
+        lake.read("raw_events")
+    # the check that recounts from the events passed on these very versions before: it
+    # says so instead of reading them (graph.reuse)
+    (leakage,) = [
+        evaluation
+        for evaluation in result.get_asset_check_evaluations()
+        if evaluation.check_name == "photo_features_no_leakage"
+    ]
+    assert leakage.passed and leakage.metadata["reused"].value is True
 
 
 def test_augmented_tensors_are_written_in_bounded_row_groups(demo_lake: DemoLake) -> None:

@@ -9,6 +9,7 @@ claim blob), so any process on any instance finds them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 import dagster as dg
 
 from lakehouse.graph.pictures import previous_metadata
-from lakehouse.lake import LakeResource, table_metadata
+from lakehouse.lake import LakeDiskError, LakeResource, LakeUnavailable, table_metadata
 from lakehouse.lake.blobs import object_key
 from lakehouse.lake.pinned import commit_built_from
 
@@ -61,14 +62,13 @@ def unchanged_result(
 CheckFn = Callable[[dict[str, int | None]], dg.AssetCheckResult]
 
 
-def claim_key(check: str, code_version: str, tables: dict[str, tuple[str, int]]) -> str:
-    """Where the claim "`check` (this code) passed on these tables" is stored: the blob of
-    its JSON, under its own SHA-256, so the claim is found by writing it out again."""
-    return object_key(hashlib.sha256(claim_bytes(check, code_version, tables)).hexdigest())
-
-
-def claim_bytes(check: str, code_version: str, tables: dict[str, tuple[str, int]]) -> bytes:
-    body = {"check": check, "code_version": code_version, "tables": tables}
+def claim_bytes(check: str, code_version: str, versions: dict[str, int]) -> bytes:
+    """The claim "`check` (this code) passed on these table versions", as stored: a blob
+    under its own SHA-256, so the claim is found by writing it out again. Like
+    `lake.pinned.built_from`, it takes a version number of a lake's table for its content
+    (Delta versions only grow; a table dropped and made again starts over, and the lake
+    holds no such table)."""
+    body = {"check": check, "code_version": code_version, "versions": versions}
     return json.dumps(body, sort_keys=True).encode()
 
 
@@ -79,17 +79,15 @@ def reusing_pass(
 
     `compute(versions)` must read each table at the version given (None: the table is
     absent). When this check, at this `code_version`, passed before on exactly these
-    table versions (each table named by its Delta id too, so a table dropped and made
-    again is another table), the pass is reported again without a row read: the
-    description says so and the metadata has `reused: true` and `checked_versions`.
-    Only passes are reused; a failing check is evaluated every time.
+    table versions, the pass is reported again without a row read: the description says
+    so and the metadata has `reused: true` and `checked_versions`. Only passes are
+    reused; a failing check is evaluated every time.
     """
-    opened = {name: lake.open(name) for name in reads}
-    versions = {name: None if t is None else t.version() for name, t in opened.items()}
-    if any(table is None for table in opened.values()):
+    versions = {name: lake.version(name) for name in reads}
+    if any(version is None for version in versions.values()):
         return with_versions(compute(versions), versions, reused=False)
-    tables = {name: (t.metadata().id, t.version()) for name, t in opened.items() if t is not None}
-    key = claim_key(check, code_version, tables)
+    claim = claim_bytes(check, code_version, versions)  # type: ignore[arg-type]
+    key = object_key(hashlib.sha256(claim).hexdigest())
     if has_object(lake, key):
         shown = ", ".join(f"{name} v{version}" for name, version in sorted(versions.items()))
         return with_versions(
@@ -104,7 +102,10 @@ def reusing_pass(
         )
     result = compute(versions)
     if result.passed:
-        lake.put_object(claim_bytes(check, code_version, tables))
+        # the claim only saves the next evaluation: a lake that cannot take it (full,
+        # read-only, unreachable) still gets the check's own answer
+        with contextlib.suppress(LakeDiskError, LakeUnavailable):
+            lake.put_object(claim)
     return with_versions(result, versions, reused=False)
 
 

@@ -197,17 +197,15 @@ def split_rows(
         separator="; ",
         ignore_nulls=True,
     )
-    details = [row_detail(row) for row in source.iter_rows(named=True)]
-    flagged = typed.with_columns(
-        reason=pl.when(reasons != "").then(reasons),
-        detail=pl.Series(details, dtype=pl.String),
-    )
-    accepted = flagged.filter(pl.col("reason").is_null()).select(
-        *schema, *extra_columns(source, schema)
-    )
+    flagged = typed.with_columns(reason=pl.when(reasons != "").then(reasons))
+    refused = flagged["reason"].is_not_null()
+    accepted = flagged.filter(refused.not_()).select(*schema, *extra_columns(source, schema))
     # fingerprints of the typed values, so Postgres and SQLite give the same lake versions
     accepted = with_row_digest(accepted)
-    rejected = flagged.filter(pl.col("reason").is_not_null())
+    # the source row as a person would read it, for the refused rows only (JSON text per
+    # row: for every row it was most of a no-change snapshot of 100k photos)
+    details = [row_detail(row) for row in source.filter(refused).iter_rows(named=True)]
+    rejected = flagged.filter(refused).with_columns(detail=pl.Series(details, dtype=pl.String))
     rejected = rejected.select(
         key=pl.format(f"{key}={{}}", pl.col(key).cast(pl.String).fill_null("null")),
         line=pl.lit(None, pl.Int64),
