@@ -163,6 +163,17 @@ def test_a_changed_row_is_recomputed_and_checked_again(built: Path, tmp_path: Pa
         assert evaluation.metadata["reused"].value is False, name
         assert evaluation.metadata["checked_versions"].value == {t: now[t] for t in tables}
 
+    # once more, on the same instance: what only the computation gave is shown again from
+    # the previous materialization, its picture by reference, not inline a second time
+    again = materializations(copy.materialize(DEMO_FIRST, DEMO_LAST, select=RERUN))
+    computed, reused = found["training_set"], again["training_set"]
+    assert reused["reused_version"] == lake.version(TRAINING_SET)
+    assert reused["train_rows"] == computed["train_rows"]
+    assert "data:image/png" in computed["label_distribution"]
+    assert "data:image/png" not in reused["label_distribution"]
+    assert reused["label_distribution/sha256"] == computed["label_distribution/sha256"]
+    assert versions(lake) == now
+
 
 def test_a_pass_is_reused_only_on_the_same_versions_and_a_failure_never(tmp_path: Path) -> None:
     """The helper itself on a real Delta table: how often the check body runs."""

@@ -72,3 +72,14 @@ def earlier_pictures(
         for part in ("sha256", "uri", "run"):
             found[f"{name}/{part}"] = earlier[f"{name}/{part}"]
     return found
+
+
+def without_inline_pictures(earlier: dict[str, dg.MetadataValue]) -> dict[str, dg.MetadataValue]:
+    """Earlier metadata to show again, each picture in it by reference (its caption and
+    the run whose materialization shows it), never the PNG inline a second time."""
+    shown = dict(earlier)
+    for name in [key for key in earlier if f"{key}/run" in earlier]:
+        caption = str(earlier[name].value).rsplit("\n\n", 1)[-1].strip("*")
+        caption = caption.split("*: unchanged, shown on", 1)[0]
+        shown[name] = dg.MetadataValue.md(unchanged(caption, str(earlier[f"{name}/run"].value)))
+    return shown

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import dagster as dg
 
-from lakehouse.graph.pictures import previous_metadata
+from lakehouse.graph.pictures import previous_metadata, without_inline_pictures
 from lakehouse.lake import LakeDiskError, LakeResource, LakeUnavailable, table_metadata
 from lakehouse.lake.blobs import object_key
 from lakehouse.lake.pinned import commit_built_from
@@ -50,7 +50,7 @@ def unchanged_result(
     return dg.MaterializeResult(
         data_version=dg.DataVersion(str(commit["data_version"])),
         metadata={
-            **(earlier if same_table else {}),
+            **(without_inline_pictures(earlier) if same_table else {}),
             **table_metadata(lake, name, lake.row_count(name), 0),
             "input_versions": dg.MetadataValue.json(versions),
             "reused_version": version,
