@@ -6,17 +6,24 @@ lake's own records (Delta commit metrics and table versions).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+from dataclasses import astuple
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from lakehouse.lake.tables import OBJECT_HASHES, RAW_OBJECTS
-from lakehouse.sources.hashing import cached_hashes
-from lakehouse.sources.probe import probe_object
+from lakehouse.resources import ObjectStoreResource
+from lakehouse.resources.keys import UnsafeKeyError
+from lakehouse.sources.contract import PHOTO_PREFIX
+from lakehouse.sources.hashing import cached_hashes, listing_frame, read_objects
+from lakehouse.sources.probe import probe_object, read_hash_probe
 from lakehouse_tests.conftest import DEMO_FIRST, DEMO_LAST, DemoLake, Lakehouse
+from lakehouse_tests.test_hostile_input import HOSTILE_OBJECTS
+from lakehouse_tests.test_images_decode import encoded, noisy_photo
 
 pytestmark = pytest.mark.speed
 
@@ -172,3 +179,49 @@ def test_augmented_tensors_are_written_in_bounded_row_groups(demo_lake: DemoLake
     ]
     assert sum(groups) == table.count()  # type: ignore[union-attr]
     assert max(groups) <= bound < sum(groups)
+
+
+def hostile_store(root: Path) -> ObjectStoreResource:
+    """A store of good photos in several folders and every hostile object of the
+    hostile-input test (empty, truncated, GIF, HTML, bomb, odd keys)."""
+    for _, key, data, _ in HOSTILE_OBJECTS:
+        target = root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data())
+    for n in range(24):
+        target = root / f"photos/2026/{n % 3:02d}/{n:04d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(encoded(noisy_photo(n, (20 + n, 10 + n)), "PNG" if n % 2 else "JPEG"))
+    return ObjectStoreResource(uri=str(root))
+
+
+def test_worker_processes_read_what_one_process_reads(tmp_path: Path) -> None:
+    """The parallel read path (worker processes, each folder opened once, files by name)
+    gives the same hashes and the same probe facts and refusal reasons as one process and
+    as the per-key reader; a file swapped for a link after the listing is refused."""
+    store = hostile_store(tmp_path / "store")
+    stale = listing_frame(store.listing(PHOTO_PREFIX)).select("key", "size")
+    keys = stale["key"].to_list()
+    one = read_objects(store, stale, probe=True, workers=1)
+    many = read_objects(store, stale, probe=True, workers=3)
+    assert list(many) == list(one) == keys and many == one
+    assert [one[key] for key in keys] == read_hash_probe(store.uri, keys, probe=True)
+    for key in keys:
+        data = (tmp_path / "store" / key).read_bytes()
+        sha, facts = one[key]
+        assert sha == hashlib.sha256(data).hexdigest()
+        assert facts == astuple(probe_object(data))
+    reasons = {key: facts[3] for key, (_, facts) in one.items() if facts and facts[3]}
+    for case, key, _, reason in HOSTILE_OBJECTS:
+        if reason is None or reason == "truncated":  # a cut JPEG is refused when decoded
+            assert key not in reasons, case
+        else:
+            assert reason in reasons[key], (case, reasons.get(key))
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(b"not yours")
+    swapped = tmp_path / "store" / keys[-1]
+    swapped.unlink()
+    swapped.symlink_to(outside)
+    for workers in (1, 3):
+        with pytest.raises(UnsafeKeyError, match="symbolic link"):
+            read_objects(store, stale, probe=True, workers=workers)

@@ -4,26 +4,31 @@ An object whose size and mtime/etag are unchanged since the last look is not
 read again; its SHA-256 (and, for photos, its header probe, taken from the same
 bytes) comes from the `_object_hashes` Delta table. New and changed objects are
 read once each: big or remote ones in threads (hashlib and I/O release the GIL),
-many small local files in spawned worker processes that import neither Dagster
-nor polars (`lakehouse.sources.probe`), a few small ones inline.
+many small local files in worker processes started as `python -m
+lakehouse.sources.read_worker` (not by multiprocessing, whose children import the
+parent's `__main__`: Dagster and more), which import neither Dagster nor polars, a
+few thousand small ones in this process.
 """
 
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import polars as pl
 
+import lakehouse
 from lakehouse.lake import LakeResource
 from lakehouse.progress import Progress
-from lakehouse.resources.object_store import ObjectInfo, ObjectStoreResource
+from lakehouse.resources.object_store import Listing, ObjectStoreResource
 from lakehouse.settings import is_s3
-from lakehouse.sources.probe import Facts, read_hash_probe
+from lakehouse.sources.probe import Facts, read_hash_probe, read_local_facts
 
 HASH_CACHE_TABLE = "_object_hashes"
 HASH_SCHEMA = {"key": pl.String, "size": pl.Int64, "stamp": pl.String, "sha256": pl.String}
@@ -37,9 +42,11 @@ PROBE_SCHEMA = {
 }
 CACHE_SCHEMA = {**HASH_SCHEMA, **PROBE_SCHEMA}
 INLINE_HASH_BYTES = 1 << 20
-# small local objects: below this many, spawning workers (~0.5 s) costs more than it saves
-PROCESSES_FROM = 20_000
-KEYS_PER_TASK = 1024
+# small local objects: below this many, starting worker processes (~50 ms) costs more
+# than it saves (~10 µs an object)
+PROCESSES_FROM = 8_000
+KEYS_PER_TASK = 1024  # progress steps in this process
+KEYS_PER_WORKER = 50_000  # one worker process's share at most (progress steps)
 Sink = Callable[[str], None]
 
 
@@ -59,10 +66,62 @@ class Hashed:
     hashed_now: int
 
 
-def chunks(keys: Sequence[str], size: int) -> Iterator[list[str]]:
-    iterator = iter(keys)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+def worker_env() -> dict[str, str]:
+    """This process's environment, with the folder this `lakehouse` package came from
+    first on the path, so a worker runs the same code as its parent."""
+    package_home = os.path.dirname(os.path.dirname(os.path.abspath(lakehouse.__file__)))
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([package_home, *([path] if path else [])])}
+
+
+def read_in_worker(root: str, keys: list[str], sizes: list[int], probe: bool) -> list[Facts]:
+    """`read_local_facts` in a fresh `lakehouse.sources.read_worker` process; its error,
+    if it raised one, is raised here."""
+    done = subprocess.run(
+        [sys.executable, "-m", "lakehouse.sources.read_worker"],
+        input=pickle.dumps((root, keys, sizes, probe), protocol=pickle.HIGHEST_PROTOCOL),
+        stdout=subprocess.PIPE,
+        env=worker_env(),
+        check=False,
+    )
+    if done.returncode != 0 or not done.stdout:
+        raise RuntimeError(
+            f"hashing worker exited with status {done.returncode} on {len(keys)} objects "
+            f"from {keys[0]!r}"
+        )
+    ok, answer = pickle.loads(done.stdout)
+    if not ok:
+        raise answer
+    return answer
+
+
+def read_local(
+    root: str,
+    keys: list[str],
+    sizes: list[int],
+    probe: bool,
+    workers: int,
+    progress: Callable[[int], None],
+) -> list[Facts]:
+    """Facts of the listed local files `keys`, in order: in this process, or split in
+    contiguous parts (whole folders mostly) over `workers` worker processes."""
+    if workers <= 1:
+        found: list[Facts] = []
+        for start in range(0, len(keys), KEYS_PER_TASK):
+            part = slice(start, start + KEYS_PER_TASK)
+            found += read_local_facts(root, keys[part], sizes[part], probe)
+            progress(len(found) - start)
+        return found
+    size = min(KEYS_PER_WORKER, -(-len(keys) // workers))
+    parts = [slice(start, start + size) for start in range(0, len(keys), size)]
+
+    def run(part: slice) -> list[Facts]:
+        facts = read_in_worker(root, keys[part], sizes[part], probe)
+        progress(len(facts))
+        return facts
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(itertools.chain.from_iterable(pool.map(run, parts)))
 
 
 def read_objects(
@@ -70,32 +129,25 @@ def read_objects(
     stale: pl.DataFrame,
     probe: bool,
     progress: Callable[[int], None] = lambda n: None,
+    workers: int | None = None,
 ) -> dict[str, Facts]:
     """(sha256, probe facts) by key of the `stale` (key, size) objects, each read once.
 
-    Big local and all remote objects go to threads (the work releases the GIL); many
-    small local files go to worker processes in chunks, since opening, reading and
-    probing a 4 kB file is mostly Python; a few are read inline.
+    Big local and all remote objects go to threads (the work releases the GIL). Small
+    local files, whose cost is mostly Python (open, read, probe a 4 kB file), go to
+    `workers` worker processes (by default `hashing_processes()` from `PROCESSES_FROM`
+    files, else this process).
     """
     inline = pl.lit(False) if is_s3(store.uri) else pl.col("size") < INLINE_HASH_BYTES
-    small = stale.filter(inline).get_column("key").to_list()
+    small = stale.filter(inline)
     large = stale.filter(~inline).get_column("key").to_list()
-    results: dict[str, Facts] = {}
-    workers = hashing_processes()
-    if len(small) >= PROCESSES_FROM and workers > 1:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            parts = list(chunks(small, KEYS_PER_TASK))
-            found = pool.map(
-                read_hash_probe, itertools.repeat(store.uri), parts, itertools.repeat(probe)
-            )
-            for part, facts in zip(parts, found, strict=True):
-                results.update(zip(part, facts, strict=True))
-                progress(len(part))
-    else:
-        for keys in chunks(small, KEYS_PER_TASK):
-            results.update(zip(keys, read_hash_probe(store.uri, keys, probe), strict=True))
-            progress(len(keys))
+    if workers is None:
+        workers = hashing_processes() if small.height >= PROCESSES_FROM else 1
+    keys = small.get_column("key").to_list()
+    found = read_local(
+        store.uri, keys, small.get_column("size").to_list(), probe, workers, progress
+    )
+    results: dict[str, Facts] = dict(zip(keys, found, strict=True))
     if large:
         with ThreadPoolExecutor(hashing_threads()) as pool:
             found = pool.map(lambda key: read_hash_probe(store.uri, [key], probe)[0], large)
@@ -104,15 +156,13 @@ def read_objects(
     return results
 
 
-def listing_frame(objects: list[ObjectInfo]) -> pl.DataFrame:
+def listing_frame(listing: Listing) -> pl.DataFrame:
+    """(key, size, stamp) of the listed objects, sorted by key (so each folder's files
+    are read together)."""
     return pl.DataFrame(
-        {
-            "key": [o.key for o in objects],
-            "size": [o.size for o in objects],
-            "stamp": [o.stamp for o in objects],
-        },
+        {"key": listing.keys, "size": listing.sizes, "stamp": listing.stamps},
         schema={k: v for k, v in HASH_SCHEMA.items() if k != "sha256"},
-    )
+    ).sort("key")
 
 
 def cached_hashes(lake: LakeResource) -> pl.DataFrame:
@@ -156,7 +206,7 @@ def object_hashes(
     (none when nothing was read), so the registry step after the observation reads
     nothing again. `log` gets steady progress lines.
     """
-    listing = listing_frame(store.list(prefix))
+    listing = listing_frame(store.listing(prefix))
     cached = cached_hashes(lake)
     known = listing.join(cached.drop("size"), on=["key", "stamp"], how="left")
     needs_read = pl.col("sha256").is_null()
