@@ -12,11 +12,14 @@ few thousand small ones in this process.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pickle
+import queue
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,7 +49,7 @@ INLINE_HASH_BYTES = 1 << 20
 # than it saves (~10 µs an object)
 PROCESSES_FROM = 8_000
 KEYS_PER_TASK = 1024  # progress steps in this process
-KEYS_PER_WORKER = 50_000  # one worker process's share at most (progress steps)
+KEYS_PER_PART = 10_000  # what a worker process is asked for at a time (progress steps)
 Sink = Callable[[str], None]
 
 
@@ -74,25 +77,40 @@ def worker_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([package_home, *([path] if path else [])])}
 
 
-def read_in_worker(root: str, keys: list[str], sizes: list[int], probe: bool) -> list[Facts]:
-    """`read_local_facts` in a fresh `lakehouse.sources.read_worker` process; its error,
-    if it raised one, is raised here."""
-    done = subprocess.run(
-        [sys.executable, "-m", "lakehouse.sources.read_worker"],
-        input=pickle.dumps((root, keys, sizes, probe), protocol=pickle.HIGHEST_PROTOCOL),
-        stdout=subprocess.PIPE,
-        env=worker_env(),
-        check=False,
-    )
-    if done.returncode != 0 or not done.stdout:
-        raise RuntimeError(
-            f"hashing worker exited with status {done.returncode} on {len(keys)} objects "
-            f"from {keys[0]!r}"
+class ReadWorker:
+    """One `lakehouse.sources.read_worker` process, asked for one part of the keys at a
+    time; its error, if it raised one, is raised here."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lakehouse.sources.read_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=worker_env(),
         )
-    ok, answer = pickle.loads(done.stdout)
-    if not ok:
-        raise answer
-    return answer
+
+    def read(self, root: str, keys: list[str], sizes: list[int], probe: bool) -> list[Facts]:
+        requests, answers = self.process.stdin, self.process.stdout
+        assert requests is not None and answers is not None
+        try:
+            pickle.dump((root, keys, sizes, probe), requests, protocol=pickle.HIGHEST_PROTOCOL)
+            requests.flush()
+            ok, answer = pickle.load(answers)
+        except (BrokenPipeError, EOFError) as exc:
+            status = self.process.wait()
+            raise RuntimeError(
+                f"hashing worker exited with status {status} reading {len(keys)} objects "
+                f"from {keys[0]!r}"
+            ) from exc
+        if not ok:
+            raise answer
+        return answer
+
+    def close(self) -> None:
+        if self.process.stdin:
+            with contextlib.suppress(BrokenPipeError):
+                self.process.stdin.close()
+        self.process.wait()
 
 
 def read_local(
@@ -103,25 +121,50 @@ def read_local(
     workers: int,
     progress: Callable[[int], None],
 ) -> list[Facts]:
-    """Facts of the listed local files `keys`, in order: in this process, or split in
-    contiguous parts (whole folders mostly) over `workers` worker processes."""
+    """Facts of the listed local files `keys`, in order: in this process, or in parts
+    of `KEYS_PER_PART` (whole folders mostly) shared by `workers` worker processes."""
+    step = KEYS_PER_TASK if workers <= 1 else KEYS_PER_PART
+    parts = [slice(start, start + step) for start in range(0, len(keys), step)]
     if workers <= 1:
         found: list[Facts] = []
-        for start in range(0, len(keys), KEYS_PER_TASK):
-            part = slice(start, start + KEYS_PER_TASK)
+        for part in parts:
             found += read_local_facts(root, keys[part], sizes[part], probe)
-            progress(len(found) - start)
+            progress(len(keys[part]))
         return found
-    size = min(KEYS_PER_WORKER, -(-len(keys) // workers))
-    parts = [slice(start, start + size) for start in range(0, len(keys), size)]
+    answers: dict[int, list[Facts]] = {}
+    todo, lock, stop = iter(enumerate(parts)), threading.Lock(), threading.Event()
+    # what the workers' threads did, for this thread: parts' sizes, or the error raised
+    finished: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
 
-    def run(part: slice) -> list[Facts]:
-        facts = read_in_worker(root, keys[part], sizes[part], probe)
-        progress(len(facts))
-        return facts
+    def drain() -> None:
+        worker = ReadWorker()
+        try:
+            while not stop.is_set():
+                with lock:
+                    number, part = next(todo, (-1, slice(0)))
+                if number < 0:
+                    return
+                answers[number] = worker.read(root, keys[part], sizes[part], probe)
+                finished.put(len(answers[number]))
+        except BaseException as exc:
+            finished.put(exc)
+        finally:
+            worker.close()
 
-    with ThreadPoolExecutor(workers) as pool:
-        return list(itertools.chain.from_iterable(pool.map(run, parts)))
+    threads = [threading.Thread(target=drain) for _ in range(min(workers, len(parts)))]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in parts:
+            done = finished.get()
+            if isinstance(done, BaseException):
+                raise done
+            progress(done)  # from this thread: a step's log is not written from others
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return list(itertools.chain.from_iterable(answers[n] for n in range(len(parts))))
 
 
 def read_objects(

@@ -59,9 +59,12 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
         nxt = pos + 2 + length
         if length < 2 or nxt > end:
             return None
-        segment = data[pos + 4 : nxt]
+        if marker in JPEG_STORED:
+            pos = nxt
+            continue
         if marker == 0xDA:  # start of scan, read whole: PIL stops here
             return size
+        segment = data[pos + 4 : nxt]
         if marker in JPEG_SOF:
             if (
                 len(segment) < 6
@@ -86,7 +89,7 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
         elif marker == 0xEE:
             if segment.startswith(b"Adobe") and len(segment) < 7:
                 return None
-        elif marker not in JPEG_STORED:
+        else:
             return None
         pos = nxt
     return None
@@ -105,9 +108,10 @@ def png_size(data: bytes) -> tuple[int, int] | None:
     return int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
 
 
-def header_probe(data: bytes) -> ObjectProbe | None:
-    """The probe of a plain JPEG or PNG from its header bytes (a few µs, no PIL); None
-    where PIL must decide (any other bytes, an unusual header, a size near the bomb limit)."""
+def header_facts(data: bytes) -> tuple[str, int, int] | None:
+    """(media type, width, height) of a plain JPEG or PNG from its header bytes (a few
+    µs, no PIL); None where PIL must decide (any other bytes, an unusual header, a size
+    near the bomb limit)."""
     if data[:1] == b"\xff":
         media_type, size = "image/jpeg", jpeg_size(data)
     elif data[:1] == b"\x89":
@@ -120,7 +124,13 @@ def header_probe(data: bytes) -> ObjectProbe | None:
     limit = Image.MAX_IMAGE_PIXELS
     if width <= 0 or height <= 0 or (limit is not None and width * height > limit):
         return None
-    return ObjectProbe(media_type=media_type, width=width, height=height)
+    return media_type, width, height
+
+
+def header_probe(data: bytes) -> ObjectProbe | None:
+    """`header_facts` as a probe."""
+    facts = header_facts(data)
+    return None if facts is None else ObjectProbe(*facts)
 
 
 def probe_object(data: bytes) -> ObjectProbe:
@@ -165,11 +175,14 @@ Facts = tuple[str, tuple[str | None, int | None, int | None, str | None] | None]
 
 def hash_and_probe(data: bytes, probe: bool) -> Facts:
     """(sha256, probe facts or None) of one object's bytes."""
+    sha256 = hashlib.sha256(data).hexdigest()
     if not probe:
-        return hashlib.sha256(data).hexdigest(), None
-    found = probe_object(data)
-    facts = (found.media_type, found.width, found.height, found.reason)
-    return hashlib.sha256(data).hexdigest(), facts
+        return sha256, None
+    header = header_facts(data)  # as probe_object, without an object per photo
+    if header is not None:
+        return sha256, (*header, None)
+    found = pil_probe(data)
+    return sha256, (found.media_type, found.width, found.height, found.reason)
 
 
 def read_hash_probe(store_uri: str, keys: Sequence[str], probe: bool) -> list[Facts]:
