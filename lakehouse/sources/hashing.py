@@ -45,9 +45,9 @@ PROBE_SCHEMA = {
 }
 CACHE_SCHEMA = {**HASH_SCHEMA, **PROBE_SCHEMA}
 INLINE_HASH_BYTES = 1 << 20
-# small local objects: below this many, starting worker processes (~50 ms) costs more
-# than it saves (~10 µs an object)
-PROCESSES_FROM = 8_000
+# small local objects: below this many, this process reads them (~10 µs each) sooner
+# than two worker processes start (~60 ms of interpreter and imports each) and share them
+PROCESSES_FROM = 20_000
 KEYS_PER_TASK = 1024  # progress steps in this process
 KEYS_PER_PART = 10_000  # what a worker process is asked for at a time (progress steps)
 Sink = Callable[[str], None]
