@@ -13,8 +13,10 @@ from dataclasses import astuple
 from pathlib import Path
 
 import polars as pl
+import psutil
 import pytest
 
+from lakehouse.failpoints import CRASH_VAR
 from lakehouse.lake.tables import OBJECT_HASHES, RAW_OBJECTS
 from lakehouse.resources import ObjectStoreResource
 from lakehouse.resources.keys import UnsafeKeyError
@@ -225,3 +227,18 @@ def test_worker_processes_read_what_one_process_reads(tmp_path: Path) -> None:
     for workers in (1, 3):
         with pytest.raises(UnsafeKeyError, match="symbolic link"):
             read_objects(store, stale, probe=True, workers=workers)
+
+
+def test_a_worker_killed_mid_read_fails_the_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker process that dies (here SIGKILLed at its 3rd object by the failpoint the
+    crash tests use) fails the whole read with one line naming its exit status: no
+    partial answer, and no worker left behind."""
+    store = hostile_store(tmp_path / "store")
+    stale = listing_frame(store.listing(PHOTO_PREFIX)).select("key", "size")
+    monkeypatch.setenv(CRASH_VAR, "hash/object:3")
+    with pytest.raises(RuntimeError, match=r"hashing worker exited with status -9"):
+        read_objects(store, stale, probe=True, workers=2)
+    left = [p.cmdline() for p in psutil.Process().children(recursive=True)]
+    assert not [line for line in left if "lakehouse.sources.read_worker" in line], left

@@ -107,9 +107,12 @@ class ReadWorker:
         return answer
 
     def close(self) -> None:
-        if self.process.stdin:
-            with contextlib.suppress(BrokenPipeError):
-                self.process.stdin.close()
+        """End the worker: it exits at the end of its input (or, were it still writing
+        an answer nobody reads, on the closed pipe) and is waited for."""
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe:
+                with contextlib.suppress(BrokenPipeError):
+                    pipe.close()
         self.process.wait()
 
 
