@@ -41,9 +41,9 @@ from lakehouse.sources.hashing import (
     hashing_threads,
     listing_frame,
     object_hashes,
-    read_objects,
+    scan_objects,
 )
-from lakehouse.sources.probe import by_folder, open_folder, probe_object, read_listed
+from lakehouse.sources.probe import by_folder, header_facts, open_folder, read_listed
 
 PHOTO_PREFIX = "photos/"
 PER_CALL = 256  # paths per sha256sum call: two processes really run at once
@@ -179,7 +179,7 @@ def time_peer(photos_dir: Path, procs: int, per_call: int | None, repeats: int) 
 def measure_ours(work: Path, sources: Path, files: int, repeats: int) -> list[Timing]:
     full, step = time_materialize(work, sources, repeats)
     hashing = time_hash_phase(work, sources, files, repeats)
-    cap = f"pool of {hashing_threads()} for big/remote objects"
+    cap = f"{hashing_processes()} worker processes from 20k files"
     return [
         Timing("raw_objects", "dagster materialize: hash + probe + Delta writes", full, files),
         Timing("raw_objects step", "same runs, the asset's step only (no run setup)", step, files),
@@ -254,20 +254,18 @@ def stage(name: str, files: int, work: Callable[[], object]) -> object:
     cpu, wall = cpu_seconds(), time.perf_counter()
     result = work()
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-    print(f"{name:<58} {cpu / files * 1e6:7.2f} {wall / files * 1e6:7.2f}")
+    print(f"{name:<60} {cpu / files * 1e6:7.2f} {wall / files * 1e6:7.2f}")
     return result
 
 
-def read_all(root: str, keys: list[str], sizes: list[int]) -> list[bytes]:
+def read_all(root: str, keys: list[str]) -> list[bytes]:
     """Every listed file's bytes, as the workers read them (folder by folder, by name)."""
     found = []
     for folder, positions in by_folder(keys):
         descriptor = open_folder(root, folder)
         try:
-            found += [
-                read_listed(root, descriptor, keys[i], keys[i].rpartition("/")[2], sizes[i])
-                for i in positions
-            ]
+            for i in positions:
+                found.append(read_listed(root, descriptor, keys[i], keys[i].rpartition("/")[2])[0])
         finally:
             os.close(descriptor)
     return found
@@ -277,57 +275,62 @@ def time_stages(work: Path, sources: Path) -> None:
     """Each stage of the ingest alone, on the same files, back to back (µs per file)."""
     store = ObjectStoreResource(uri=str(sources))
     files = photo_files(sources)
-    print(
-        f"\n{'stage (' + str(files) + ' files, load ' + f'{os.getloadavg()[0]:.1f})':<58} "
-        f"{'cpu µs':>7} {'wall µs':>7}"
-    )
-    listing = stage(
-        "list: scandir by folder + stat by name, sorted frame",
+    load = os.getloadavg()[0]
+    print(f"\n{f'stage ({files} files, load {load:.1f})':<60} {'cpu µs':>7} {'wall µs':>7}")
+    stage(
+        "list with stat (scandir by folder, stat by name), frame",
         files,
         lambda: listing_frame(store.listing(PHOTO_PREFIX)),
     )
-    stale = listing.select("key", "size")  # type: ignore[union-attr]
-    keys, sizes = stale["key"].to_list(), stale["size"].to_list()
-    datas = stage(
-        "open by name in its folder + read (one process)",
+    keys = stage(
+        "list names only (what a local ingest lists), sorted",
         files,
-        lambda: read_all(str(sources), keys, sizes),
+        lambda: sorted(store.listing(PHOTO_PREFIX, stat=False).keys),
     )
+    assert isinstance(keys, list)
+    unknown: list[str | None] = [None] * len(keys)
+    datas = stage(
+        "open by name in its folder + fstat + read (one process)",
+        files,
+        lambda: read_all(str(sources), keys),
+    )
+    assert isinstance(datas, list)
     stage("sha256 hexdigest", files, lambda: [hashlib.sha256(d).hexdigest() for d in datas])
     stage(
-        "header probe (PIL only where it must judge)",
+        "header probe (header_facts; PIL only where it must judge)",
         files,
-        lambda: [probe_object(d) for d in datas],
+        lambda: [header_facts(d) for d in datas],
     )
     stage(
-        "read + hash + probe, this process (what one worker does)",
+        "scan: stat + read + hash + probe, this process (one worker's work)",
         files,
-        lambda: read_objects(store, stale, True, workers=1),
+        lambda: scan_objects(store, keys, unknown, True, workers=1),
     )
     workers = hashing_processes()
-    facts = stage(
-        f"read + hash + probe, {workers} worker processes",
+    scanned = stage(
+        f"scan: the same in {workers} worker processes (starts and pickles included)",
         files,
-        lambda: read_objects(store, stale, True, workers=workers),
+        lambda: scan_objects(store, keys, unknown, True, workers=workers),
+    )
+    assert isinstance(scanned, list)
+    stage(
+        "frame of the facts",
+        files,
+        lambda: facts_frame(keys, [facts for _, _, facts in scanned]),
     )
     stage(
-        "frame of the facts, joined to the listing",
-        files,
-        lambda: listing.join(facts_frame(facts), on="key"),
-    )  # type: ignore[union-attr,arg-type]
-    stage(
-        "object_hashes on a fresh lake (the above + cache Delta write)",
+        "object_hashes on a fresh lake (list + scan + frames + cache Delta write)",
         files,
         lambda: hash_phase(sources, fresh_lake(work), files),
     )
     asset = load_raw_objects()
     stage(
-        "raw_objects, dagster materialize (+ registry, quarantine)",
+        "raw_objects: dagster materialize (+ registry, quarantine writes, run setup)",
         files,
         lambda: materialize_raw_objects(asset, sources, fresh_lake(work)),
     )
     stage(
-        f"peer: xargs -P2 -n {PER_CALL} sha256sum",
+        f"peer: find | xargs -P2 -n {PER_CALL} sha256sum",
         files,
         lambda: run_shell(peer_command(sources / "photos", 2, PER_CALL)),
     )

@@ -21,7 +21,7 @@ from lakehouse.lake.tables import OBJECT_HASHES, RAW_OBJECTS
 from lakehouse.resources import ObjectStoreResource
 from lakehouse.resources.keys import UnsafeKeyError
 from lakehouse.sources.contract import PHOTO_PREFIX
-from lakehouse.sources.hashing import cached_hashes, listing_frame, read_objects
+from lakehouse.sources.hashing import cached_hashes, listing_frame, scan_objects
 from lakehouse.sources.probe import probe_object, read_hash_probe
 from lakehouse_tests.conftest import DEMO_FIRST, DEMO_LAST, DemoLake, Lakehouse
 from lakehouse_tests.test_hostile_input import HOSTILE_OBJECTS
@@ -199,26 +199,35 @@ def hostile_store(root: Path) -> ObjectStoreResource:
 
 def test_worker_processes_read_what_one_process_reads(tmp_path: Path) -> None:
     """The parallel read path (worker processes, each folder opened once, files by name)
-    gives the same hashes and the same probe facts and refusal reasons as one process and
-    as the per-key reader; a file swapped for a link after the listing is refused."""
+    gives the same sizes, stamps, hashes, probe facts and refusal reasons as one process
+    and as the per-key reader; a file whose stamp is the known one is not read; a file
+    swapped for a link after the listing is refused."""
     store = hostile_store(tmp_path / "store")
-    stale = listing_frame(store.listing(PHOTO_PREFIX)).select("key", "size")
-    keys = stale["key"].to_list()
-    one = read_objects(store, stale, probe=True, workers=1)
-    many = read_objects(store, stale, probe=True, workers=3)
-    assert list(many) == list(one) == keys and many == one
-    assert [one[key] for key in keys] == read_hash_probe(store.uri, keys, probe=True)
-    for key in keys:
+    listing = listing_frame(store.listing(PHOTO_PREFIX))
+    keys, stamps = listing["key"].to_list(), listing["stamp"].to_list()
+    unknown: list[str | None] = [None] * len(keys)
+    one = scan_objects(store, keys, unknown, probe=True, workers=1)
+    many = scan_objects(store, keys, unknown, probe=True, workers=3)
+    assert many == one and len(one) == len(keys)
+    assert [stamp for _, stamp, _ in one] == stamps, "the stamps the listing gives"
+    assert [facts for _, _, facts in one] == read_hash_probe(store.uri, keys, probe=True)
+    for key, (size, _, (sha, facts)) in zip(keys, one, strict=True):  # type: ignore[misc]
         data = (tmp_path / "store" / key).read_bytes()
-        sha, facts = one[key]
-        assert sha == hashlib.sha256(data).hexdigest()
+        assert (size, sha) == (len(data), hashlib.sha256(data).hexdigest())
         assert facts == astuple(probe_object(data))
-    reasons = {key: facts[3] for key, (_, facts) in one.items() if facts and facts[3]}
+    facts_of = {key: facts for key, (_, _, (_, facts)) in zip(keys, one, strict=True)}  # type: ignore[misc]
+    reasons = {key: facts[3] for key, facts in facts_of.items() if facts[3]}
     for case, key, _, reason in HOSTILE_OBJECTS:
         if reason is None or reason == "truncated":  # a cut JPEG is refused when decoded
             assert key not in reasons, case
         else:
             assert reason in reasons[key], (case, reasons.get(key))
+    # known stamps: nothing read but the one file whose stamp is not its known one
+    known: list[str | None] = [*stamps[:-1], "0:0"]
+    for workers in (1, 3):
+        scanned = scan_objects(store, keys, known, probe=True, workers=workers)
+        assert [facts is None for _, _, facts in scanned] == [True] * (len(keys) - 1) + [False]
+        assert scanned[-1] == one[-1]
     outside = tmp_path / "outside.jpg"
     outside.write_bytes(b"not yours")
     swapped = tmp_path / "store" / keys[-1]
@@ -226,7 +235,7 @@ def test_worker_processes_read_what_one_process_reads(tmp_path: Path) -> None:
     swapped.symlink_to(outside)
     for workers in (1, 3):
         with pytest.raises(UnsafeKeyError, match="symbolic link"):
-            read_objects(store, stale, probe=True, workers=workers)
+            scan_objects(store, keys, unknown, probe=True, workers=workers)
 
 
 def test_a_worker_killed_mid_read_fails_the_read(
@@ -236,9 +245,9 @@ def test_a_worker_killed_mid_read_fails_the_read(
     crash tests use) fails the whole read with one line naming its exit status: no
     partial answer, and no worker left behind."""
     store = hostile_store(tmp_path / "store")
-    stale = listing_frame(store.listing(PHOTO_PREFIX)).select("key", "size")
+    keys = sorted(store.listing(PHOTO_PREFIX).keys)
     monkeypatch.setenv(CRASH_VAR, "hash/object:3")
     with pytest.raises(RuntimeError, match=r"hashing worker exited with status -9"):
-        read_objects(store, stale, probe=True, workers=2)
+        scan_objects(store, keys, [None] * len(keys), probe=True, workers=2)
     left = [p.cmdline() for p in psutil.Process().children(recursive=True)]
     assert not [line for line in left if "lakehouse.sources.read_worker" in line], left

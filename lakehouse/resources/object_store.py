@@ -45,34 +45,36 @@ class Listing:
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def scan_folder(descriptor: int, prefix: str, listing: Listing) -> None:
+def scan_folder(descriptor: int, prefix: str, listing: Listing, stat: bool = True) -> None:
     """Add every file below the open folder `descriptor` (keys `prefix` + the path below
-    it, `/`-separated). Entries are looked at by name in their open folder (one `stat`
-    by name, not a walk of the whole path each), and links are never followed."""
+    it, `/`-separated), with its size and stamp if `stat`. Entries are looked at by name
+    in their open folder (a `stat` by name, not a walk of the whole path each), and links
+    are never followed."""
     with os.scandir(descriptor) as entries:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 folder = os.open(entry.name, FOLDER_FLAGS, dir_fd=descriptor)
                 try:
-                    scan_folder(folder, f"{prefix}{entry.name}/", listing)
+                    scan_folder(folder, f"{prefix}{entry.name}/", listing, stat)
                 finally:
                     os.close(folder)
             elif entry.is_file(follow_symlinks=False):
-                stat = entry.stat(follow_symlinks=False)
                 listing.keys.append(prefix + entry.name)
-                listing.sizes.append(stat.st_size)
-                listing.stamps.append(f"{stat.st_size}:{stat.st_mtime_ns}")
+                if stat:
+                    found = entry.stat(follow_symlinks=False)
+                    listing.sizes.append(found.st_size)
+                    listing.stamps.append(f"{found.st_size}:{found.st_mtime_ns}")
 
 
-def list_local(root: str, prefix: str) -> Listing:
+def list_local(root: str, prefix: str, stat: bool = True) -> Listing:
     """Every file below the folder `root/prefix` (none if there is no such folder), keyed
-    relative to `root`."""
+    relative to `root`; without `stat`, keys only."""
     listing = Listing()
     base = os.path.join(root, prefix) if prefix else root
     if os.path.isdir(base):
         descriptor = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            scan_folder(descriptor, prefix.rstrip("/") + "/" if prefix else "", listing)
+            scan_folder(descriptor, prefix.rstrip("/") + "/" if prefix else "", listing, stat)
         finally:
             os.close(descriptor)
     return listing
@@ -98,14 +100,16 @@ class ObjectStoreResource(dg.ConfigurableResource):
             return self._list_s3(prefix)
         return self.listing(prefix).objects()
 
-    def listing(self, prefix: str) -> Listing:
-        """`list` as columns, unsorted: for many objects, a few µs less each."""
+    def listing(self, prefix: str, stat: bool = True) -> Listing:
+        """`list` as columns, unsorted: for many objects, a few µs less each. A local
+        store without `stat` gives keys only (whoever reads the files stats them, in
+        parallel: `lakehouse.sources.probe.scan_local`)."""
         if is_s3(self.uri):
             found = self._list_s3(prefix)
             return Listing(
                 [o.key for o in found], [o.size for o in found], [o.stamp for o in found]
             )
-        listing = list_local(str(self._local_root()), prefix)
+        listing = list_local(str(self._local_root()), prefix, stat)
         unnamed = [os.fsencode(key) for key in listing.keys if not is_utf8(key)]
         if unnamed:
             raise SettingError(

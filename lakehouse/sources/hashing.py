@@ -31,7 +31,7 @@ from lakehouse.lake import LakeResource
 from lakehouse.progress import Progress
 from lakehouse.resources.object_store import Listing, ObjectStoreResource
 from lakehouse.settings import is_s3
-from lakehouse.sources.probe import Facts, read_hash_probe, read_local_facts
+from lakehouse.sources.probe import Facts, Scanned, read_hash_probe, scan_local
 
 HASH_CACHE_TABLE = "_object_hashes"
 HASH_SCHEMA = {"key": pl.String, "size": pl.Int64, "stamp": pl.String, "sha256": pl.String}
@@ -44,7 +44,6 @@ PROBE_SCHEMA = {
     "reason": pl.String,
 }
 CACHE_SCHEMA = {**HASH_SCHEMA, **PROBE_SCHEMA}
-INLINE_HASH_BYTES = 1 << 20
 # small local objects: below this many, this process reads them (~10 µs each) sooner
 # than two worker processes start (~60 ms of interpreter and imports each) and share them
 PROCESSES_FROM = 20_000
@@ -89,11 +88,13 @@ class ReadWorker:
             env=worker_env(),
         )
 
-    def read(self, root: str, keys: list[str], sizes: list[int], probe: bool) -> list[Facts]:
+    def scan(
+        self, root: str, keys: list[str], known: list[str | None], probe: bool
+    ) -> list[Scanned]:
         requests, answers = self.process.stdin, self.process.stdout
         assert requests is not None and answers is not None
         try:
-            pickle.dump((root, keys, sizes, probe), requests, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((root, keys, known, probe), requests, protocol=pickle.HIGHEST_PROTOCOL)
             requests.flush()
             ok, answer = pickle.load(answers)
         except (BrokenPipeError, EOFError) as exc:
@@ -116,25 +117,25 @@ class ReadWorker:
         self.process.wait()
 
 
-def read_local(
+def scan_local_files(
     root: str,
     keys: list[str],
-    sizes: list[int],
+    known: list[str | None],
     probe: bool,
     workers: int,
     progress: Callable[[int], None],
-) -> list[Facts]:
-    """Facts of the listed local files `keys`, in order: in this process, or in parts
-    of `KEYS_PER_PART` (whole folders mostly) shared by `workers` worker processes."""
+) -> list[Scanned]:
+    """`scan_local` over `keys` (with their known stamps), in order: in this process, or
+    in parts of `KEYS_PER_PART` (whole folders mostly) shared by `workers` processes."""
     step = KEYS_PER_TASK if workers <= 1 else KEYS_PER_PART
     parts = [slice(start, start + step) for start in range(0, len(keys), step)]
     if workers <= 1:
-        found: list[Facts] = []
+        found: list[Scanned] = []
         for part in parts:
-            found += read_local_facts(root, keys[part], sizes[part], probe)
+            found += scan_local(root, keys[part], known[part], probe)
             progress(len(keys[part]))
         return found
-    answers: dict[int, list[Facts]] = {}
+    answers: dict[int, list[Scanned]] = {}
     todo, lock, stop = iter(enumerate(parts)), threading.Lock(), threading.Event()
     # what the workers' threads did, for this thread: parts' sizes, or the error raised
     finished: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
@@ -147,7 +148,7 @@ def read_local(
                     number, part = next(todo, (-1, slice(0)))
                 if number < 0:
                     return
-                answers[number] = worker.read(root, keys[part], sizes[part], probe)
+                answers[number] = worker.scan(root, keys[part], known[part], probe)
                 finished.put(len(answers[number]))
         except BaseException as exc:
             finished.put(exc)
@@ -170,36 +171,35 @@ def read_local(
     return list(itertools.chain.from_iterable(answers[n] for n in range(len(parts))))
 
 
-def read_objects(
+def scan_objects(
     store: ObjectStoreResource,
-    stale: pl.DataFrame,
+    keys: list[str],
+    known: list[str | None],
     probe: bool,
     progress: Callable[[int], None] = lambda n: None,
     workers: int | None = None,
-) -> dict[str, Facts]:
-    """(sha256, probe facts) by key of the `stale` (key, size) objects, each read once.
-
-    Big local and all remote objects go to threads (the work releases the GIL). Small
-    local files, whose cost is mostly Python (open, read, probe a 4 kB file), go to
-    `workers` worker processes (by default `hashing_processes()` from `PROCESSES_FROM`
-    files, else this process).
-    """
-    inline = pl.lit(False) if is_s3(store.uri) else pl.col("size") < INLINE_HASH_BYTES
-    small = stale.filter(inline)
-    large = stale.filter(~inline).get_column("key").to_list()
+) -> list[Scanned]:
+    """(size, stamp, facts or None if unchanged) of the local store's files `keys`, each
+    stat'ed and, unless its stamp is its `known` one, read once. Their cost is mostly
+    Python (a 4 kB photo), so many go to `workers` worker processes (by default
+    `hashing_processes()` from `PROCESSES_FROM` files), a few stay in this process."""
     if workers is None:
-        workers = hashing_processes() if small.height >= PROCESSES_FROM else 1
-    keys = small.get_column("key").to_list()
-    found = read_local(
-        store.uri, keys, small.get_column("size").to_list(), probe, workers, progress
-    )
-    results: dict[str, Facts] = dict(zip(keys, found, strict=True))
-    if large:
-        with ThreadPoolExecutor(hashing_threads()) as pool:
-            found = pool.map(lambda key: read_hash_probe(store.uri, [key], probe)[0], large)
-            results.update(zip(large, found, strict=True))
-            progress(len(large))
-    return results
+        workers = hashing_processes() if len(keys) >= PROCESSES_FROM else 1
+    return scan_local_files(store.uri, keys, known, probe, workers, progress)
+
+
+def read_objects(
+    store: ObjectStoreResource,
+    keys: list[str],
+    probe: bool,
+    progress: Callable[[int], None] = lambda n: None,
+) -> list[Facts]:
+    """(sha256, probe facts) of the remote objects `keys`, each read once, in threads
+    (the work is I/O and hashing, which release the GIL)."""
+    with ThreadPoolExecutor(hashing_threads()) as pool:
+        found = list(pool.map(lambda key: read_hash_probe(store.uri, [key], probe)[0], keys))
+    progress(len(keys))
+    return found
 
 
 def listing_frame(listing: Listing) -> pl.DataFrame:
@@ -223,14 +223,18 @@ def cached_hashes(lake: LakeResource) -> pl.DataFrame:
     return cached.with_columns(missing).select(list(CACHE_SCHEMA))
 
 
-def facts_frame(results: dict[str, Facts]) -> pl.DataFrame:
-    """Read results as (key, sha256, probe columns)."""
+def facts_frame(keys: list[str], facts: list[Facts]) -> pl.DataFrame:
+    """Read results as (key, sha256, probe columns), built column by column."""
     blank = (None, None, None, None)
-    rows = [
-        (key, sha, facts is not None, *(facts or blank)) for key, (sha, facts) in results.items()
-    ]
+    probes = [found or blank for _, found in facts]
     return pl.DataFrame(
-        rows, schema={"key": pl.String, "sha256": pl.String, **PROBE_SCHEMA}, orient="row"
+        {
+            "key": keys,
+            "sha256": [sha for sha, _ in facts],
+            "probed": [found is not None for _, found in facts],
+            **{name: [p[i] for p in probes] for i, name in enumerate(list(PROBE_SCHEMA)[1:])},
+        },
+        schema={"key": pl.String, "sha256": pl.String, **PROBE_SCHEMA},
     )
 
 
@@ -252,22 +256,70 @@ def object_hashes(
     (none when nothing was read), so the registry step after the observation reads
     nothing again. `log` gets steady progress lines.
     """
-    listing = listing_frame(store.listing(prefix))
     cached = cached_hashes(lake)
-    known = listing.join(cached.drop("size"), on=["key", "stamp"], how="left")
-    needs_read = pl.col("sha256").is_null()
+    complete = pl.col("sha256").is_not_null()
     if probe:
-        needs_read = needs_read | pl.col("probed").is_null()
-    stale = known.filter(needs_read)
+        complete = complete & pl.col("probed").is_not_null()
+    sink = log or (lambda line: None)
+    if is_s3(store.uri):
+        return listed_hashes(store, lake, prefix, cached, complete, commit_info, probe, sink)
+    # a local store: listed by name only; each file's stat, compared with the cache's
+    # stamp, and its read if that differs, happen together in `scan_objects`
+    keys = pl.DataFrame({"key": store.listing(prefix, stat=False).keys}, schema={"key": pl.String})
+    known = keys.sort("key").join(
+        cached.filter(complete).drop("size"), on="key", how="left", maintain_order="left"
+    )
+    order = known.get_column("key").to_list()
+    with Progress("hashing", len(order), sink, unit="objects") as progress:
+        scanned = scan_objects(
+            store, order, known.get_column("stamp").to_list(), probe, progress.advance
+        )
+    read = [i for i, (_, _, facts) in enumerate(scanned) if facts is not None]
+    now = known.with_columns(
+        size=pl.Series([size for size, _, _ in scanned], dtype=pl.Int64),
+        stamp=pl.Series([stamp for _, stamp, _ in scanned], dtype=pl.String),
+    )
+    fresh = (
+        now.select("key", "size", "stamp")[read]
+        .join(
+            facts_frame([order[i] for i in read], [scanned[i][2] for i in read]),  # type: ignore[misc]
+            on="key",
+            maintain_order="left",
+        )
+        .select(list(CACHE_SCHEMA))
+    )
+    if not fresh.is_empty():
+        lake.upsert(HASH_CACHE_TABLE, fresh, key=["key"], commit_info=commit_info)
+    unchanged = now.filter(~pl.col("key").is_in(fresh.get_column("key").implode()))
+    hashed = pl.concat([unchanged.select(list(CACHE_SCHEMA)), fresh])
+    return Hashed(hashed.sort("key"), fresh.height)
+
+
+def listed_hashes(
+    store: ObjectStoreResource,
+    lake: LakeResource,
+    prefix: str,
+    cached: pl.DataFrame,
+    complete: pl.Expr,
+    commit_info: dict[str, str],
+    probe: bool,
+    sink: Sink,
+) -> Hashed:
+    """`object_hashes` of a remote store: listed with stamps (etags), then the objects
+    whose stamp is not the cache's are read."""
+    listing = listing_frame(store.listing(prefix))
+    known = listing.join(cached.drop("size"), on=["key", "stamp"], how="left")
+    stale = known.filter(~complete)
     if stale.is_empty():
         return Hashed(known.select(list(CACHE_SCHEMA)), 0)
-    with Progress("hashing", stale.height, log or (lambda line: None), unit="objects") as progress:
-        results = read_objects(store, stale.select("key", "size"), probe, progress.advance)
-    fresh = stale.select("key", "size", "stamp").join(facts_frame(results), on="key")
+    keys = stale.get_column("key").to_list()
+    with Progress("hashing", len(keys), sink, unit="objects") as progress:
+        facts = read_objects(store, keys, probe, progress.advance)
+    fresh = stale.select("key", "size", "stamp").join(facts_frame(keys, facts), on="key")
     lake.upsert(
         HASH_CACHE_TABLE, fresh.select(list(CACHE_SCHEMA)), key=["key"], commit_info=commit_info
     )
     hashed = pl.concat(
-        [known.filter(~needs_read).select(list(CACHE_SCHEMA)), fresh.select(list(CACHE_SCHEMA))]
+        [known.filter(complete).select(list(CACHE_SCHEMA)), fresh.select(list(CACHE_SCHEMA))]
     )
     return Hashed(hashed.sort("key"), stale.height)

@@ -207,10 +207,16 @@ def open_folder(root: str, folder: str) -> int:
     return open_below(root, folder)
 
 
-def read_listed(root: str, folder: int, key: str, name: str, size: int) -> bytes:
-    """All bytes of the listed file `name` in the open folder `folder`. The name has no
-    `/`, and O_NOFOLLOW refuses a link put in its place since the listing (listings never
-    name links), so what is read is the file below `root` that the key names."""
+def file_stamp(stat: os.stat_result) -> str:
+    """A local file's stamp, as `ObjectStoreResource.list` gives it: its size and mtime."""
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def read_listed(root: str, folder: int, key: str, name: str) -> tuple[bytes, os.stat_result]:
+    """All bytes of the listed file `name` in the open folder `folder`, and its stat from
+    the open file (so the stamp is that of the bytes read). The name has no `/`, and
+    O_NOFOLLOW refuses a link put in its place since the listing (listings never name
+    links), so what is read is the file below `root` that the key names."""
     try:
         descriptor = os.open(name, FILE_FLAGS, dir_fd=folder)
     except OSError as exc:
@@ -219,13 +225,13 @@ def read_listed(root: str, folder: int, key: str, name: str, size: int) -> bytes
             raise UnsafeKeyError(link) from exc
         raise
     try:
-        # one read when the size is the listed one; a file that changed size since the
-        # listing is read to its end
-        data = os.read(descriptor, size + 1)
-        if len(data) != size:
+        stat = os.fstat(descriptor)
+        # one read when the size is the one just seen; a file that grew is read to its end
+        data = os.read(descriptor, stat.st_size + 1)
+        if len(data) != stat.st_size:
             while chunk := os.read(descriptor, 1 << 20):
                 data += chunk
-        return data
+        return data, stat
     finally:
         os.close(descriptor)
 
@@ -245,22 +251,33 @@ def by_folder(keys: Sequence[str]) -> Iterator[tuple[str, list[int]]]:
         yield folder, run
 
 
-def read_local_facts(
-    root: str, keys: Sequence[str], sizes: Sequence[int], probe: bool
-) -> list[Facts]:
-    """`read_hash_probe` for listed files of the local store `root` (with their listed
-    sizes): each folder opened and checked once, each file opened by name in it and read
-    in one call, since for a few-kB photo the per-file path walk and check cost more than
-    hashing it. What a hashing worker process runs."""
-    found: list[Facts] = []
+# (size, stamp, facts): facts None when the stamp was the known one and nothing was read
+Scanned = tuple[int, str, Facts | None]
+
+
+def scan_local(
+    root: str, keys: Sequence[str], known: Sequence[str | None], probe: bool
+) -> list[Scanned]:
+    """Look at the listed files `keys` of the local store `root`: a file whose stamp is
+    its `known` one (the cache's) is only stat'ed; any other is read once, for its
+    SHA-256 and (if asked) its header probe. Each folder is opened and checked once and
+    each file looked at by name in it, since for a few-kB photo a path walk and check per
+    file cost more than hashing it. What a hashing worker process runs."""
+    found: list[Scanned] = []
     for folder, positions in by_folder(keys):
         descriptor = open_folder(root, folder)
         try:
             for position in positions:
                 key = checked_key(root, keys[position])
+                name = key.rpartition("/")[2]
+                if known[position] is not None:
+                    stat = os.stat(name, dir_fd=descriptor, follow_symlinks=False)
+                    if file_stamp(stat) == known[position]:
+                        found.append((stat.st_size, known[position], None))
+                        continue
                 failpoint("hash/object")
-                data = read_listed(root, descriptor, key, key.rpartition("/")[2], sizes[position])
-                found.append(hash_and_probe(data, probe))
+                data, stat = read_listed(root, descriptor, key, name)
+                found.append((stat.st_size, file_stamp(stat), hash_and_probe(data, probe)))
         finally:
             os.close(descriptor)
     return found
