@@ -3,11 +3,12 @@
 An object whose size and mtime/etag are unchanged since the last look is not
 read again; its SHA-256 (and, for photos, its header probe, taken from the same
 bytes) comes from the `_object_hashes` Delta table. New and changed objects are
-read once each: big or remote ones in threads (hashlib and I/O release the GIL),
-many small local files in worker processes started as `python -m
-lakehouse.sources.read_worker` (not by multiprocessing, whose children import the
-parent's `__main__`: Dagster and more), which import neither Dagster nor polars, a
-few thousand small ones in this process.
+read once each. A local store is listed by name; each file's stat, its comparison
+with the cached stamp and, if it changed, its read happen together, from 20k files in
+worker processes started as `python -m lakehouse.sources.read_worker` (not by
+multiprocessing, whose children import the parent's `__main__`: Dagster and more),
+which import neither Dagster nor polars. Remote objects are listed with their etags
+and read in threads (I/O and hashlib release the GIL).
 """
 
 from __future__ import annotations
