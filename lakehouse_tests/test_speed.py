@@ -17,13 +17,16 @@ import psutil
 import pytest
 
 from lakehouse.failpoints import CRASH_VAR
+from lakehouse.lake import LakeResource
 from lakehouse.lake.tables import OBJECT_HASHES, RAW_OBJECTS
 from lakehouse.resources import ObjectStoreResource
 from lakehouse.resources.keys import UnsafeKeyError
+from lakehouse.sources import hashing
 from lakehouse.sources.contract import PHOTO_PREFIX
-from lakehouse.sources.hashing import cached_hashes, listing_frame, scan_objects
+from lakehouse.sources.hashing import cached_hashes, listing_frame, object_hashes, scan_objects
 from lakehouse.sources.probe import probe_object, read_hash_probe
 from lakehouse_tests.conftest import DEMO_FIRST, DEMO_LAST, DemoLake, Lakehouse
+from lakehouse_tests.servers.s3 import aws_settings, s3_server
 from lakehouse_tests.test_hostile_input import HOSTILE_OBJECTS
 from lakehouse_tests.test_images_decode import encoded, noisy_photo
 
@@ -251,3 +254,32 @@ def test_a_worker_killed_mid_read_fails_the_read(
         scan_objects(store, keys, [None] * len(keys), probe=True, workers=2)
     left = [p.cmdline() for p in psutil.Process().children(recursive=True)]
     assert not [line for line in left if "lakehouse.sources.read_worker" in line], left
+
+
+def test_local_and_remote_stores_give_the_same_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`object_hashes` of the hostile store read locally (names, then stat and read in
+    one pass, in two worker processes here) and of the same objects in S3 (listing with
+    etags, threads): the same keys, sizes, hashes and probe facts; a second look at
+    either reads nothing and commits nothing."""
+    store = hostile_store(tmp_path / "store")
+    (tmp_path / "store" / "photos/new\nline.png").unlink()  # moto answers 404 to such a key
+    facts = ["key", "size", "sha256", "probed", "media_type", "width", "height", "reason"]
+    with s3_server(("sources-bucket",)) as endpoint:
+        for name, value in aws_settings(endpoint).items():
+            monkeypatch.setenv(name, value)
+        remote = ObjectStoreResource(uri="s3://sources-bucket/world")
+        remote.mirror(tmp_path / "store", (PHOTO_PREFIX,))
+        monkeypatch.setattr(hashing, "PROCESSES_FROM", 1)  # the worker path, on a few files
+        results = {}
+        for side, source in (("local", store), ("remote", remote)):
+            lake = LakeResource(root=str(tmp_path / f"lake-{side}"))
+            first = object_hashes(source, lake, PHOTO_PREFIX, {}, probe=True)
+            version = lake.version(OBJECT_HASHES)
+            again = object_hashes(source, lake, PHOTO_PREFIX, {}, probe=True)
+            assert first.hashed_now == first.objects.height and again.hashed_now == 0, side
+            assert lake.version(OBJECT_HASHES) == version, f"{side}: no commit when nothing read"
+            assert again.objects.equals(first.objects), side
+            results[side] = first.objects.select(facts)
+    assert results["local"].equals(results["remote"])
