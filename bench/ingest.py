@@ -4,17 +4,21 @@ Target: ingest at least as fast as `xargs -P2 -n 256 sha256sum`, i.e. ratio ours
 Without `-n`, xargs fills a 128 KiB command line before it starts a process, so on a
 few thousand files only one `sha256sum` runs (see VERIFIED.md); `-n 256` makes both run.
 
-    .venv/bin/python -m bench.ingest [--photos N] [--keep DIR] [--repeats R] [--profile]
+    .venv/bin/python -m bench.ingest [--photos N] [--keep DIR] [--repeats R] [--profile] [--stages]
 
 Each measurement runs R times (on a fresh lake for ours) and the best time counts.
+`--stages` times each stage of our ingest alone on the same files, back to back, in
+microseconds per file (CPU time of this process and its workers, and wall time).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import hashlib
 import io
 import math
+import os
 import pstats
 import shlex
 import subprocess
@@ -31,7 +35,15 @@ from bench.common import Result, run_in_workdir
 from lakehouse.demo.world import generate_world
 from lakehouse.lake import LakeResource
 from lakehouse.resources import ObjectStoreResource
-from lakehouse.sources.hashing import hashing_threads, object_hashes
+from lakehouse.sources.hashing import (
+    facts_frame,
+    hashing_processes,
+    hashing_threads,
+    listing_frame,
+    object_hashes,
+    scan_objects,
+)
+from lakehouse.sources.probe import by_folder, header_facts, open_folder, read_listed
 
 PHOTO_PREFIX = "photos/"
 PER_CALL = 256  # paths per sha256sum call: two processes really run at once
@@ -59,6 +71,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep", type=Path, help="write sources and lakes here and keep them")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (best wins)")
     parser.add_argument("--profile", action="store_true", help="cProfile one raw_objects run")
+    parser.add_argument("--stages", action="store_true", help="time each stage alone")
     return parser.parse_args()
 
 
@@ -166,7 +179,7 @@ def time_peer(photos_dir: Path, procs: int, per_call: int | None, repeats: int) 
 def measure_ours(work: Path, sources: Path, files: int, repeats: int) -> list[Timing]:
     full, step = time_materialize(work, sources, repeats)
     hashing = time_hash_phase(work, sources, files, repeats)
-    cap = f"pool of {hashing_threads()} for big/remote objects"
+    cap = f"{hashing_processes()} worker processes from 20k files"
     return [
         Timing("raw_objects", "dagster materialize: hash + probe + Delta writes", full, files),
         Timing("raw_objects step", "same runs, the asset's step only (no run setup)", step, files),
@@ -230,6 +243,99 @@ def profile_raw_objects(work: Path, sources: Path, top: int = 30) -> None:
         print(text.getvalue())
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the worker processes)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def stage(name: str, files: int, work: Callable[[], object]) -> object:
+    """Run `work` once; print its CPU and wall microseconds per file."""
+    cpu, wall = cpu_seconds(), time.perf_counter()
+    result = work()
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    print(f"{name:<60} {cpu / files * 1e6:7.2f} {wall / files * 1e6:7.2f}")
+    return result
+
+
+def read_all(root: str, keys: list[str]) -> list[bytes]:
+    """Every listed file's bytes, as the workers read them (folder by folder, by name)."""
+    found = []
+    for folder, positions in by_folder(keys):
+        descriptor = open_folder(root, folder)
+        try:
+            for i in positions:
+                found.append(read_listed(root, descriptor, keys[i], keys[i].rpartition("/")[2])[0])
+        finally:
+            os.close(descriptor)
+    return found
+
+
+def time_stages(work: Path, sources: Path) -> None:
+    """Each stage of the ingest alone, on the same files, back to back (µs per file)."""
+    store = ObjectStoreResource(uri=str(sources))
+    files = photo_files(sources)
+    load = os.getloadavg()[0]
+    print(f"\n{f'stage ({files} files, load {load:.1f})':<60} {'cpu µs':>7} {'wall µs':>7}")
+    stage(
+        "list with stat (scandir by folder, stat by name), frame",
+        files,
+        lambda: listing_frame(store.listing(PHOTO_PREFIX)),
+    )
+    keys = stage(
+        "list names only (what a local ingest lists), sorted",
+        files,
+        lambda: sorted(store.listing(PHOTO_PREFIX, stat=False).keys),
+    )
+    assert isinstance(keys, list)
+    unknown: list[str | None] = [None] * len(keys)
+    datas = stage(
+        "open by name in its folder + fstat + read (one process)",
+        files,
+        lambda: read_all(str(sources), keys),
+    )
+    assert isinstance(datas, list)
+    stage("sha256 hexdigest", files, lambda: [hashlib.sha256(d).hexdigest() for d in datas])
+    stage(
+        "header probe (header_facts; PIL only where it must judge)",
+        files,
+        lambda: [header_facts(d) for d in datas],
+    )
+    stage(
+        "scan: stat + read + hash + probe, this process (one worker's work)",
+        files,
+        lambda: scan_objects(store, keys, unknown, True, workers=1),
+    )
+    workers = hashing_processes()
+    scanned = stage(
+        f"scan: the same in {workers} worker processes (starts and pickles included)",
+        files,
+        lambda: scan_objects(store, keys, unknown, True, workers=workers),
+    )
+    assert isinstance(scanned, list)
+    stage(
+        "frame of the facts",
+        files,
+        lambda: facts_frame(keys, [facts for _, _, facts in scanned]),
+    )
+    stage(
+        "object_hashes on a fresh lake (list + scan + frames + cache Delta write)",
+        files,
+        lambda: hash_phase(sources, fresh_lake(work), files),
+    )
+    asset = load_raw_objects()
+    stage(
+        "raw_objects: dagster materialize (+ registry, quarantine writes, run setup)",
+        files,
+        lambda: materialize_raw_objects(asset, sources, fresh_lake(work)),
+    )
+    stage(
+        f"peer: find | xargs -P2 -n {PER_CALL} sha256sum",
+        files,
+        lambda: run_shell(peer_command(sources / "photos", 2, PER_CALL)),
+    )
+
+
 def photo_files(sources: Path) -> int:
     return sum(1 for p in (sources / "photos").rglob("*") if p.is_file())
 
@@ -264,6 +370,8 @@ def run(work: Path, args: argparse.Namespace) -> None:
     ours = measure_ours(work, sources, files, args.repeats)
     peers = measure_peers(photos_dir, files, args.repeats)
     print_report(ours, peers)
+    if args.stages:
+        time_stages(work, sources)
     if args.profile:
         profile_raw_objects(work, sources)
 

@@ -6,17 +6,29 @@ lake's own records (Delta commit metrics and table versions).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+from dataclasses import astuple
 from pathlib import Path
 
 import polars as pl
+import psutil
 import pytest
 
+from lakehouse.failpoints import CRASH_VAR
+from lakehouse.lake import LakeResource
 from lakehouse.lake.tables import OBJECT_HASHES, RAW_OBJECTS
-from lakehouse.sources.hashing import cached_hashes
-from lakehouse.sources.probe import probe_object
+from lakehouse.resources import ObjectStoreResource
+from lakehouse.resources.keys import UnsafeKeyError
+from lakehouse.sources import hashing
+from lakehouse.sources.contract import PHOTO_PREFIX
+from lakehouse.sources.hashing import cached_hashes, listing_frame, object_hashes, scan_objects
+from lakehouse.sources.probe import probe_object, read_hash_probe
 from lakehouse_tests.conftest import DEMO_FIRST, DEMO_LAST, DemoLake, Lakehouse
+from lakehouse_tests.servers.s3 import aws_settings, s3_server
+from lakehouse_tests.test_hostile_input import HOSTILE_OBJECTS
+from lakehouse_tests.test_images_decode import encoded, noisy_photo
 
 pytestmark = pytest.mark.speed
 
@@ -181,3 +193,102 @@ def test_augmented_tensors_are_written_in_bounded_row_groups(demo_lake: DemoLake
     ]
     assert sum(groups) == table.count()  # type: ignore[union-attr]
     assert max(groups) <= bound < sum(groups)
+
+
+def hostile_store(root: Path) -> ObjectStoreResource:
+    """A store of good photos in several folders and every hostile object of the
+    hostile-input test (empty, truncated, GIF, HTML, bomb, odd keys)."""
+    for _, key, data, _ in HOSTILE_OBJECTS:
+        target = root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data())
+    for n in range(24):
+        target = root / f"photos/2026/{n % 3:02d}/{n:04d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(encoded(noisy_photo(n, (20 + n, 10 + n)), "PNG" if n % 2 else "JPEG"))
+    return ObjectStoreResource(uri=str(root))
+
+
+def test_worker_processes_read_what_one_process_reads(tmp_path: Path) -> None:
+    """The parallel read path (worker processes, each folder opened once, files by name)
+    gives the same sizes, stamps, hashes, probe facts and refusal reasons as one process
+    and as the per-key reader; a file whose stamp is the known one is not read; a file
+    swapped for a link after the listing is refused."""
+    store = hostile_store(tmp_path / "store")
+    listing = listing_frame(store.listing(PHOTO_PREFIX))
+    keys, stamps = listing["key"].to_list(), listing["stamp"].to_list()
+    unknown: list[str | None] = [None] * len(keys)
+    one = scan_objects(store, keys, unknown, probe=True, workers=1)
+    many = scan_objects(store, keys, unknown, probe=True, workers=3)
+    assert many == one and len(one) == len(keys)
+    assert [stamp for _, stamp, _ in one] == stamps, "the stamps the listing gives"
+    assert [facts for _, _, facts in one] == read_hash_probe(store.uri, keys, probe=True)
+    for key, (size, _, (sha, facts)) in zip(keys, one, strict=True):  # type: ignore[misc]
+        data = (tmp_path / "store" / key).read_bytes()
+        assert (size, sha) == (len(data), hashlib.sha256(data).hexdigest())
+        assert facts == astuple(probe_object(data))
+    facts_of = {key: facts for key, (_, _, (_, facts)) in zip(keys, one, strict=True)}  # type: ignore[misc]
+    reasons = {key: facts[3] for key, facts in facts_of.items() if facts[3]}
+    for case, key, _, reason in HOSTILE_OBJECTS:
+        if reason is None or reason == "truncated":  # a cut JPEG is refused when decoded
+            assert key not in reasons, case
+        else:
+            assert reason in reasons[key], (case, reasons.get(key))
+    # known stamps: nothing read but the one file whose stamp is not its known one
+    known: list[str | None] = [*stamps[:-1], "0:0"]
+    for workers in (1, 3):
+        scanned = scan_objects(store, keys, known, probe=True, workers=workers)
+        assert [facts is None for _, _, facts in scanned] == [True] * (len(keys) - 1) + [False]
+        assert scanned[-1] == one[-1]
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(b"not yours")
+    swapped = tmp_path / "store" / keys[-1]
+    swapped.unlink()
+    swapped.symlink_to(outside)
+    for workers in (1, 3):
+        with pytest.raises(UnsafeKeyError, match="symbolic link"):
+            scan_objects(store, keys, unknown, probe=True, workers=workers)
+
+
+def test_a_worker_killed_mid_read_fails_the_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker process that dies (here SIGKILLed at its 3rd object by the failpoint the
+    crash tests use) fails the whole read with one line naming its exit status: no
+    partial answer, and no worker left behind."""
+    store = hostile_store(tmp_path / "store")
+    keys = sorted(store.listing(PHOTO_PREFIX).keys)
+    monkeypatch.setenv(CRASH_VAR, "hash/object:3")
+    with pytest.raises(RuntimeError, match=r"hashing worker exited with status -9"):
+        scan_objects(store, keys, [None] * len(keys), probe=True, workers=2)
+    left = [p.cmdline() for p in psutil.Process().children(recursive=True)]
+    assert not [line for line in left if "lakehouse.sources.read_worker" in line], left
+
+
+def test_local_and_remote_stores_give_the_same_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`object_hashes` of the hostile store read locally (names, then stat and read in
+    one pass, in two worker processes here) and of the same objects in S3 (listing with
+    etags, threads): the same keys, sizes, hashes and probe facts; a second look at
+    either reads nothing and commits nothing."""
+    store = hostile_store(tmp_path / "store")
+    (tmp_path / "store" / "photos/new\nline.png").unlink()  # moto answers 404 to such a key
+    facts = ["key", "size", "sha256", "probed", "media_type", "width", "height", "reason"]
+    with s3_server(("sources-bucket",)) as endpoint:
+        for name, value in aws_settings(endpoint).items():
+            monkeypatch.setenv(name, value)
+        remote = ObjectStoreResource(uri="s3://sources-bucket/world")
+        remote.mirror(tmp_path / "store", (PHOTO_PREFIX,))
+        monkeypatch.setattr(hashing, "PROCESSES_FROM", 1)  # the worker path, on a few files
+        results = {}
+        for side, source in (("local", store), ("remote", remote)):
+            lake = LakeResource(root=str(tmp_path / f"lake-{side}"))
+            first = object_hashes(source, lake, PHOTO_PREFIX, {}, probe=True)
+            version = lake.version(OBJECT_HASHES)
+            again = object_hashes(source, lake, PHOTO_PREFIX, {}, probe=True)
+            assert first.hashed_now == first.objects.height and again.hashed_now == 0, side
+            assert lake.version(OBJECT_HASHES) == version, f"{side}: no commit when nothing read"
+            assert again.objects.equals(first.objects), side
+            results[side] = first.objects.select(facts)
+    assert results["local"].equals(results["remote"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -27,16 +27,57 @@ class ObjectInfo:
     stamp: str
 
 
-def collect_files(directory: str, strip: int, found: list[ObjectInfo]) -> None:
-    """Append every file below `directory` (keys relative to the root, `/`-separated)."""
-    with os.scandir(directory) as entries:
+@dataclass(frozen=True)
+class Listing:
+    """Listed objects as columns, in no particular order: what a big listing is kept as
+    (one Python object per column, not per object)."""
+
+    keys: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    stamps: list[str] = field(default_factory=list)
+
+    def objects(self) -> list[ObjectInfo]:
+        """One ObjectInfo per object, sorted by key."""
+        found = map(ObjectInfo, self.keys, self.sizes, self.stamps)
+        return sorted(found, key=lambda info: info.key)
+
+
+FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def scan_folder(descriptor: int, prefix: str, listing: Listing, stat: bool = True) -> None:
+    """Add every file below the open folder `descriptor` (keys `prefix` + the path below
+    it, `/`-separated), with its size and stamp if `stat`. Entries are looked at by name
+    in their open folder (a `stat` by name, not a walk of the whole path each), and links
+    are never followed."""
+    with os.scandir(descriptor) as entries:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
-                collect_files(entry.path, strip, found)
+                folder = os.open(entry.name, FOLDER_FLAGS, dir_fd=descriptor)
+                try:
+                    scan_folder(folder, f"{prefix}{entry.name}/", listing, stat)
+                finally:
+                    os.close(folder)
             elif entry.is_file(follow_symlinks=False):
-                stat = entry.stat()
-                key = entry.path[strip:].replace(os.sep, "/")
-                found.append(ObjectInfo(key, stat.st_size, f"{stat.st_size}:{stat.st_mtime_ns}"))
+                listing.keys.append(prefix + entry.name)
+                if stat:
+                    found = entry.stat(follow_symlinks=False)
+                    listing.sizes.append(found.st_size)
+                    listing.stamps.append(f"{found.st_size}:{found.st_mtime_ns}")
+
+
+def list_local(root: str, prefix: str, stat: bool = True) -> Listing:
+    """Every file below the folder `root/prefix` (none if there is no such folder), keyed
+    relative to `root`; without `stat`, keys only."""
+    listing = Listing()
+    base = os.path.join(root, prefix) if prefix else root
+    if os.path.isdir(base):
+        descriptor = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            scan_folder(descriptor, prefix.rstrip("/") + "/" if prefix else "", listing, stat)
+        finally:
+            os.close(descriptor)
+    return listing
 
 
 def is_utf8(name: str) -> bool:
@@ -57,18 +98,25 @@ class ObjectStoreResource(dg.ConfigurableResource):
         """Every object whose key starts with `prefix`, sorted by key."""
         if is_s3(self.uri):
             return self._list_s3(prefix)
-        root = str(self._local_root())
-        base = os.path.join(root, prefix) if prefix else root
-        found: list[ObjectInfo] = []
-        if os.path.isdir(base):
-            collect_files(base, len(root) + 1, found)
-        unnamed = [os.fsencode(info.key) for info in found if not is_utf8(info.key)]
+        return self.listing(prefix).objects()
+
+    def listing(self, prefix: str, stat: bool = True) -> Listing:
+        """`list` as columns, unsorted: for many objects, a few µs less each. A local
+        store without `stat` gives keys only (whoever reads the files stats them, in
+        parallel: `lakehouse.sources.probe.scan_local`)."""
+        if is_s3(self.uri):
+            found = self._list_s3(prefix)
+            return Listing(
+                [o.key for o in found], [o.size for o in found], [o.stamp for o in found]
+            )
+        listing = list_local(str(self._local_root()), prefix, stat)
+        unnamed = [os.fsencode(key) for key in listing.keys if not is_utf8(key)]
         if unnamed:
             raise SettingError(
                 f"{SOURCES_VAR}={self.uri!r}: object names must be UTF-8 to be keys; "
                 f"rename {unnamed[:5]}"
             )
-        return sorted(found, key=lambda info: info.key)
+        return listing
 
     def read(self, key: str) -> bytes:
         return read_object(self.uri, key)
@@ -98,10 +146,9 @@ class ObjectStoreResource(dg.ConfigurableResource):
         """
         location, client = parse_s3(self.uri), s3_client()
         present = {info.key: info.stamp for prefix in prefixes for info in self.list(prefix)}
-        wanted: list[ObjectInfo] = []
-        for prefix in prefixes:
-            if (local_root / prefix).is_dir():
-                collect_files(str(local_root / prefix), len(str(local_root)) + 1, wanted)
+        wanted = [
+            info for prefix in prefixes for info in list_local(str(local_root), prefix).objects()
+        ]
         uploaded = 0
         for info in wanted:
             data = (local_root / info.key).read_bytes()

@@ -3,27 +3,36 @@
 An object whose size and mtime/etag are unchanged since the last look is not
 read again; its SHA-256 (and, for photos, its header probe, taken from the same
 bytes) comes from the `_object_hashes` Delta table. New and changed objects are
-read once each: big or remote ones in threads (hashlib and I/O release the GIL),
-many small local files in spawned worker processes that import neither Dagster
-nor polars (`lakehouse.sources.probe`), a few small ones inline.
+read once each. A local store is listed by name; each file's stat, its comparison
+with the cached stamp and, if it changed, its read happen together, from 20k files in
+worker processes started as `python -m lakehouse.sources.read_worker` (not by
+multiprocessing, whose children import the parent's `__main__`: Dagster and more),
+which import neither Dagster nor polars. Remote objects are listed with their etags
+and read in threads (I/O and hashlib release the GIL).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import pickle
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import polars as pl
 
+import lakehouse
 from lakehouse.lake import LakeResource
 from lakehouse.progress import Progress
-from lakehouse.resources.object_store import ObjectInfo, ObjectStoreResource
+from lakehouse.resources.object_store import Listing, ObjectStoreResource
 from lakehouse.settings import is_s3
-from lakehouse.sources.probe import Facts, read_hash_probe
+from lakehouse.sources.probe import Facts, Scanned, read_hash_probe, scan_local
 
 HASH_CACHE_TABLE = "_object_hashes"
 HASH_SCHEMA = {"key": pl.String, "size": pl.Int64, "stamp": pl.String, "sha256": pl.String}
@@ -36,10 +45,11 @@ PROBE_SCHEMA = {
     "reason": pl.String,
 }
 CACHE_SCHEMA = {**HASH_SCHEMA, **PROBE_SCHEMA}
-INLINE_HASH_BYTES = 1 << 20
-# small local objects: below this many, spawning workers (~0.5 s) costs more than it saves
+# small local objects: below this many, this process reads them (~10 µs each) sooner
+# than two worker processes start (~60 ms of interpreter and imports each) and share them
 PROCESSES_FROM = 20_000
-KEYS_PER_TASK = 1024
+KEYS_PER_TASK = 1024  # progress steps in this process
+KEYS_PER_PART = 10_000  # what a worker process is asked for at a time (progress steps)
 Sink = Callable[[str], None]
 
 
@@ -59,60 +69,147 @@ class Hashed:
     hashed_now: int
 
 
-def chunks(keys: Sequence[str], size: int) -> Iterator[list[str]]:
-    iterator = iter(keys)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+def worker_env() -> dict[str, str]:
+    """This process's environment, with the folder this `lakehouse` package came from
+    first on the path, so a worker runs the same code as its parent."""
+    package_home = os.path.dirname(os.path.dirname(os.path.abspath(lakehouse.__file__)))
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([package_home, *([path] if path else [])])}
+
+
+class ReadWorker:
+    """One `lakehouse.sources.read_worker` process, asked for one part of the keys at a
+    time; its error, if it raised one, is raised here."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lakehouse.sources.read_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=worker_env(),
+        )
+
+    def scan(
+        self, root: str, keys: list[str], known: list[str | None], probe: bool
+    ) -> list[Scanned]:
+        requests, answers = self.process.stdin, self.process.stdout
+        assert requests is not None and answers is not None
+        try:
+            pickle.dump((root, keys, known, probe), requests, protocol=pickle.HIGHEST_PROTOCOL)
+            requests.flush()
+            ok, answer = pickle.load(answers)
+        except (BrokenPipeError, EOFError) as exc:
+            status = self.process.wait()
+            raise RuntimeError(
+                f"hashing worker exited with status {status} reading {len(keys)} objects "
+                f"from {keys[0]!r}"
+            ) from exc
+        if not ok:
+            raise answer
+        return answer
+
+    def close(self) -> None:
+        """End the worker: it exits at the end of its input (or, were it still writing
+        an answer nobody reads, on the closed pipe) and is waited for."""
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe:
+                with contextlib.suppress(BrokenPipeError):
+                    pipe.close()
+        self.process.wait()
+
+
+def scan_local_files(
+    root: str,
+    keys: list[str],
+    known: list[str | None],
+    probe: bool,
+    workers: int,
+    progress: Callable[[int], None],
+) -> list[Scanned]:
+    """`scan_local` over `keys` (with their known stamps), in order: in this process, or
+    in parts of `KEYS_PER_PART` (whole folders mostly) shared by `workers` processes."""
+    step = KEYS_PER_TASK if workers <= 1 else KEYS_PER_PART
+    parts = [slice(start, start + step) for start in range(0, len(keys), step)]
+    if workers <= 1:
+        found: list[Scanned] = []
+        for part in parts:
+            found += scan_local(root, keys[part], known[part], probe)
+            progress(len(keys[part]))
+        return found
+    answers: dict[int, list[Scanned]] = {}
+    todo, lock, stop = iter(enumerate(parts)), threading.Lock(), threading.Event()
+    # what the workers' threads did, for this thread: parts' sizes, or the error raised
+    finished: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
+
+    def drain() -> None:
+        worker = ReadWorker()
+        try:
+            while not stop.is_set():
+                with lock:
+                    number, part = next(todo, (-1, slice(0)))
+                if number < 0:
+                    return
+                answers[number] = worker.scan(root, keys[part], known[part], probe)
+                finished.put(len(answers[number]))
+        except BaseException as exc:
+            finished.put(exc)
+        finally:
+            worker.close()
+
+    threads = [threading.Thread(target=drain) for _ in range(min(workers, len(parts)))]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in parts:
+            done = finished.get()
+            if isinstance(done, BaseException):
+                raise done
+            progress(done)  # from this thread: a step's log is not written from others
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return list(itertools.chain.from_iterable(answers[n] for n in range(len(parts))))
+
+
+def scan_objects(
+    store: ObjectStoreResource,
+    keys: list[str],
+    known: list[str | None],
+    probe: bool,
+    progress: Callable[[int], None] = lambda n: None,
+    workers: int | None = None,
+) -> list[Scanned]:
+    """(size, stamp, facts or None if unchanged) of the local store's files `keys`, each
+    stat'ed and, unless its stamp is its `known` one, read once. Their cost is mostly
+    Python (a 4 kB photo), so many go to `workers` worker processes (by default
+    `hashing_processes()` from `PROCESSES_FROM` files), a few stay in this process."""
+    if workers is None:
+        workers = hashing_processes() if len(keys) >= PROCESSES_FROM else 1
+    return scan_local_files(store.uri, keys, known, probe, workers, progress)
 
 
 def read_objects(
     store: ObjectStoreResource,
-    stale: pl.DataFrame,
+    keys: list[str],
     probe: bool,
     progress: Callable[[int], None] = lambda n: None,
-) -> dict[str, Facts]:
-    """(sha256, probe facts) by key of the `stale` (key, size) objects, each read once.
-
-    Big local and all remote objects go to threads (the work releases the GIL); many
-    small local files go to worker processes in chunks, since opening, reading and
-    probing a 4 kB file is mostly Python; a few are read inline.
-    """
-    inline = pl.lit(False) if is_s3(store.uri) else pl.col("size") < INLINE_HASH_BYTES
-    small = stale.filter(inline).get_column("key").to_list()
-    large = stale.filter(~inline).get_column("key").to_list()
-    results: dict[str, Facts] = {}
-    workers = hashing_processes()
-    if len(small) >= PROCESSES_FROM and workers > 1:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            parts = list(chunks(small, KEYS_PER_TASK))
-            found = pool.map(
-                read_hash_probe, itertools.repeat(store.uri), parts, itertools.repeat(probe)
-            )
-            for part, facts in zip(parts, found, strict=True):
-                results.update(zip(part, facts, strict=True))
-                progress(len(part))
-    else:
-        for keys in chunks(small, KEYS_PER_TASK):
-            results.update(zip(keys, read_hash_probe(store.uri, keys, probe), strict=True))
-            progress(len(keys))
-    if large:
-        with ThreadPoolExecutor(hashing_threads()) as pool:
-            found = pool.map(lambda key: read_hash_probe(store.uri, [key], probe)[0], large)
-            results.update(zip(large, found, strict=True))
-            progress(len(large))
-    return results
+) -> list[Facts]:
+    """(sha256, probe facts) of the remote objects `keys`, each read once, in threads
+    (the work is I/O and hashing, which release the GIL)."""
+    with ThreadPoolExecutor(hashing_threads()) as pool:
+        found = list(pool.map(lambda key: read_hash_probe(store.uri, [key], probe)[0], keys))
+    progress(len(keys))
+    return found
 
 
-def listing_frame(objects: list[ObjectInfo]) -> pl.DataFrame:
+def listing_frame(listing: Listing) -> pl.DataFrame:
+    """(key, size, stamp) of the listed objects, sorted by key (so each folder's files
+    are read together)."""
     return pl.DataFrame(
-        {
-            "key": [o.key for o in objects],
-            "size": [o.size for o in objects],
-            "stamp": [o.stamp for o in objects],
-        },
+        {"key": listing.keys, "size": listing.sizes, "stamp": listing.stamps},
         schema={k: v for k, v in HASH_SCHEMA.items() if k != "sha256"},
-    )
+    ).sort("key")
 
 
 def cached_hashes(lake: LakeResource) -> pl.DataFrame:
@@ -127,14 +224,18 @@ def cached_hashes(lake: LakeResource) -> pl.DataFrame:
     return cached.with_columns(missing).select(list(CACHE_SCHEMA))
 
 
-def facts_frame(results: dict[str, Facts]) -> pl.DataFrame:
-    """Read results as (key, sha256, probe columns)."""
+def facts_frame(keys: list[str], facts: list[Facts]) -> pl.DataFrame:
+    """Read results as (key, sha256, probe columns), built column by column."""
     blank = (None, None, None, None)
-    rows = [
-        (key, sha, facts is not None, *(facts or blank)) for key, (sha, facts) in results.items()
-    ]
+    probes = [found or blank for _, found in facts]
     return pl.DataFrame(
-        rows, schema={"key": pl.String, "sha256": pl.String, **PROBE_SCHEMA}, orient="row"
+        {
+            "key": keys,
+            "sha256": [sha for sha, _ in facts],
+            "probed": [found is not None for _, found in facts],
+            **{name: [p[i] for p in probes] for i, name in enumerate(list(PROBE_SCHEMA)[1:])},
+        },
+        schema={"key": pl.String, "sha256": pl.String, **PROBE_SCHEMA},
     )
 
 
@@ -156,22 +257,70 @@ def object_hashes(
     (none when nothing was read), so the registry step after the observation reads
     nothing again. `log` gets steady progress lines.
     """
-    listing = listing_frame(store.list(prefix))
     cached = cached_hashes(lake)
-    known = listing.join(cached.drop("size"), on=["key", "stamp"], how="left")
-    needs_read = pl.col("sha256").is_null()
+    complete = pl.col("sha256").is_not_null()
     if probe:
-        needs_read = needs_read | pl.col("probed").is_null()
-    stale = known.filter(needs_read)
+        complete = complete & pl.col("probed").is_not_null()
+    sink = log or (lambda line: None)
+    if is_s3(store.uri):
+        return listed_hashes(store, lake, prefix, cached, complete, commit_info, probe, sink)
+    # a local store: listed by name only; each file's stat, compared with the cache's
+    # stamp, and its read if that differs, happen together in `scan_objects`
+    keys = pl.DataFrame({"key": store.listing(prefix, stat=False).keys}, schema={"key": pl.String})
+    known = keys.sort("key").join(
+        cached.filter(complete).drop("size"), on="key", how="left", maintain_order="left"
+    )
+    order = known.get_column("key").to_list()
+    with Progress("hashing", len(order), sink, unit="objects") as progress:
+        scanned = scan_objects(
+            store, order, known.get_column("stamp").to_list(), probe, progress.advance
+        )
+    read = [i for i, (_, _, facts) in enumerate(scanned) if facts is not None]
+    now = known.with_columns(
+        size=pl.Series([size for size, _, _ in scanned], dtype=pl.Int64),
+        stamp=pl.Series([stamp for _, stamp, _ in scanned], dtype=pl.String),
+    )
+    fresh = (
+        now.select("key", "size", "stamp")[read]
+        .join(
+            facts_frame([order[i] for i in read], [scanned[i][2] for i in read]),  # type: ignore[misc]
+            on="key",
+            maintain_order="left",
+        )
+        .select(list(CACHE_SCHEMA))
+    )
+    if not fresh.is_empty():
+        lake.upsert(HASH_CACHE_TABLE, fresh, key=["key"], commit_info=commit_info)
+    unchanged = now.filter(~pl.col("key").is_in(fresh.get_column("key").implode()))
+    hashed = pl.concat([unchanged.select(list(CACHE_SCHEMA)), fresh])
+    return Hashed(hashed.sort("key"), fresh.height)
+
+
+def listed_hashes(
+    store: ObjectStoreResource,
+    lake: LakeResource,
+    prefix: str,
+    cached: pl.DataFrame,
+    complete: pl.Expr,
+    commit_info: dict[str, str],
+    probe: bool,
+    sink: Sink,
+) -> Hashed:
+    """`object_hashes` of a remote store: listed with stamps (etags), then the objects
+    whose stamp is not the cache's are read."""
+    listing = listing_frame(store.listing(prefix))
+    known = listing.join(cached.drop("size"), on=["key", "stamp"], how="left")
+    stale = known.filter(~complete)
     if stale.is_empty():
         return Hashed(known.select(list(CACHE_SCHEMA)), 0)
-    with Progress("hashing", stale.height, log or (lambda line: None), unit="objects") as progress:
-        results = read_objects(store, stale.select("key", "size"), probe, progress.advance)
-    fresh = stale.select("key", "size", "stamp").join(facts_frame(results), on="key")
+    keys = stale.get_column("key").to_list()
+    with Progress("hashing", len(keys), sink, unit="objects") as progress:
+        facts = read_objects(store, keys, probe, progress.advance)
+    fresh = stale.select("key", "size", "stamp").join(facts_frame(keys, facts), on="key")
     lake.upsert(
         HASH_CACHE_TABLE, fresh.select(list(CACHE_SCHEMA)), key=["key"], commit_info=commit_info
     )
     hashed = pl.concat(
-        [known.filter(~needs_read).select(list(CACHE_SCHEMA)), fresh.select(list(CACHE_SCHEMA))]
+        [known.filter(complete).select(list(CACHE_SCHEMA)), fresh.select(list(CACHE_SCHEMA))]
     )
     return Hashed(hashed.sort("key"), stale.height)

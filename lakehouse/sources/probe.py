@@ -6,15 +6,18 @@ hashing worker imports only this module (hashlib, PIL, the object read).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
 from lakehouse.failpoints import failpoint
+from lakehouse.resources.keys import UnsafeKeyError, checked_key, open_below, resolved_root
 from lakehouse.resources.reads import read_object
 
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
@@ -56,9 +59,12 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
         nxt = pos + 2 + length
         if length < 2 or nxt > end:
             return None
-        segment = data[pos + 4 : nxt]
+        if marker in JPEG_STORED:
+            pos = nxt
+            continue
         if marker == 0xDA:  # start of scan, read whole: PIL stops here
             return size
+        segment = data[pos + 4 : nxt]
         if marker in JPEG_SOF:
             if (
                 len(segment) < 6
@@ -83,7 +89,7 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
         elif marker == 0xEE:
             if segment.startswith(b"Adobe") and len(segment) < 7:
                 return None
-        elif marker not in JPEG_STORED:
+        else:
             return None
         pos = nxt
     return None
@@ -102,9 +108,10 @@ def png_size(data: bytes) -> tuple[int, int] | None:
     return int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
 
 
-def header_probe(data: bytes) -> ObjectProbe | None:
-    """The probe of a plain JPEG or PNG from its header bytes (a few µs, no PIL); None
-    where PIL must decide (any other bytes, an unusual header, a size near the bomb limit)."""
+def header_facts(data: bytes) -> tuple[str, int, int] | None:
+    """(media type, width, height) of a plain JPEG or PNG from its header bytes (a few
+    µs, no PIL); None where PIL must decide (any other bytes, an unusual header, a size
+    near the bomb limit)."""
     if data[:1] == b"\xff":
         media_type, size = "image/jpeg", jpeg_size(data)
     elif data[:1] == b"\x89":
@@ -117,7 +124,13 @@ def header_probe(data: bytes) -> ObjectProbe | None:
     limit = Image.MAX_IMAGE_PIXELS
     if width <= 0 or height <= 0 or (limit is not None and width * height > limit):
         return None
-    return ObjectProbe(media_type=media_type, width=width, height=height)
+    return media_type, width, height
+
+
+def header_probe(data: bytes) -> ObjectProbe | None:
+    """`header_facts` as a probe."""
+    facts = header_facts(data)
+    return None if facts is None else ObjectProbe(*facts)
 
 
 def probe_object(data: bytes) -> ObjectProbe:
@@ -162,11 +175,14 @@ Facts = tuple[str, tuple[str | None, int | None, int | None, str | None] | None]
 
 def hash_and_probe(data: bytes, probe: bool) -> Facts:
     """(sha256, probe facts or None) of one object's bytes."""
+    sha256 = hashlib.sha256(data).hexdigest()
     if not probe:
-        return hashlib.sha256(data).hexdigest(), None
-    found = probe_object(data)
-    facts = (found.media_type, found.width, found.height, found.reason)
-    return hashlib.sha256(data).hexdigest(), facts
+        return sha256, None
+    header = header_facts(data)  # as probe_object, without an object per photo
+    if header is not None:
+        return sha256, (*header, None)
+    found = pil_probe(data)
+    return sha256, (found.media_type, found.width, found.height, found.reason)
 
 
 def read_hash_probe(store_uri: str, keys: Sequence[str], probe: bool) -> list[Facts]:
@@ -176,4 +192,92 @@ def read_hash_probe(store_uri: str, keys: Sequence[str], probe: bool) -> list[Fa
     for key in keys:
         failpoint("hash/object")
         found.append(hash_and_probe(read_object(store_uri, key), probe))
+    return found
+
+
+# a listed file is opened by its name in its (checked) directory, never through a link
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_folder(root: str, folder: str) -> int:
+    """A descriptor of `folder` (a key prefix) below the local store `root`, checked once
+    as `open_below` checks a file: its real path, from the kernel, lies below `root`."""
+    if not folder:
+        return os.open(resolved_root(root), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return open_below(root, folder)
+
+
+def file_stamp(stat: os.stat_result) -> str:
+    """A local file's stamp, as `ObjectStoreResource.list` gives it: its size and mtime."""
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def read_listed(root: str, folder: int, key: str, name: str) -> tuple[bytes, os.stat_result]:
+    """All bytes of the listed file `name` in the open folder `folder`, and its stat from
+    the open file (so the stamp is that of the bytes read). The name has no `/`, and
+    O_NOFOLLOW refuses a link put in its place since the listing (listings never name
+    links), so what is read is the file below `root` that the key names."""
+    try:
+        descriptor = os.open(name, FILE_FLAGS, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            link = f"key {key!r} is now a symbolic link below {root!r}: refused"
+            raise UnsafeKeyError(link) from exc
+        raise
+    try:
+        stat = os.fstat(descriptor)
+        # one read when the size is the one just seen; a file that grew is read to its end
+        data = os.read(descriptor, stat.st_size + 1)
+        if len(data) != stat.st_size:
+            while chunk := os.read(descriptor, 1 << 20):
+                data += chunk
+        return data, stat
+    finally:
+        os.close(descriptor)
+
+
+def by_folder(keys: Sequence[str]) -> Iterator[tuple[str, list[int]]]:
+    """(folder, positions of its keys) for each run of `keys` in one folder, in order (a
+    sorted listing keeps each folder's keys together)."""
+    folder, run = "", []
+    for position, key in enumerate(keys):
+        here = key.rpartition("/")[0]
+        if here != folder and run:
+            yield folder, run
+            run = []
+        folder = here
+        run.append(position)
+    if run:
+        yield folder, run
+
+
+# (size, stamp, facts): facts None when the stamp was the known one and nothing was read
+Scanned = tuple[int, str, Facts | None]
+
+
+def scan_local(
+    root: str, keys: Sequence[str], known: Sequence[str | None], probe: bool
+) -> list[Scanned]:
+    """Look at the listed files `keys` of the local store `root`: a file whose stamp is
+    its `known` one (the cache's) is only stat'ed; any other is read once, for its
+    SHA-256 and (if asked) its header probe. Each folder is opened and checked once and
+    each file looked at by name in it, since for a few-kB photo a path walk and check per
+    file cost more than hashing it. What a hashing worker process runs."""
+    found: list[Scanned] = []
+    for folder, positions in by_folder(keys):
+        descriptor = open_folder(root, folder)
+        try:
+            for position in positions:
+                key = checked_key(root, keys[position])
+                name = key.rpartition("/")[2]
+                if known[position] is not None:
+                    stat = os.stat(name, dir_fd=descriptor, follow_symlinks=False)
+                    if file_stamp(stat) == known[position]:
+                        found.append((stat.st_size, known[position], None))
+                        continue
+                failpoint("hash/object")
+                data, stat = read_listed(root, descriptor, key, name)
+                found.append((stat.st_size, file_stamp(stat), hash_and_probe(data, probe)))
+        finally:
+            os.close(descriptor)
     return found
