@@ -94,6 +94,17 @@ def test_inputs_reconcile_accepted_plus_quarantined(lakehouse: Lakehouse) -> Non
     assert (
         objects_in == current.height + quarantine.filter(pl.col("source") == "photo_objects").height
     )
+    # each check counted what the test counted itself (a check that counted nothing on
+    # both sides would pass too)
+    counted = {
+        evaluation.check_name: {k: v.value for k, v in evaluation.metadata.items()}
+        for evaluation in result.get_asset_check_evaluations()
+    }
+    assert counted["raw_photos_reconcile"]["source"] == photos_in > 0
+    assert counted["raw_photos_reconcile"]["accepted"] == accepted
+    assert counted["raw_objects_reconcile"]["source"] == objects_in > 0
+    assert counted["raw_objects_reconcile"]["accepted"] == current.height
+    assert counted["raw_events_reconcile"]["source"] == lines_in > 0
 
 
 def test_fixed_input_resolves_its_quarantine_row(lakehouse: Lakehouse) -> None:

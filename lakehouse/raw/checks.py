@@ -1,7 +1,6 @@
 """Checks that the raw layer accounts for every input: accepted + quarantined = source."""
 
 import dagster as dg
-import polars as pl
 
 from lakehouse.graph.defaults import check_follows
 from lakehouse.lake import LakeResource
@@ -26,8 +25,8 @@ def reconciled(source: int, accepted: int, quarantined: int, what: str) -> dg.As
     description="Objects in = accepted + quarantined.",
 )
 def raw_objects_reconcile(sources: ObjectStoreResource, lake: LakeResource) -> dg.AssetCheckResult:
-    registry = lake.read(RAW_OBJECTS, columns=["key", "status"])
-    current = 0 if registry is None else registry.filter(pl.col("status") == "current").height
+    registry = lake.read(RAW_OBJECTS, columns=["status"], filters=[("status", "=", "current")])
+    current = 0 if registry is None else registry.height
     return reconciled(
         len(sources.list(PHOTO_PREFIX)),
         current,
@@ -45,7 +44,7 @@ def raw_photos_reconcile(
     metadata_db: MetadataDbResource, lake: LakeResource
 ) -> dg.AssetCheckResult:
     return reconciled(
-        metadata_db.read_table("photos").height,
+        metadata_db.count_rows("photos"),
         lake.row_count(RAW_PHOTOS),
         active_quarantine(lake, "metadata_db.photos").height,
         "photo rows",

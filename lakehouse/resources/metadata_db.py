@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -27,17 +28,30 @@ class MetadataDbResource(dg.ConfigurableResource):
 
     def read_table(self, name: str) -> pl.DataFrame:
         """All rows of one contract table; the name is checked against the contract."""
+        with self._reading(name) as connection:
+            # every row decides a column's type: SQLite lets any row hold any type
+            return pl.read_database(
+                f"SELECT * FROM {name}",  # noqa: S608
+                connection,
+                infer_schema_length=None,
+            )
+
+    def count_rows(self, name: str) -> int:
+        """How many rows one contract table holds, counted by the database (a check that
+        only reconciles counts need not move every row out)."""
+        with self._reading(name) as connection:
+            return int(connection.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one())  # noqa: S608
+
+    @contextmanager
+    def _reading(self, name: str) -> Iterator[sa.Connection]:
+        """A connection for reading contract table `name` (checked against the contract);
+        a database error becomes one line naming the setting."""
         if name not in SOURCE_TABLES:
             raise ValueError(f"not a metadata table: {name!r}")
         engine = self._engine()
         try:
             with engine.connect() as connection:
-                # every row decides a column's type: SQLite lets any row hold any type
-                return pl.read_database(
-                    f"SELECT * FROM {name}",  # noqa: S608
-                    connection,
-                    infer_schema_length=None,
-                )
+                yield connection
         except sa.exc.SQLAlchemyError as exc:
             raise SettingError(
                 f"{METADATA_DB_VAR}={self.safe_url()!r}: cannot read table {name!r} "
