@@ -17,7 +17,7 @@ from lakehouse.curated.logic import photo_images
 from lakehouse.curated.views import (
     VIEW_KEY,
     VIEWS_PER_BATCH,
-    fill_views,
+    keys_of,
     view_batches,
     view_pixels,
 )
@@ -39,6 +39,7 @@ from lakehouse.lake.tables import (
 from lakehouse.models.classifier import (
     UNKNOWN,
     HeldOut,
+    PackedPixels,
     PhotoNet,
     TrainConfig,
     accuracy,
@@ -46,6 +47,7 @@ from lakehouse.models.classifier import (
     predict,
     train_classifier,
 )
+from lakehouse.models.memory import release_freed_memory
 from lakehouse.models.registry import CLASSIFIERS
 from lakehouse.progress import Progress
 from lakehouse.resources.device import DeviceResource
@@ -240,6 +242,7 @@ def style_content_classifier(
         pictures = earlier_pictures(context, CLASSIFIER_PICTURES)
     else:
         row, charts = train_and_evaluate(context, lake, data, train_config, inputs, device)
+        release_freed_memory()  # the training pixels and batches: photo_classes runs next
         trained_now = 1
         pictures = {
             key: value
@@ -278,6 +281,23 @@ def too_few_labels(gold: pl.DataFrame) -> str | None:
     return None
 
 
+def packed_views(lake: LakeResource, views: pl.DataFrame) -> PackedPixels:
+    """Pixels of `views` (rows of sha256, aug_index; repeats allowed), row i at index i,
+    read batch by batch and held compressed: training's pixels in a sixth of the memory."""
+    placed = keys_of(views).with_row_index("position")
+    packed = PackedPixels(views.height, (3, RECIPE.size, RECIPE.size))
+    for rows in view_batches(lake, placed):
+        hits = placed.join(rows, on=VIEW_KEY)
+        packed.put(hits["position"].to_list(), view_pixels(hits))
+    # the decoded row groups are free now, but their pages stay resident unless given back
+    release_freed_memory()
+    if packed.missing:
+        raise RuntimeError(
+            f"{packed.missing} of {views.height} views are not in {AUGMENTED_TENSORS}"
+        )
+    return packed
+
+
 def train_and_evaluate(
     context: dg.AssetExecutionContext,
     lake: LakeResource,
@@ -289,8 +309,8 @@ def train_and_evaluate(
     """Train on the training photos, score the held-out ones, store the weights; the row
     for the registry and the charts (loss per epoch, held-out confusion per head).
 
-    Pixels held: at most max_steps x batch_size training views, then one batch of
-    held-out views at a time."""
+    Pixels held: at most max_steps x batch_size training views and the held-out views,
+    compressed, then one batch of held-out views at a time."""
     if data.is_empty():
         raise PermanentError("no labelled photos with augmented tensors to train on")
     every = data.filter(~pl.col("held_out"))
@@ -303,13 +323,13 @@ def train_and_evaluate(
         f"on {target}; {held_out.height} held-out photos"
     )
     trained = train_classifier(
-        fill_views(lake, training),
+        packed_views(lake, training),
         torch.tensor(training["content"].to_list()),
         torch.tensor(training["style"].to_list()),
         config,
         target,
         held_out=HeldOut(
-            fill_views(lake, held_out),
+            packed_views(lake, held_out),
             torch.tensor(held_out["content"].to_list(), dtype=torch.int64),
             torch.tensor(held_out["style"].to_list(), dtype=torch.int64),
         ),
@@ -475,6 +495,7 @@ def photo_classes(
         for rows in work.apply(lake, classify, commit_info=info):
             batches += 1
             p.advance(rows.height, note=f"batch {batches}")
+    release_freed_memory()
     return dg.MaterializeResult(
         data_version=dg.DataVersion(
             digest_strings([model_version, *images_now["sha256"].sort().to_list()])
