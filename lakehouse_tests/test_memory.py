@@ -223,3 +223,16 @@ def test_loading_the_definitions_imports_no_torchvision() -> None:
     ).stdout.split()
     assert Path(found[0]).is_relative_to(root)  # this checkout's code was what loaded
     assert found[1:] == []
+
+
+@pytest.mark.speed
+def test_the_augmentation_grid_is_torchvisions_grid() -> None:
+    from torchvision.utils import make_grid  # the tests may import it; the product does not
+
+    from lakehouse.curated.preview import image_grid
+
+    generator = torch.Generator().manual_seed(7)
+    for count, per_row in [(24, 4), (7, 3), (1, 4), (5, 5), (6, 1)]:
+        images = torch.randint(0, 256, (count, 3, 20, 17), dtype=torch.uint8, generator=generator)
+        expected = make_grid(images, nrow=per_row, padding=2, pad_value=255)
+        assert torch.equal(image_grid(images, per_row), expected), (count, per_row)
