@@ -7,9 +7,10 @@
 observe_logs jobs, then materialize every asset (checks included) over the
 day range in one in-process run. `plain` calls the very same observation,
 asset and check functions in topological order with hand-built contexts and no
-run, event log or executor around them. Both write {seconds, rows_computed}
-and step_seconds to the report: the wall time after imports, what each asset said it
-computed, and how long each asset (with its checks, in the plain script) took.
+run, event log or executor around them. Both write {seconds, rows_computed},
+step_seconds and step_spans to the report: the wall time after imports, what each asset
+said it computed, how long each asset (with its checks, in the plain script) took, and
+when (unix start and end) each step ran.
 The parent (bench/__main__.py) runs this in a subprocess so that it can watch
 the memory of the whole process tree, loader workers included; it starts it with
 `python -c` rather than `-m`, since spawned workers import the main module (this
@@ -63,7 +64,27 @@ def rows_computed(result: dg.ExecuteInProcessResult) -> dict[str, int]:
 Configs = dict[str, dict[str, object]]
 
 
-Report = tuple[dict[str, int], dict[str, float]]
+Report = tuple[dict[str, int], dict[str, float], dict[str, tuple[float, float]]]
+
+
+def step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[float, float]]:
+    """Unix start and end time of each step of a run, from its event log: the parent lays
+    them over its memory samples to say which step held the peak."""
+    spans: dict[str, list[float]] = {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            spans[event.step_key] = [entry.timestamp, entry.timestamp]
+        elif event.event_type in (
+            dg.DagsterEventType.STEP_SUCCESS,
+            dg.DagsterEventType.STEP_FAILURE,
+        ):
+            spans.setdefault(event.step_key, [entry.timestamp, entry.timestamp])[1] = (
+                entry.timestamp
+            )
+    return {step: (began, ended) for step, (began, ended) in spans.items()}
 
 
 def dagster_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -> Report:
@@ -86,7 +107,7 @@ def dagster_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -
     )
     if not result.success:
         raise RuntimeError("materialization failed")
-    return rows_computed(result), step_seconds(result)
+    return rows_computed(result), step_seconds(result), step_spans(instance, result.run_id)
 
 
 def call_directly(
@@ -117,8 +138,9 @@ def plain_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -> 
     days = dg.PartitionKeyRange(first, last)
     found: dict[str, int] = {}
     seconds: dict[str, float] = {}
+    spans: dict[str, tuple[float, float]] = {}
     for key in graph.toposorted_asset_keys:
-        began = time.perf_counter()
+        began, wall = time.perf_counter(), time.time()
         assets_def = defs.get_assets_def(key)
         partitioned = assets_def.partitions_def is not None
         context = dg.build_asset_context(
@@ -135,7 +157,8 @@ def plain_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -> 
             if blocking and isinstance(outcome, dg.AssetCheckResult) and not outcome.passed:
                 raise RuntimeError(f"blocking check failed: {outcome}")
         seconds[key.to_user_string()] = time.perf_counter() - began
-    return found, seconds
+        spans[key.to_user_string()] = (wall, time.time())
+    return found, seconds, spans
 
 
 def checks_of(defs: dg.Definitions, key: dg.AssetKey) -> list[dg.AssetChecksDefinition]:
@@ -161,9 +184,14 @@ def main() -> int:
     defs = definitions(args.sources, args.lake)
     run = dagster_run if args.mode == "dagster" else plain_run
     start = time.perf_counter()
-    computed, steps = run(defs, args.first, args.last, args.config)
+    computed, steps, spans = run(defs, args.first, args.last, args.config)
     seconds = time.perf_counter() - start
-    report = {"seconds": seconds, "rows_computed": computed, "step_seconds": steps}
+    report = {
+        "seconds": seconds,
+        "rows_computed": computed,
+        "step_seconds": steps,
+        "step_spans": spans,
+    }
     args.report.write_text(json.dumps(report))
     return 0
 

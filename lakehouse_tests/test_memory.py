@@ -1,21 +1,29 @@
 """Pixels are read in bounded batches: photo_classes commits one batch of images at a time,
-and the classifier holds at most max_steps x batch_size training views.
+and the classifier holds at most max_steps x batch_size training views, compressed, and
+lets go of them when its step ends.
 
 Bounds are shown by counts of work (commits, rows per commit, views chosen), never by time.
 """
 
 from __future__ import annotations
 
+import gc
 import math
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
+import torch
 from polars.testing import assert_frame_equal
 
+from lakehouse.lake import LakeResource
 from lakehouse.models.assets import capped_views
+from lakehouse.models.classifier import PackedPixels, TrainConfig, predict, train_classifier
 from lakehouse_tests.conftest import DemoLake, Lakehouse, materializations
 from lakehouse_tests.delta_counts import commits_since, counted
 
@@ -89,6 +97,55 @@ def test_training_views_are_capped_by_content_not_by_order() -> None:
     assert chosen["photo_id"].n_unique() > 15  # views, not whole photos, are sampled
 
 
+def held_pixels() -> set[int]:
+    """Ids of the packed views and view-sized pixel tensors (N×3×96×96 uint8) alive in
+    this process: what a finished step must not add to."""
+    gc.collect()
+    return {
+        id(held)
+        for held in gc.get_objects()
+        if isinstance(held, PackedPixels)
+        or (
+            isinstance(held, torch.Tensor)
+            and held.dtype == torch.uint8
+            and tuple(held.shape[-3:]) == (3, 96, 96)
+        )
+    }
+
+
+@pytest.mark.speed
+def test_packed_pixels_are_the_same_pixels_and_train_the_same_weights() -> None:
+    generator = torch.Generator().manual_seed(5)
+    pixels = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    packed = PackedPixels(len(pixels), (3, 32, 32))
+    order = torch.randperm(len(pixels), generator=generator)
+    packed.put(order.tolist(), pixels[order])  # stored out of order, found by position
+    assert len(packed) == 40 and packed.missing == 0
+    index = torch.tensor([3, 3, 39, 0, 17])
+    assert torch.equal(packed[index], pixels[index])
+    assert torch.equal(packed[5:29], pixels[5:29]) and torch.equal(packed[38:], pixels[38:])
+    content = torch.randint(0, 4, (40,), generator=generator)
+    style = torch.randint(0, 3, (40,), generator=generator)
+    config = TrainConfig(epochs=2, batch_size=8)
+    from_tensor = train_classifier(pixels, content, style, config)
+    from_packed = train_classifier(packed, content, style, config)
+    assert from_packed.weights_sha256 == from_tensor.weights_sha256
+    cpu = torch.device("cpu")
+    for ours, theirs in zip(
+        predict(from_packed.model, packed, device=cpu, batch_size=16),
+        predict(from_tensor.model, pixels, device=cpu, batch_size=16),
+        strict=True,
+    ):
+        assert torch.equal(ours, theirs)
+    unfilled = PackedPixels(2, (3, 32, 32))
+    unfilled.put([1], pixels[:1])
+    assert unfilled.missing == 1
+    with pytest.raises(IndexError, match="never stored"):
+        unfilled[0:1]
+    with pytest.raises(ValueError, match="shape"):
+        unfilled.put([0], pixels[:1, :, :16])
+
+
 def test_classifier_trains_on_a_capped_subset_deterministically(
     demo_lake: DemoLake, tmp_path: Path
 ) -> None:
@@ -96,10 +153,86 @@ def test_classifier_trains_on_a_capped_subset_deterministically(
     weights = []
     for name in ("first", "second"):
         lakehouse = upstream_copy(demo_lake, tmp_path / name, without="style_content_classifier")
+        before = held_pixels()
         found = run_asset(lakehouse, "style_content_classifier", config)
+        # the step trained (its pixels were read) and kept none of them once it ended
+        assert found["train_photos"] > 0 and held_pixels() <= before
         weights.append(found["data_version"])
         # 32 views chosen from a few hundred photos' views: far fewer photos than labelled
         assert 0 < found["train_photos"] <= 32
         assert found["held_out_photos"] > 0
     assert weights[0] == weights[1]
     assert weights[0] != demo_lake.upstream_found["style_content_classifier"]["data_version"]
+
+
+def day_rows(day: str, ids: range) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"photo_id": list(ids), "day": [day] * len(ids), "value": [f"{day}/{n}" for n in ids]}
+    )
+
+
+@pytest.mark.speed
+def test_a_new_partition_is_merged_without_reading_the_table(tmp_path: Path) -> None:
+    """replace_partitions into partitions the table has no file of reads none of its
+    files (raw_events' first build: reading them all for each chunk of days grew the
+    step's memory with the table); a partition it does hold still loses the rows the
+    new ones lack."""
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    days = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
+
+    def replace(day: str, ids: range) -> dict:
+        lake.replace_partitions(
+            "events",
+            day_rows(day, ids),
+            key=["photo_id"],
+            partition_column="day",
+            values=[day],
+            commit_info={"dagster_run_id": "test"},
+        )
+        return commits_since(lake, "events", lake.version("events") - 1)[-1]
+
+    for day in days:
+        commit = replace(day, range(10))
+    metrics = commit["operationMetrics"]
+    assert commit["operation"] == "MERGE" and metrics["num_target_rows_inserted"] == 10
+    assert metrics["num_target_files_scanned"] == 0  # three days' files there, none read
+
+    commit = replace(days[1], range(4))
+    assert counted(commit).deleted == 6 and counted(commit).inserted == 0
+    held = lake.read("events").group_by("day").len().sort("day")
+    assert held.rows() == [(days[0], 10), (days[1], 4), (days[2], 10), (days[3], 10)]
+
+
+@pytest.mark.speed
+def test_loading_the_definitions_imports_no_torchvision() -> None:
+    """torchvision's import brings torch._dynamo, sympy and triton: about 150 MiB of RSS
+    in every process that loads the definitions (a run, a code server), for one grid."""
+    root = Path(__file__).resolve().parents[1]
+    heavy = ("torchvision", "torch._dynamo", "sympy", "triton")
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, lakehouse.definitions; "
+            f"print(lakehouse.definitions.__file__, *(m for m in {heavy!r} if m in sys.modules))",
+        ],
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert Path(found[0]).is_relative_to(root)  # this checkout's code was what loaded
+    assert found[1:] == []
+
+
+@pytest.mark.speed
+def test_the_augmentation_grid_is_torchvisions_grid() -> None:
+    from torchvision.utils import make_grid  # the tests may import it; the product does not
+
+    from lakehouse.curated.preview import image_grid
+
+    generator = torch.Generator().manual_seed(7)
+    for count, per_row in [(24, 4), (7, 3), (1, 4), (5, 5), (6, 1)]:
+        images = torch.randint(0, 256, (count, 3, 20, 17), dtype=torch.uint8, generator=generator)
+        expected = make_grid(images, nrow=per_row, padding=2, pad_value=255)
+        assert torch.equal(image_grid(images, per_row), expected), (count, per_row)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 
 import polars as pl
+import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from lakehouse.curated.augment import RECIPE
 from lakehouse.curated.views import VIEW_KEY, read_views, view_pixels
@@ -27,7 +27,29 @@ def augmentation_grid(lake: LakeResource, n: int = 6) -> bytes | None:
     chosen = keys["sha256"].unique().sort().head(n)
     picked = read_views(lake, keys.filter(pl.col("sha256").is_in(chosen.implode())))
     k = picked.filter(pl.col("sha256") == chosen[0]).height
-    grid = make_grid(view_pixels(picked), nrow=k, padding=2, pad_value=255)
+    grid = image_grid(view_pixels(picked), per_row=k)
     buffer = io.BytesIO()
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def image_grid(
+    images: torch.Tensor, per_row: int, padding: int = 2, pad_value: int = 255
+) -> torch.Tensor:
+    """N×C×H×W images tiled `per_row` to a row on a `pad_value` background, `padding`
+    pixels around each: torchvision's `make_grid` without importing torchvision, whose
+    import (torch._dynamo, sympy, triton) costs every process that loads the
+    definitions about 160 MiB and 3 s."""
+    count, channels, height, width = images.shape
+    if count == 1:
+        return images[0]  # as make_grid does: one image, no frame
+    columns = min(per_row, count)
+    rows = -(-count // columns)
+    cell_h, cell_w = height + padding, width + padding
+    grid = images.new_full(
+        (channels, cell_h * rows + padding, cell_w * columns + padding), pad_value
+    )
+    for index, image in enumerate(images):
+        top, left = (index // columns) * cell_h + padding, (index % columns) * cell_w + padding
+        grid[:, top : top + height, left : left + width] = image
+    return grid

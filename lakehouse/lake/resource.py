@@ -360,13 +360,26 @@ class LakeResource(dg.ConfigurableResource):
             if self._create(name, rows, commit_info, [partition_column]):
                 return
             on = [partition_column, *key]
-            (
-                self._merger(name, self._conform(name, rows, commit_info), on, commit_info)
+            source = self._conform(name, rows, commit_info)
+            table = self.open(name)
+            merge = (
+                self._merger(name, source, on, commit_info, table=table)
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
-                .when_not_matched_by_source_delete(predicate=f"t.{partition_column} IN ({listed})")
-                .execute()
             )
+            # Deleting the rows `rows` lacks makes deltalake read every file of the table
+            # (the partition bounds do not prune that branch): +0.5-0.9 GB a chunk of 8 days
+            # merged into 3-5M events, growing with the table. Partitions the snapshot
+            # holds no file of (a first build) have nothing to delete, so the branch is
+            # added only where they do; a writer that fills them meanwhile conflicts with
+            # this merge, and the retry sees its files.
+            if table is not None and table.file_uris(
+                file_pruning_predicate=[(partition_column, "in", list(values))]
+            ):
+                merge = merge.when_not_matched_by_source_delete(
+                    predicate=f"t.{partition_column} IN ({listed})"
+                )
+            merge.execute()
 
         self._write(name, attempt)
 
@@ -389,12 +402,18 @@ class LakeResource(dg.ConfigurableResource):
         )
 
     def _merger(
-        self, name: str, rows: pl.DataFrame | pa.Table, key: Sequence[str], info: dict[str, str]
+        self,
+        name: str,
+        rows: pl.DataFrame | pa.Table,
+        key: Sequence[str],
+        info: dict[str, str],
+        table: DeltaTable | None = None,
     ) -> TableMerger:
-        """A merge of `rows` (alias s) into the latest table (alias t) on the key columns,
-        bounded by the rows' key ranges; columns new to the table are added to its schema."""
+        """A merge of `rows` (alias s) into the latest table (alias t; `table`, a snapshot
+        already opened, if given) on the key columns, bounded by the rows' key ranges;
+        columns new to the table are added to its schema."""
         source = rows.to_arrow() if isinstance(rows, pl.DataFrame) else rows
-        return self.open(name).merge(  # type: ignore[union-attr]
+        return (table or self.open(name)).merge(  # type: ignore[union-attr]
             source,
             predicate=merge_predicate(source, key),
             source_alias="s",

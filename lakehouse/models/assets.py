@@ -17,7 +17,7 @@ from lakehouse.curated.logic import photo_images
 from lakehouse.curated.views import (
     VIEW_KEY,
     VIEWS_PER_BATCH,
-    fill_views,
+    keys_of,
     view_batches,
     view_pixels,
 )
@@ -39,13 +39,14 @@ from lakehouse.lake.tables import (
 from lakehouse.models.classifier import (
     UNKNOWN,
     HeldOut,
-    PhotoNet,
+    PackedPixels,
     TrainConfig,
     accuracy,
     load_classifier,
     predict,
     train_classifier,
 )
+from lakehouse.models.memory import release_freed_memory
 from lakehouse.models.registry import CLASSIFIERS
 from lakehouse.progress import Progress
 from lakehouse.resources.device import DeviceResource
@@ -240,6 +241,7 @@ def style_content_classifier(
         pictures = earlier_pictures(context, CLASSIFIER_PICTURES)
     else:
         row, charts = train_and_evaluate(context, lake, data, train_config, inputs, device)
+        release_freed_memory()  # the training pixels and batches: photo_classes runs next
         trained_now = 1
         pictures = {
             key: value
@@ -278,6 +280,28 @@ def too_few_labels(gold: pl.DataFrame) -> str | None:
     return None
 
 
+def packed_views(lake: LakeResource, *views: pl.DataFrame) -> list[PackedPixels]:
+    """Pixels of each frame of `views` (rows of sha256, aug_index; repeats allowed), row i
+    at index i, held compressed (a sixth of the memory), all read in one pass over the
+    tensor table, batch by batch."""
+    placed = pl.concat(
+        [
+            keys_of(frame).with_row_index("position").with_columns(part=pl.lit(part, pl.Int32))
+            for part, frame in enumerate(views)
+        ]
+    )
+    packed = [PackedPixels(frame.height, (3, RECIPE.size, RECIPE.size)) for frame in views]
+    for rows in view_batches(lake, placed):
+        hits = placed.join(rows, on=VIEW_KEY)
+        for (part,), group in hits.group_by("part"):
+            packed[int(part)].put(group["position"].to_list(), view_pixels(group))
+    # the decoded row groups are free now, but their pages stay resident unless given back
+    release_freed_memory()
+    if missing := sum(pixels.missing for pixels in packed):
+        raise RuntimeError(f"{missing} of {placed.height} views are not in {AUGMENTED_TENSORS}")
+    return packed
+
+
 def train_and_evaluate(
     context: dg.AssetExecutionContext,
     lake: LakeResource,
@@ -289,8 +313,9 @@ def train_and_evaluate(
     """Train on the training photos, score the held-out ones, store the weights; the row
     for the registry and the charts (loss per epoch, held-out confusion per head).
 
-    Pixels held: at most max_steps x batch_size training views, then one batch of
-    held-out views at a time."""
+    Pixels held: at most max_steps x batch_size training views and the held-out views,
+    compressed, read in one pass over the tensor table; the held-out views scored after
+    training are those same pixels, not read again."""
     if data.is_empty():
         raise PermanentError("no labelled photos with augmented tensors to train on")
     every = data.filter(~pl.col("held_out"))
@@ -302,20 +327,27 @@ def train_and_evaluate(
         f"training on {training.height} of {every.height} views of {train_photos} photos "
         f"on {target}; {held_out.height} held-out photos"
     )
+    training_pixels, held_out_pixels = packed_views(lake, training, held_out)
+    scored = HeldOut(
+        held_out_pixels,
+        torch.tensor(held_out["content"].to_list(), dtype=torch.int64),
+        torch.tensor(held_out["style"].to_list(), dtype=torch.int64),
+    )
     trained = train_classifier(
-        fill_views(lake, training),
+        training_pixels,
         torch.tensor(training["content"].to_list()),
         torch.tensor(training["style"].to_list()),
         config,
         target,
-        held_out=HeldOut(
-            fill_views(lake, held_out),
-            torch.tensor(held_out["content"].to_list(), dtype=torch.int64),
-            torch.tensor(held_out["style"].to_list(), dtype=torch.int64),
-        ),
+        held_out=scored,
         log=context.log.info,
     )
-    content_probs, style_probs, content, style = held_out_predictions(lake, trained.model, held_out)
+    del training_pixels
+    release_freed_memory()  # training's pixels and batches, before the held-out scores
+    content, style = scored.content, scored.style
+    content_probs, style_probs = predict(
+        trained.model, scored.pixels, device=torch.device("cpu"), batch_size=256
+    )
     key = lake.put_object(trained.weights)
     result = {
         "model_version": trained.weights_sha256[:16],
@@ -361,29 +393,6 @@ def classifier_charts(
             style.tolist(), style_probs.argmax(1).tolist(), STYLES, "style"
         ),
     }
-
-
-def held_out_predictions(
-    lake: LakeResource, model: PhotoNet, held_out: pl.DataFrame
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Content and style probabilities of the held-out views with their labels, predicted
-    batch by batch as the views are read."""
-    content_probs = [torch.empty((0, len(CONTENT_CLASSES)))]
-    style_probs = [torch.empty((0, len(STYLES)))]
-    content, style = [], []
-    for rows in view_batches(lake, held_out):
-        scored = held_out.join(rows, on=VIEW_KEY)
-        probs = predict(model, view_pixels(scored), device=torch.device("cpu"), batch_size=256)
-        content_probs.append(probs[0])
-        style_probs.append(probs[1])
-        content.extend(scored["content"].to_list())
-        style.extend(scored["style"].to_list())
-    return (
-        torch.cat(content_probs),
-        torch.cat(style_probs),
-        torch.tensor(content, dtype=torch.int64),
-        torch.tensor(style, dtype=torch.int64),
-    )
 
 
 CLASSES_SCHEMA: dict[str, pl.DataType] = {
@@ -475,6 +484,7 @@ def photo_classes(
         for rows in work.apply(lake, classify, commit_info=info):
             batches += 1
             p.advance(rows.height, note=f"batch {batches}")
+    release_freed_memory()
     return dg.MaterializeResult(
         data_version=dg.DataVersion(
             digest_strings([model_version, *images_now["sha256"].sort().to_list()])

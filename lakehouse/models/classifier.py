@@ -13,6 +13,8 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
 import torch
 from torch import nn
 
@@ -57,6 +59,58 @@ class PhotoNet(nn.Module):
         return self.content(embedding), self.style(embedding)
 
 
+class PackedPixels:
+    """uint8 images of one shape, each held zstd-compressed and unpacked only when indexed.
+
+    The same pixels as one N×C×H×W tensor in about a sixth of the memory (augmented
+    views compress ~5.9x): training holds up to max_steps x batch_size views for the
+    whole step, 1 GiB unpacked at 38,400 views, while unpacking a batch of 32 costs
+    about a millisecond. Indexing (a tensor of indices or a slice) returns a new
+    uint8 tensor, as indexing a tensor does.
+    """
+
+    CODEC = "zstd"
+
+    def __init__(self, count: int, shape: tuple[int, ...]) -> None:
+        self.shape = tuple(shape)
+        self._size = int(np.prod(self.shape))
+        self._packed: list[bytes | None] = [None] * count
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    @property
+    def missing(self) -> int:
+        """Positions never filled."""
+        return sum(packed is None for packed in self._packed)
+
+    def put(self, positions: list[int], pixels: torch.Tensor) -> None:
+        """Store image i of `pixels` (uint8, this shape) at `positions[i]`."""
+        if tuple(pixels.shape[1:]) != self.shape or pixels.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 images of shape {self.shape}, not {pixels.shape}")
+        for position, image in zip(positions, pixels.numpy(), strict=True):
+            self._packed[position] = pa.compress(image, codec=self.CODEC, asbytes=True)
+
+    def _unpacked(self, position: int) -> np.ndarray:
+        packed = self._packed[position]
+        if packed is None:
+            raise IndexError(f"image {position} was never stored")
+        raw = pa.decompress(packed, decompressed_size=self._size, codec=self.CODEC, asbytes=True)
+        return np.frombuffer(raw, dtype=np.uint8)
+
+    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
+        positions = (
+            range(len(self))[index] if isinstance(index, slice) else index.reshape(-1).tolist()
+        )
+        out = np.empty((len(positions), self._size), dtype=np.uint8)
+        for row, position in enumerate(positions):
+            out[row] = self._unpacked(position)
+        return torch.from_numpy(out).reshape(len(positions), *self.shape)
+
+
+Pixels = torch.Tensor | PackedPixels
+
+
 def as_input(tensors: torch.Tensor) -> torch.Tensor:
     """uint8 N×C×H×W to normalized float: conversion happens when loading, not in storage."""
     return (tensors.float() / 255.0 - MEAN) / STD
@@ -83,7 +137,7 @@ class HeldOut:
     """Views scored after every epoch (uint8 pixels, label indices): when they stop
     improving, training stops."""
 
-    pixels: torch.Tensor
+    pixels: Pixels
     content: torch.Tensor
     style: torch.Tensor
 
@@ -100,7 +154,7 @@ class Trained:
 
 
 def train_classifier(
-    pixels: torch.Tensor,
+    pixels: Pixels,
     content: torch.Tensor,
     style: torch.Tensor,
     config: TrainConfig,
@@ -109,7 +163,7 @@ def train_classifier(
     held_out: HeldOut | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Trained:
-    """Fit PhotoNet on uint8 images and integer labels.
+    """Fit PhotoNet on uint8 images (a tensor, or packed) and integer labels.
 
     With `held_out`, both heads are scored after every epoch; training stops after
     `config.patience` epochs without a better held-out accuracy (content + style) and
@@ -253,7 +307,7 @@ def load_classifier(weights: bytes) -> PhotoNet:
 @torch.no_grad()
 def predict(
     model: PhotoNet,
-    pixels: torch.Tensor,
+    pixels: Pixels,
     *,
     device: torch.device,
     batch_size: int,
