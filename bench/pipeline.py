@@ -5,7 +5,8 @@
 
 `dagster` does what `make materialize` does: run the observe_sources and
 observe_logs jobs, then materialize every asset (checks included) over the
-day range in one in-process run. `plain` calls the very same observation,
+day range in one in-process run, on a Dagster instance kept beside the lake (a
+rerun finds the earlier runs, as with the UI left running). `plain` calls the very same observation,
 asset and check functions in topological order with hand-built contexts and no
 run, event log or executor around them. Both write {seconds, rows_computed},
 step_seconds and step_spans to the report: the wall time after imports, what each asset
@@ -87,9 +88,19 @@ def step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[flo
     return {step: (began, ended) for step, (began, ended) in spans.items()}
 
 
-def dagster_run(defs: dg.Definitions, first: str, last: str, configs: Configs) -> Report:
-    """Observe the sources, then materialize every asset over [first, last] in one run."""
-    instance = dg.DagsterInstance.ephemeral()
+def instance_for(lake: Path) -> dg.DagsterInstance:
+    """The Dagster instance kept beside the lake: a rerun over the same lake finds its
+    earlier runs, as with the UI left running (an ephemeral instance would forget them,
+    and every rerun would redraw what only a first materialization needs to show)."""
+    return dg.DagsterInstance.local_temp(tempdir=str(lake.parent / f"{lake.name}.dagster"))
+
+
+def dagster_run(
+    defs: dg.Definitions, first: str, last: str, configs: Configs, lake: Path
+) -> Report:
+    """Observe the sources, then materialize every asset over [first, last] in one run,
+    on the instance kept beside the lake."""
+    instance = instance_for(lake)
     for name in OBSERVE_JOBS:
         observed = defs.resolve_job_def(name).execute_in_process(
             instance=instance, run_config=RUN_LOGS
@@ -182,9 +193,11 @@ def main() -> int:
     )
     args = parser.parse_args()
     defs = definitions(args.sources, args.lake)
-    run = dagster_run if args.mode == "dagster" else plain_run
     start = time.perf_counter()
-    computed, steps, spans = run(defs, args.first, args.last, args.config)
+    if args.mode == "dagster":
+        computed, steps, spans = dagster_run(defs, args.first, args.last, args.config, args.lake)
+    else:
+        computed, steps, spans = plain_run(defs, args.first, args.last, args.config)
     seconds = time.perf_counter() - start
     report = {
         "seconds": seconds,
