@@ -74,23 +74,3 @@ def read_views(lake: LakeResource, views: pl.DataFrame) -> pl.DataFrame:
     if not found:
         return pl.DataFrame(schema={"sha256": pl.String, "aug_index": pl.Int32})
     return pl.concat(found).sort(VIEW_KEY)
-
-
-def fill_views(lake: LakeResource, views: pl.DataFrame) -> torch.Tensor:
-    """Pixels of `views` (rows of sha256, aug_index; repeats allowed), row i at index i,
-    read batch by batch into one preallocated tensor: one copy of the pixels, no more."""
-    placed = keys_of(views).with_row_index("position")
-    pixels = torch.empty((views.height, 3, RECIPE.size, RECIPE.size), dtype=torch.uint8)
-    filled = 0
-    for rows in view_batches(lake, placed):
-        hits = placed.join(rows, on=VIEW_KEY)
-        pixels[hits["position"].cast(pl.Int64).to_torch()] = view_pixels(hits)
-        filled += hits.height
-    # the decoded row groups are gone, but Arrow's allocator keeps their pages (about
-    # 385 MB after 12.7k views) for the whole step unless asked to give them back
-    pa.default_memory_pool().release_unused()
-    if filled != views.height:
-        raise RuntimeError(
-            f"{views.height - filled} of {views.height} views are not in {AUGMENTED_TENSORS}"
-        )
-    return pixels
