@@ -92,7 +92,9 @@ def instance_for(lake: Path) -> dg.DagsterInstance:
     """The Dagster instance kept beside the lake: a rerun over the same lake finds its
     earlier runs, as with the UI left running (an ephemeral instance would forget them,
     and every rerun would redraw what only a first materialization needs to show)."""
-    return dg.DagsterInstance.local_temp(tempdir=str(lake.parent / f"{lake.name}.dagster"))
+    home = lake.parent / f"{lake.name}.dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    return dg.DagsterInstance.local_temp(tempdir=str(home))
 
 
 def dagster_run(
