@@ -94,7 +94,10 @@ def instance_for(lake: Path) -> dg.DagsterInstance:
     and every rerun would redraw what only a first materialization needs to show)."""
     home = lake.parent / f"{lake.name}.dagster"
     home.mkdir(parents=True, exist_ok=True)
-    return dg.DagsterInstance.local_temp(tempdir=str(home))
+    # no telemetry: it would write beside $DAGSTER_HOME (the checkout, under make)
+    return dg.DagsterInstance.local_temp(
+        tempdir=str(home), overrides={"telemetry": {"enabled": False}}
+    )
 
 
 def dagster_run(
