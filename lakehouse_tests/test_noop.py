@@ -80,6 +80,17 @@ def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCh
     }
 
 
+def checks_passed(result: dg.ExecuteInProcessResult, reused: bool, versions: dict) -> None:
+    """Every reusing check passed, reused its earlier pass or not, on exactly the table
+    versions it reads from `versions`."""
+    checks = check_evaluations(result)
+    for name, tables in REUSING_CHECKS.items():
+        evaluation = checks[name]
+        assert evaluation.passed, name
+        assert evaluation.metadata["reused"].value is reused, name
+        assert evaluation.metadata["checked_versions"].value == {t: versions[t] for t in tables}
+
+
 def test_no_change_rerun_reports_stored_rows_and_passes_without_reading(
     built: Path, tmp_path: Path
 ) -> None:
@@ -103,12 +114,7 @@ def test_no_change_rerun_reports_stored_rows_and_passes_without_reading(
         assert found[name]["rows_computed"] == 0, name
         assert found[name]["delta_version"] == before[name], name
         assert found[name]["dagster/row_count"] == lake.row_count(name), name
-    checks = check_evaluations(result)
-    for name, tables in REUSING_CHECKS.items():
-        evaluation = checks[name]
-        assert evaluation.passed, name
-        assert evaluation.metadata["reused"].value is True, name
-        assert evaluation.metadata["checked_versions"].value == {t: before[t] for t in tables}
+    checks_passed(result, reused=True, versions=before)
 
 
 def change_one_photo_and_one_label(sources: Path) -> None:
@@ -155,13 +161,8 @@ def test_a_changed_row_is_recomputed_and_checked_again(built: Path, tmp_path: Pa
         assert written[name].updated >= 1, (name, written[name])
         assert "reused_version" not in found[name], name
         assert found[name]["delta_version"] == lake.version(name) > before[name]
-    checks = check_evaluations(result)
     now = versions(lake)
-    for name, tables in REUSING_CHECKS.items():
-        evaluation = checks[name]
-        assert evaluation.passed, name
-        assert evaluation.metadata["reused"].value is False, name
-        assert evaluation.metadata["checked_versions"].value == {t: now[t] for t in tables}
+    checks_passed(result, reused=False, versions=now)
 
     # once more, on the same instance: what only the computation gave is shown again from
     # the previous materialization, its picture by reference, not inline a second time
