@@ -14,7 +14,6 @@ and read in threads (I/O and hashlib release the GIL).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import pickle
 import queue
@@ -25,14 +24,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 import lakehouse
 from lakehouse.lake import LakeResource
 from lakehouse.progress import Progress
 from lakehouse.resources.object_store import Listing, ObjectStoreResource
 from lakehouse.settings import is_s3
-from lakehouse.sources.probe import Facts, Scanned, read_hash_probe, scan_local
+from lakehouse.sources.probe import KINDS, Facts, ScannedFiles, read_hash_probe, scan_local
 
 HASH_CACHE_TABLE = "_object_hashes"
 HASH_SCHEMA = {"key": pl.String, "size": pl.Int64, "stamp": pl.String, "sha256": pl.String}
@@ -91,7 +92,7 @@ class ReadWorker:
 
     def scan(
         self, root: str, keys: list[str], known: list[str | None], probe: bool
-    ) -> list[Scanned]:
+    ) -> ScannedFiles:
         requests, answers = self.process.stdin, self.process.stdout
         assert requests is not None and answers is not None
         try:
@@ -118,6 +119,17 @@ class ReadWorker:
         self.process.wait()
 
 
+def joined(parts: list[ScannedFiles]) -> ScannedFiles:
+    """The scans of consecutive parts of the keys as one (the first one, extended)."""
+    whole, *rest = parts
+    for part in rest:
+        offset = len(whole.kinds)
+        whole.judged.update({offset + i: facts for i, facts in part.judged.items()})
+        for name in ("sizes", "mtimes", "read", "digests", "kinds", "widths", "heights"):
+            getattr(whole, name).extend(getattr(part, name))
+    return whole
+
+
 def scan_local_files(
     root: str,
     keys: list[str],
@@ -125,18 +137,18 @@ def scan_local_files(
     probe: bool,
     workers: int,
     progress: Callable[[int], None],
-) -> list[Scanned]:
+) -> ScannedFiles:
     """`scan_local` over `keys` (with their known stamps), in order: in this process, or
     in parts of `KEYS_PER_PART` (whole folders mostly) shared by `workers` processes."""
     step = KEYS_PER_TASK if workers <= 1 else KEYS_PER_PART
     parts = [slice(start, start + step) for start in range(0, len(keys), step)]
     if workers <= 1:
-        found: list[Scanned] = []
+        found: list[ScannedFiles] = []
         for part in parts:
-            found += scan_local(root, keys[part], known[part], probe)
+            found.append(scan_local(root, keys[part], known[part], probe))
             progress(len(keys[part]))
-        return found
-    answers: dict[int, list[Scanned]] = {}
+        return joined(found) if found else scan_local(root, [], [], probe)
+    answers: dict[int, ScannedFiles] = {}
     todo, lock, stop = iter(enumerate(parts)), threading.Lock(), threading.Event()
     # what the workers' threads did, for this thread: parts' sizes, or the error raised
     finished: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
@@ -150,7 +162,7 @@ def scan_local_files(
                 if number < 0:
                     return
                 answers[number] = worker.scan(root, keys[part], known[part], probe)
-                finished.put(len(answers[number]))
+                finished.put(len(answers[number].kinds))
         except BaseException as exc:
             finished.put(exc)
         finally:
@@ -169,7 +181,71 @@ def scan_local_files(
         stop.set()
         for thread in threads:
             thread.join()
-    return list(itertools.chain.from_iterable(answers[n] for n in range(len(parts))))
+    return joined([answers[n] for n in range(len(parts))])
+
+
+SCAN_SCHEMA = {
+    "key": pl.String,
+    "size": pl.Int64,
+    "stamp": pl.String,
+    "read": pl.Boolean,
+    "sha256": pl.String,
+    **PROBE_SCHEMA,
+}
+
+
+def scanned_frame(keys: list[str], scanned: ScannedFiles, probe: bool) -> pl.DataFrame:
+    """(key, size, stamp, read, sha256, probe columns) of a scan, built from its columns
+    (no Python object per file): the stamp is `size:mtime_ns`, as the listing gives it;
+    sha256 and the probe columns are null where the file was not read now."""
+    count = len(keys)
+    digests = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(32), count, [None, pa.py_buffer(scanned.digests)]
+    )
+    judged = pl.DataFrame(
+        [(i, *facts) for i, facts in scanned.judged.items()],
+        schema={
+            "i": pl.UInt32,
+            "j_media": pl.String,
+            "j_width": pl.Int64,
+            "j_height": pl.Int64,
+            "reason": pl.String,
+        },
+        orient="row",
+    )
+    kind, read = pl.col("kind"), pl.col("read")
+    from_header = kind.is_in(list(KINDS.values()))
+    media = pl.lit(None, pl.String)
+    for media_type, code in KINDS.items():
+        media = pl.when(kind == code).then(pl.lit(media_type)).otherwise(media)
+    frame = (
+        pl.DataFrame(
+            {
+                "key": pl.Series(keys, dtype=pl.String),
+                "size": np.frombuffer(scanned.sizes, np.int64),
+                "mtime": np.frombuffer(scanned.mtimes, np.int64),
+                "read": np.frombuffer(scanned.read, np.uint8).astype(bool),
+                "digest": pl.from_arrow(digests),
+                "kind": np.frombuffer(scanned.kinds, np.uint8),
+                "width": np.frombuffer(scanned.widths, np.int64),
+                "height": np.frombuffer(scanned.heights, np.int64),
+            }
+        )
+        .with_row_index("i")
+        .join(judged, on="i", how="left", maintain_order="left")
+    )
+    return frame.select(
+        "key",
+        "size",
+        stamp=pl.concat_str(pl.col("size"), pl.lit(":"), pl.col("mtime")),
+        read="read",
+        sha256=pl.when(read).then(pl.col("digest").bin.encode("hex")),
+        probed=read & probe,
+        media_type=pl.coalesce(media, "j_media"),
+        width=pl.coalesce(pl.when(from_header).then("width"), "j_width"),
+        height=pl.coalesce(pl.when(from_header).then("height"), "j_height"),
+        reason="reason",
+    ).cast(SCAN_SCHEMA)  # type: ignore[arg-type]
 
 
 def scan_objects(
@@ -179,14 +255,15 @@ def scan_objects(
     probe: bool,
     progress: Callable[[int], None] = lambda n: None,
     workers: int | None = None,
-) -> list[Scanned]:
-    """(size, stamp, facts or None if unchanged) of the local store's files `keys`, each
-    stat'ed and, unless its stamp is its `known` one, read once. Their cost is mostly
-    Python (a 4 kB photo), so many go to `workers` worker processes (by default
-    `hashing_processes()` from `PROCESSES_FROM` files), a few stay in this process."""
+) -> pl.DataFrame:
+    """`scanned_frame` of the local store's files `keys`, each stat'ed and, unless its
+    stamp is its `known` one, read once. Their cost is mostly Python (a 4 kB photo), so
+    many go to `workers` worker processes (by default `hashing_processes()` from
+    `PROCESSES_FROM` files), a few stay in this process."""
     if workers is None:
         workers = hashing_processes() if len(keys) >= PROCESSES_FROM else 1
-    return scan_local_files(store.uri, keys, known, probe, workers, progress)
+    scanned = scan_local_files(store.uri, keys, known, probe, workers, progress)
+    return scanned_frame(keys, scanned, probe)
 
 
 def read_objects(
@@ -275,23 +352,11 @@ def object_hashes(
         scanned = scan_objects(
             store, order, known.get_column("stamp").to_list(), probe, progress.advance
         )
-    read = [i for i, (_, _, facts) in enumerate(scanned) if facts is not None]
-    now = known.with_columns(
-        size=pl.Series([size for size, _, _ in scanned], dtype=pl.Int64),
-        stamp=pl.Series([stamp for _, stamp, _ in scanned], dtype=pl.String),
-    )
-    fresh = (
-        now.select("key", "size", "stamp")[read]
-        .join(
-            facts_frame([order[i] for i in read], [scanned[i][2] for i in read]),  # type: ignore[misc]
-            on="key",
-            maintain_order="left",
-        )
-        .select(list(CACHE_SCHEMA))
-    )
+    now = known.with_columns(scanned.get_column(name) for name in ("size", "stamp", "read"))
+    fresh = scanned.filter("read").select(list(CACHE_SCHEMA))
     if not fresh.is_empty():
         lake.upsert(HASH_CACHE_TABLE, fresh, key=["key"], commit_info=commit_info)
-    unchanged = now.filter(~pl.col("key").is_in(fresh.get_column("key").implode()))
+    unchanged = now.filter(~pl.col("read"))
     hashed = pl.concat([unchanged.select(list(CACHE_SCHEMA)), fresh])
     return Hashed(hashed.sort("key"), fresh.height)
 
