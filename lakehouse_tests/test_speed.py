@@ -209,7 +209,9 @@ def hostile_store(root: Path) -> ObjectStoreResource:
     return ObjectStoreResource(uri=str(root))
 
 
-def test_worker_processes_read_what_one_process_reads(tmp_path: Path) -> None:
+def test_worker_processes_read_what_one_process_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The parallel read path (worker processes, each folder opened once, files by name)
     gives the same sizes, stamps, hashes, probe facts and refusal reasons as one process
     and as the per-key reader; a file whose stamp is the known one is not read; a file
@@ -218,9 +220,13 @@ def test_worker_processes_read_what_one_process_reads(tmp_path: Path) -> None:
     listing = listing_frame(store.listing(PHOTO_PREFIX))
     keys, stamps = listing["key"].to_list(), listing["stamp"].to_list()
     unknown: list[str | None] = [None] * len(keys)
-    one = scan_objects(store, keys, unknown, probe=True, workers=1)
+    one = scan_objects(store, keys, unknown, probe=True, workers=0)
     many = scan_objects(store, keys, unknown, probe=True, workers=3)
     assert many.equals(one) and one["key"].to_list() == keys and one["read"].all()
+    # this process and a worker process sharing parts of 2 keys, as from PROCESSES_FROM
+    monkeypatch.setattr(hashing, "KEYS_PER_TASK", 2)
+    monkeypatch.setattr(hashing, "PROCESSES_FROM", 1)
+    assert scan_objects(store, keys, unknown, probe=True).equals(one)
     assert one["stamp"].to_list() == stamps, "the stamps the listing gives"
     facts = one.select("sha256", "media_type", "width", "height", "reason").rows()
     assert [(sha, rest) for sha, *rest in facts] == [
@@ -239,7 +245,7 @@ def test_worker_processes_read_what_one_process_reads(tmp_path: Path) -> None:
             assert reason in reasons[key], (case, reasons.get(key))
     # known stamps: nothing read but the one file whose stamp is not its known one
     known: list[str | None] = [*stamps[:-1], "0:0"]
-    for workers in (1, 3):
+    for workers in (0, 3):
         scanned = scan_objects(store, keys, known, probe=True, workers=workers)
         assert scanned["read"].to_list() == [False] * (len(keys) - 1) + [True]
         assert scanned.select("key", "size", "stamp").equals(one.select("key", "size", "stamp"))
@@ -249,7 +255,7 @@ def test_worker_processes_read_what_one_process_reads(tmp_path: Path) -> None:
     swapped = tmp_path / "store" / keys[-1]
     swapped.unlink()
     swapped.symlink_to(outside)
-    for workers in (1, 3):
+    for workers in (0, 3):
         with pytest.raises(UnsafeKeyError, match="symbolic link"):
             scan_objects(store, keys, unknown, probe=True, workers=workers)
 

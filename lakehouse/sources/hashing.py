@@ -47,9 +47,9 @@ PROBE_SCHEMA = {
 }
 CACHE_SCHEMA = {**HASH_SCHEMA, **PROBE_SCHEMA}
 # small local objects: below this many, this process reads them (~10 µs each) sooner
-# than two worker processes start (~60 ms of interpreter and imports each) and share them
-PROCESSES_FROM = 20_000
-KEYS_PER_TASK = 1024  # progress steps in this process
+# than a worker process starts (~60 ms of interpreter and imports) and takes its share
+PROCESSES_FROM = 8_000
+KEYS_PER_TASK = 1024  # parts this process reads itself too, shared with workers
 KEYS_PER_PART = 10_000  # what a worker process is asked for at a time (progress steps)
 Sink = Callable[[str], None]
 
@@ -137,46 +137,70 @@ def scan_local_files(
     probe: bool,
     workers: int,
     progress: Callable[[int], None],
+    here: bool = False,
 ) -> ScannedFiles:
     """`scan_local` over `keys` (with their known stamps), in order: in this process, or
-    in parts of `KEYS_PER_PART` (whole folders mostly) shared by `workers` processes."""
-    step = KEYS_PER_TASK if workers <= 1 else KEYS_PER_PART
+    in parts shared by `workers` processes and, with `here`, by this thread too (it
+    starts at once, while the workers start: each costs ~60 ms of interpreter and
+    imports, and a worker's answer costs a pickle this thread's own parts do not)."""
+    step = KEYS_PER_TASK if workers < 1 or here else KEYS_PER_PART
     parts = [slice(start, start + step) for start in range(0, len(keys), step)]
-    if workers <= 1:
-        found: list[ScannedFiles] = []
+    if workers < 1:
+        found = []
         for part in parts:
             found.append(scan_local(root, keys[part], known[part], probe))
             progress(len(keys[part]))
         return joined(found) if found else scan_local(root, [], [], probe)
     answers: dict[int, ScannedFiles] = {}
     todo, lock, stop = iter(enumerate(parts)), threading.Lock(), threading.Event()
-    # what the workers' threads did, for this thread: parts' sizes, or the error raised
+    # parts done (their sizes), or the error a worker's thread raised
     finished: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
+    claimed = threading.Semaphore(0)
+
+    def next_part() -> tuple[int, slice]:
+        with lock:
+            return next(todo, (-1, slice(0)))
 
     def drain() -> None:
-        worker = ReadWorker()
+        number, part = next_part()  # a first part each, before this thread takes any
+        claimed.release()
+        if number < 0:
+            return
+        worker = None
         try:
-            while not stop.is_set():
-                with lock:
-                    number, part = next(todo, (-1, slice(0)))
-                if number < 0:
-                    return
+            worker = ReadWorker()
+            while number >= 0 and not stop.is_set():
                 answers[number] = worker.scan(root, keys[part], known[part], probe)
                 finished.put(len(answers[number].kinds))
+                number, part = next_part()
         except BaseException as exc:
             finished.put(exc)
         finally:
-            worker.close()
+            if worker is not None:
+                worker.close()
+
+    def report(done: int | BaseException) -> None:
+        if isinstance(done, BaseException):
+            raise done
+        progress(done)  # from this thread: a step's log is not written from others
 
     threads = [threading.Thread(target=drain) for _ in range(min(workers, len(parts)))]
     for thread in threads:
         thread.start()
+    for _ in threads:
+        claimed.acquire()
+    reported = 0
     try:
-        for _ in parts:
-            done = finished.get()
-            if isinstance(done, BaseException):
-                raise done
-            progress(done)  # from this thread: a step's log is not written from others
+        while here and (number_part := next_part())[0] >= 0:
+            number, part = number_part
+            answers[number] = scan_local(root, keys[part], known[part], probe)
+            finished.put(len(answers[number].kinds))
+            while not finished.empty():
+                report(finished.get())
+                reported += 1
+        while reported < len(parts):
+            report(finished.get())
+            reported += 1
     finally:
         stop.set()
         for thread in threads:
@@ -257,12 +281,14 @@ def scan_objects(
     workers: int | None = None,
 ) -> pl.DataFrame:
     """`scanned_frame` of the local store's files `keys`, each stat'ed and, unless its
-    stamp is its `known` one, read once. Their cost is mostly Python (a 4 kB photo), so
-    many go to `workers` worker processes (by default `hashing_processes()` from
-    `PROCESSES_FROM` files), a few stay in this process."""
+    stamp is its `known` one, read once. Their cost is mostly Python (a 2-4 kB photo):
+    a few stay in this process; from `PROCESSES_FROM` files this process reads with
+    `hashing_processes() - 1` worker processes (one per other core). `workers` asks for
+    that many worker processes, and this process only waits for them."""
+    here = workers is None
     if workers is None:
-        workers = hashing_processes() if len(keys) >= PROCESSES_FROM else 1
-    scanned = scan_local_files(store.uri, keys, known, probe, workers, progress)
+        workers = hashing_processes() - 1 if len(keys) >= PROCESSES_FROM else 0
+    scanned = scan_local_files(store.uri, keys, known, probe, workers, progress, here)
     return scanned_frame(keys, scanned, probe)
 
 

@@ -50,7 +50,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) of a plain JPEG whose markers up to the scan are all well formed,
-    as PIL would read them; None for anything PIL must judge itself."""
+    as PIL would read them; None for anything PIL must judge itself. Segments are read
+    in place (indices into `data`, no copies): this runs once per photo."""
     if not data.startswith(b"\xff\xd8\xff"):
         return None
     pos, end, size = 2, len(data), None
@@ -65,30 +66,27 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
             continue
         if marker == 0xDA:  # start of scan, read whole: PIL stops here
             return size
-        segment = data[pos + 4 : nxt]
+        start, count = pos + 4, length - 2  # the segment: data[start:nxt], count bytes
         if marker in JPEG_SOF:
-            if (
-                len(segment) < 6
-                or (len(segment) - 6) % 3
-                or segment[0] != 8
-                or segment[5] not in (1, 3, 4)
-            ):
+            if count < 6 or (count - 6) % 3 or data[start] != 8 or data[start + 5] not in (1, 3, 4):
                 return None
-            size = ((segment[3] << 8) | segment[4], (segment[1] << 8) | segment[2])
+            size = (
+                (data[start + 3] << 8) | data[start + 4],
+                (data[start + 1] << 8) | data[start + 2],
+            )
         elif marker == 0xDB:  # quantization tables: PIL parses each
-            while segment:
-                table = 1 + (64 if segment[0] < 16 else 128)
-                if len(segment) < table:
+            while start < nxt:
+                start += 1 + (64 if data[start] < 16 else 128)
+                if start > nxt:
                     return None
-                segment = segment[table:]
         elif marker == 0xE0:
-            if segment.startswith(b"JFIF") and len(segment) < 7:
+            if count < 7 and data.startswith(b"JFIF", start, nxt):
                 return None
         elif marker in (0xE1, 0xE2):
-            if segment.startswith((b"Exif\0\0", b"MPF\0", b"ICC_PROFILE\0")):
+            if data.startswith((b"Exif\0\0", b"MPF\0", b"ICC_PROFILE\0"), start, nxt):
                 return None
         elif marker == 0xEE:
-            if segment.startswith(b"Adobe") and len(segment) < 7:
+            if count < 7 and data.startswith(b"Adobe", start, nxt):
                 return None
         else:
             return None
