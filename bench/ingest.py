@@ -38,6 +38,7 @@ from lakehouse.demo.world import generate_world
 from lakehouse.lake import LakeResource
 from lakehouse.resources import ObjectStoreResource
 from lakehouse.sources.hashing import (
+    PROCESSES_FROM,
     hashing_processes,
     hashing_threads,
     listing_frame,
@@ -205,7 +206,7 @@ def time_peer(photos_dir: Path, procs: int, per_call: int | None, repeats: int) 
 def measure_ours(work: Path, sources: Path, files: int, repeats: int) -> list[Timing]:
     full, step = time_materialize(work, sources, repeats)
     hashing = time_hash_phase(work, sources, files, repeats)
-    cap = f"{hashing_processes()} worker processes from 20k files"
+    cap = f"from {PROCESSES_FROM} files this process + {hashing_processes() - 1} worker(s)"
     return [
         Timing(
             "raw_objects",
@@ -347,6 +348,11 @@ def time_stages(work: Path, sources: Path) -> None:
         lambda: scan_local_files(store.uri, keys, unknown, True, workers, lambda n: None),
     )
     assert isinstance(scanned, ScannedFiles)
+    stage(
+        f"scan: this process + {workers - 1} worker process(es) sharing parts (from 20k files)",
+        files,
+        lambda: scan_local_files(store.uri, keys, unknown, True, workers - 1, lambda n: None, True),
+    )
     stage("frame of the scan (from its columns)", files, lambda: scanned_frame(keys, scanned, True))
     stage(
         "object_hashes on a fresh lake (list + scan + frames + cache Delta write)",

@@ -5,10 +5,11 @@ read again; its SHA-256 (and, for photos, its header probe, taken from the same
 bytes) comes from the `_object_hashes` Delta table. New and changed objects are
 read once each. A local store is listed by name; each file's stat, its comparison
 with the cached stamp and, if it changed, its read happen together, from 20k files in
-worker processes started as `python -m lakehouse.sources.read_worker` (not by
-multiprocessing, whose children import the parent's `__main__`: Dagster and more),
-which import neither Dagster nor polars. Remote objects are listed with their etags
-and read in threads (I/O and hashlib release the GIL).
+this process and worker processes started as `python -m lakehouse.sources.read_worker`
+(not by multiprocessing, whose children import the parent's `__main__`: Dagster and
+more), which import neither Dagster nor polars; what they saw comes back as columns,
+and the frame is built from them with no Python object per file. Remote objects are
+listed with their etags and read in threads (I/O and hashlib release the GIL).
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ PROBE_SCHEMA = {
     "reason": pl.String,
 }
 CACHE_SCHEMA = {**HASH_SCHEMA, **PROBE_SCHEMA}
-# small local objects: below this many, this process reads them (~10 µs each) sooner
-# than a worker process starts (~60 ms of interpreter and imports) and takes its share
-PROCESSES_FROM = 8_000
+# small local objects: below this many, this process reads them alone (~10 µs each): a
+# worker process costs ~60-70 ms of CPU to start (interpreter and imports), which at
+# 10k files gained nothing on a busy machine (+5-9 µs of CPU a file, slower runs)
+PROCESSES_FROM = 20_000
 KEYS_PER_TASK = 1024  # parts this process reads itself too, shared with workers
 KEYS_PER_PART = 10_000  # what a worker process is asked for at a time (progress steps)
 Sink = Callable[[str], None]

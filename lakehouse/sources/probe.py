@@ -206,11 +206,6 @@ def open_folder(root: str, folder: str) -> int:
     return open_below(root, folder)
 
 
-def file_stamp(stat: os.stat_result) -> str:
-    """A local file's stamp, as `ObjectStoreResource.list` gives it: its size and mtime."""
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
-
-
 def read_listed(root: str, folder: int, key: str, name: str) -> tuple[bytes, os.stat_result]:
     """All bytes of the listed file `name` in the open folder `folder`, and its stat from
     the open file (so the stamp is that of the bytes read). The name has no `/`, and
