@@ -251,7 +251,7 @@ class ScannedFiles:
     from a worker): size and mtime of each; whether it was read now; for a file read, its
     SHA-256 (32 bytes at its place in `digests`, zeros where not read) and header facts:
     `kinds` 1 for a JPEG and 2 for a PNG judged from the header (size in `widths` and
-    `heights`), 3 for one PIL judged (its facts in `judged`), 0 if not probed."""
+    `heights`), 3 for one PIL judged (its facts in `judged`), 0 if not read or probed."""
 
     sizes: array
     mtimes: array
