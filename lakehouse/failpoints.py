@@ -61,6 +61,12 @@ def announce(name: str) -> None:
         os.write(2, line.encode())
 
 
+def failpoints_armed() -> bool:
+    """Whether any failpoint may act in this process now (LAKEHOUSE_CRASH_AT set, or an
+    action attached): a loop over many objects asks once, not per object."""
+    return bool(_actions) or bool(os.environ.get(CRASH_VAR))
+
+
 def failpoint(name: str) -> None:
     """Die here when LAKEHOUSE_CRASH_AT names this point (and this is its nth hit);
     run the action attached to it, once, if there is one."""

@@ -209,7 +209,9 @@ def hostile_store(root: Path) -> ObjectStoreResource:
     return ObjectStoreResource(uri=str(root))
 
 
-def test_worker_processes_read_what_one_process_reads(tmp_path: Path) -> None:
+def test_worker_processes_read_what_one_process_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The parallel read path (worker processes, each folder opened once, files by name)
     gives the same sizes, stamps, hashes, probe facts and refusal reasons as one process
     and as the per-key reader; a file whose stamp is the known one is not read; a file
@@ -218,17 +220,24 @@ def test_worker_processes_read_what_one_process_reads(tmp_path: Path) -> None:
     listing = listing_frame(store.listing(PHOTO_PREFIX))
     keys, stamps = listing["key"].to_list(), listing["stamp"].to_list()
     unknown: list[str | None] = [None] * len(keys)
-    one = scan_objects(store, keys, unknown, probe=True, workers=1)
+    one = scan_objects(store, keys, unknown, probe=True, workers=0)
     many = scan_objects(store, keys, unknown, probe=True, workers=3)
-    assert many == one and len(one) == len(keys)
-    assert [stamp for _, stamp, _ in one] == stamps, "the stamps the listing gives"
-    assert [facts for _, _, facts in one] == read_hash_probe(store.uri, keys, probe=True)
-    for key, (size, _, (sha, facts)) in zip(keys, one, strict=True):  # type: ignore[misc]
+    assert many.equals(one) and one["key"].to_list() == keys and one["read"].all()
+    # this process and a worker process sharing parts of 2 keys, as from PROCESSES_FROM
+    monkeypatch.setattr(hashing, "KEYS_PER_TASK", 2)
+    monkeypatch.setattr(hashing, "PROCESSES_FROM", 1)
+    assert scan_objects(store, keys, unknown, probe=True).equals(one)
+    assert one["stamp"].to_list() == stamps, "the stamps the listing gives"
+    facts = one.select("sha256", "media_type", "width", "height", "reason").rows()
+    assert [(sha, rest) for sha, *rest in facts] == [
+        (sha, list(found)) for sha, found in read_hash_probe(store.uri, keys, probe=True)
+    ]
+    probed = ("media_type", "width", "height", "reason")
+    for key, size, sha, *found in one.select("key", "size", "sha256", *probed).rows():
         data = (tmp_path / "store" / key).read_bytes()
         assert (size, sha) == (len(data), hashlib.sha256(data).hexdigest())
-        assert facts == astuple(probe_object(data))
-    facts_of = {key: facts for key, (_, _, (_, facts)) in zip(keys, one, strict=True)}  # type: ignore[misc]
-    reasons = {key: facts[3] for key, facts in facts_of.items() if facts[3]}
+        assert tuple(found) == astuple(probe_object(data))
+    reasons = dict(one.filter(pl.col("reason").is_not_null()).select("key", "reason").rows())
     for case, key, _, reason in HOSTILE_OBJECTS:
         if reason is None or reason == "truncated":  # a cut JPEG is refused when decoded
             assert key not in reasons, case
@@ -236,16 +245,17 @@ def test_worker_processes_read_what_one_process_reads(tmp_path: Path) -> None:
             assert reason in reasons[key], (case, reasons.get(key))
     # known stamps: nothing read but the one file whose stamp is not its known one
     known: list[str | None] = [*stamps[:-1], "0:0"]
-    for workers in (1, 3):
+    for workers in (0, 3):
         scanned = scan_objects(store, keys, known, probe=True, workers=workers)
-        assert [facts is None for _, _, facts in scanned] == [True] * (len(keys) - 1) + [False]
-        assert scanned[-1] == one[-1]
+        assert scanned["read"].to_list() == [False] * (len(keys) - 1) + [True]
+        assert scanned.select("key", "size", "stamp").equals(one.select("key", "size", "stamp"))
+        assert scanned.row(-1) == one.row(-1)
     outside = tmp_path / "outside.jpg"
     outside.write_bytes(b"not yours")
     swapped = tmp_path / "store" / keys[-1]
     swapped.unlink()
     swapped.symlink_to(outside)
-    for workers in (1, 3):
+    for workers in (0, 3):
         with pytest.raises(UnsafeKeyError, match="symbolic link"):
             scan_objects(store, keys, unknown, probe=True, workers=workers)
 

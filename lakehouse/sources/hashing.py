@@ -5,16 +5,16 @@ read again; its SHA-256 (and, for photos, its header probe, taken from the same
 bytes) comes from the `_object_hashes` Delta table. New and changed objects are
 read once each. A local store is listed by name; each file's stat, its comparison
 with the cached stamp and, if it changed, its read happen together, from 20k files in
-worker processes started as `python -m lakehouse.sources.read_worker` (not by
-multiprocessing, whose children import the parent's `__main__`: Dagster and more),
-which import neither Dagster nor polars. Remote objects are listed with their etags
-and read in threads (I/O and hashlib release the GIL).
+this process and worker processes started as `python -m lakehouse.sources.read_worker`
+(not by multiprocessing, whose children import the parent's `__main__`: Dagster and
+more), which import neither Dagster nor polars; what they saw comes back as columns,
+and the frame is built from them with no Python object per file. Remote objects are
+listed with their etags and read in threads (I/O and hashlib release the GIL).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import pickle
 import queue
@@ -25,14 +25,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 import lakehouse
 from lakehouse.lake import LakeResource
 from lakehouse.progress import Progress
 from lakehouse.resources.object_store import Listing, ObjectStoreResource
 from lakehouse.settings import is_s3
-from lakehouse.sources.probe import Facts, Scanned, read_hash_probe, scan_local
+from lakehouse.sources.probe import KINDS, Facts, ScannedFiles, read_hash_probe, scan_local
 
 HASH_CACHE_TABLE = "_object_hashes"
 HASH_SCHEMA = {"key": pl.String, "size": pl.Int64, "stamp": pl.String, "sha256": pl.String}
@@ -45,10 +47,11 @@ PROBE_SCHEMA = {
     "reason": pl.String,
 }
 CACHE_SCHEMA = {**HASH_SCHEMA, **PROBE_SCHEMA}
-# small local objects: below this many, this process reads them (~10 µs each) sooner
-# than two worker processes start (~60 ms of interpreter and imports each) and share them
+# small local objects: below this many, this process reads them alone (~10 µs each): a
+# worker process costs ~60-70 ms of CPU to start (interpreter and imports), which at
+# 10k files gained nothing on a busy machine (+5-9 µs of CPU a file, slower runs)
 PROCESSES_FROM = 20_000
-KEYS_PER_TASK = 1024  # progress steps in this process
+KEYS_PER_TASK = 1024  # parts this process reads itself too, shared with workers
 KEYS_PER_PART = 10_000  # what a worker process is asked for at a time (progress steps)
 Sink = Callable[[str], None]
 
@@ -91,7 +94,7 @@ class ReadWorker:
 
     def scan(
         self, root: str, keys: list[str], known: list[str | None], probe: bool
-    ) -> list[Scanned]:
+    ) -> ScannedFiles:
         requests, answers = self.process.stdin, self.process.stdout
         assert requests is not None and answers is not None
         try:
@@ -118,6 +121,17 @@ class ReadWorker:
         self.process.wait()
 
 
+def joined(parts: list[ScannedFiles]) -> ScannedFiles:
+    """The scans of consecutive parts of the keys as one (the first one, extended)."""
+    whole, *rest = parts
+    for part in rest:
+        offset = len(whole.kinds)
+        whole.judged.update({offset + i: facts for i, facts in part.judged.items()})
+        for name in ("sizes", "mtimes", "read", "digests", "kinds", "widths", "heights"):
+            getattr(whole, name).extend(getattr(part, name))
+    return whole
+
+
 def scan_local_files(
     root: str,
     keys: list[str],
@@ -125,51 +139,139 @@ def scan_local_files(
     probe: bool,
     workers: int,
     progress: Callable[[int], None],
-) -> list[Scanned]:
+    here: bool = False,
+) -> ScannedFiles:
     """`scan_local` over `keys` (with their known stamps), in order: in this process, or
-    in parts of `KEYS_PER_PART` (whole folders mostly) shared by `workers` processes."""
-    step = KEYS_PER_TASK if workers <= 1 else KEYS_PER_PART
+    in parts shared by `workers` processes and, with `here`, by this thread too (it
+    starts at once, while the workers start: each costs ~60 ms of interpreter and
+    imports, and a worker's answer costs a pickle this thread's own parts do not)."""
+    step = KEYS_PER_TASK if workers < 1 or here else KEYS_PER_PART
     parts = [slice(start, start + step) for start in range(0, len(keys), step)]
-    if workers <= 1:
-        found: list[Scanned] = []
+    if workers < 1:
+        found = []
         for part in parts:
-            found += scan_local(root, keys[part], known[part], probe)
+            found.append(scan_local(root, keys[part], known[part], probe))
             progress(len(keys[part]))
-        return found
-    answers: dict[int, list[Scanned]] = {}
+        return joined(found) if found else scan_local(root, [], [], probe)
+    answers: dict[int, ScannedFiles] = {}
     todo, lock, stop = iter(enumerate(parts)), threading.Lock(), threading.Event()
-    # what the workers' threads did, for this thread: parts' sizes, or the error raised
+    # parts done (their sizes), or the error a worker's thread raised
     finished: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
+    claimed = threading.Semaphore(0)
+
+    def next_part() -> tuple[int, slice]:
+        with lock:
+            return next(todo, (-1, slice(0)))
 
     def drain() -> None:
-        worker = ReadWorker()
+        number, part = next_part()  # a first part each, before this thread takes any
+        claimed.release()
+        if number < 0:
+            return
+        worker = None
         try:
-            while not stop.is_set():
-                with lock:
-                    number, part = next(todo, (-1, slice(0)))
-                if number < 0:
-                    return
+            worker = ReadWorker()
+            while number >= 0 and not stop.is_set():
                 answers[number] = worker.scan(root, keys[part], known[part], probe)
-                finished.put(len(answers[number]))
+                finished.put(len(answers[number].kinds))
+                number, part = next_part()
         except BaseException as exc:
             finished.put(exc)
         finally:
-            worker.close()
+            if worker is not None:
+                worker.close()
+
+    def report(done: int | BaseException) -> None:
+        if isinstance(done, BaseException):
+            raise done
+        progress(done)  # from this thread: a step's log is not written from others
 
     threads = [threading.Thread(target=drain) for _ in range(min(workers, len(parts)))]
     for thread in threads:
         thread.start()
+    for _ in threads:
+        claimed.acquire()
+    reported = 0
     try:
-        for _ in parts:
-            done = finished.get()
-            if isinstance(done, BaseException):
-                raise done
-            progress(done)  # from this thread: a step's log is not written from others
+        while here and (number_part := next_part())[0] >= 0:
+            number, part = number_part
+            answers[number] = scan_local(root, keys[part], known[part], probe)
+            finished.put(len(answers[number].kinds))
+            while not finished.empty():
+                report(finished.get())
+                reported += 1
+        while reported < len(parts):
+            report(finished.get())
+            reported += 1
     finally:
         stop.set()
         for thread in threads:
             thread.join()
-    return list(itertools.chain.from_iterable(answers[n] for n in range(len(parts))))
+    return joined([answers[n] for n in range(len(parts))])
+
+
+SCAN_SCHEMA = {
+    "key": pl.String,
+    "size": pl.Int64,
+    "stamp": pl.String,
+    "read": pl.Boolean,
+    "sha256": pl.String,
+    **PROBE_SCHEMA,
+}
+
+
+def scanned_frame(keys: list[str], scanned: ScannedFiles, probe: bool) -> pl.DataFrame:
+    """(key, size, stamp, read, sha256, probe columns) of a scan, built from its columns
+    (no Python object per file): the stamp is `size:mtime_ns`, as the listing gives it;
+    sha256 and the probe columns are null where the file was not read now."""
+    count = len(keys)
+    digests = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(32), count, [None, pa.py_buffer(scanned.digests)]
+    )
+    judged = pl.DataFrame(
+        [(i, *facts) for i, facts in scanned.judged.items()],
+        schema={
+            "i": pl.UInt32,
+            "j_media": pl.String,
+            "j_width": pl.Int64,
+            "j_height": pl.Int64,
+            "reason": pl.String,
+        },
+        orient="row",
+    )
+    kind, read = pl.col("kind"), pl.col("read")
+    from_header = kind.is_in(list(KINDS.values()))
+    media = pl.lit(None, pl.String)
+    for media_type, code in KINDS.items():
+        media = pl.when(kind == code).then(pl.lit(media_type)).otherwise(media)
+    frame = (
+        pl.DataFrame(
+            {
+                "key": pl.Series(keys, dtype=pl.String),
+                "size": np.frombuffer(scanned.sizes, np.int64),
+                "mtime": np.frombuffer(scanned.mtimes, np.int64),
+                "read": np.frombuffer(scanned.read, np.uint8).astype(bool),
+                "digest": pl.from_arrow(digests),
+                "kind": np.frombuffer(scanned.kinds, np.uint8),
+                "width": np.frombuffer(scanned.widths, np.int64),
+                "height": np.frombuffer(scanned.heights, np.int64),
+            }
+        )
+        .with_row_index("i")
+        .join(judged, on="i", how="left", maintain_order="left")
+    )
+    return frame.select(
+        "key",
+        "size",
+        stamp=pl.concat_str(pl.col("size"), pl.lit(":"), pl.col("mtime")),
+        read="read",
+        sha256=pl.when(read).then(pl.col("digest").bin.encode("hex")),
+        probed=read & probe,
+        media_type=pl.coalesce(media, "j_media"),
+        width=pl.coalesce(pl.when(from_header).then("width"), "j_width"),
+        height=pl.coalesce(pl.when(from_header).then("height"), "j_height"),
+        reason="reason",
+    ).cast(SCAN_SCHEMA)  # type: ignore[arg-type]
 
 
 def scan_objects(
@@ -179,14 +281,17 @@ def scan_objects(
     probe: bool,
     progress: Callable[[int], None] = lambda n: None,
     workers: int | None = None,
-) -> list[Scanned]:
-    """(size, stamp, facts or None if unchanged) of the local store's files `keys`, each
-    stat'ed and, unless its stamp is its `known` one, read once. Their cost is mostly
-    Python (a 4 kB photo), so many go to `workers` worker processes (by default
-    `hashing_processes()` from `PROCESSES_FROM` files), a few stay in this process."""
+) -> pl.DataFrame:
+    """`scanned_frame` of the local store's files `keys`, each stat'ed and, unless its
+    stamp is its `known` one, read once. Their cost is mostly Python (a 2-4 kB photo):
+    a few stay in this process; from `PROCESSES_FROM` files this process reads with
+    `hashing_processes() - 1` worker processes (one per other core). `workers` asks for
+    that many worker processes, and this process only waits for them."""
+    here = workers is None
     if workers is None:
-        workers = hashing_processes() if len(keys) >= PROCESSES_FROM else 1
-    return scan_local_files(store.uri, keys, known, probe, workers, progress)
+        workers = hashing_processes() - 1 if len(keys) >= PROCESSES_FROM else 0
+    scanned = scan_local_files(store.uri, keys, known, probe, workers, progress, here)
+    return scanned_frame(keys, scanned, probe)
 
 
 def read_objects(
@@ -275,23 +380,11 @@ def object_hashes(
         scanned = scan_objects(
             store, order, known.get_column("stamp").to_list(), probe, progress.advance
         )
-    read = [i for i, (_, _, facts) in enumerate(scanned) if facts is not None]
-    now = known.with_columns(
-        size=pl.Series([size for size, _, _ in scanned], dtype=pl.Int64),
-        stamp=pl.Series([stamp for _, stamp, _ in scanned], dtype=pl.String),
-    )
-    fresh = (
-        now.select("key", "size", "stamp")[read]
-        .join(
-            facts_frame([order[i] for i in read], [scanned[i][2] for i in read]),  # type: ignore[misc]
-            on="key",
-            maintain_order="left",
-        )
-        .select(list(CACHE_SCHEMA))
-    )
+    now = known.with_columns(scanned.get_column(name) for name in ("size", "stamp", "read"))
+    fresh = scanned.filter("read").select(list(CACHE_SCHEMA))
     if not fresh.is_empty():
         lake.upsert(HASH_CACHE_TABLE, fresh, key=["key"], commit_info=commit_info)
-    unchanged = now.filter(~pl.col("key").is_in(fresh.get_column("key").implode()))
+    unchanged = now.filter(~pl.col("read"))
     hashed = pl.concat([unchanged.select(list(CACHE_SCHEMA)), fresh])
     return Hashed(hashed.sort("key"), fresh.height)
 

@@ -11,12 +11,13 @@ import hashlib
 import io
 import os
 import zlib
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from lakehouse.failpoints import failpoint
+from lakehouse.failpoints import failpoint, failpoints_armed
 from lakehouse.resources.keys import UnsafeKeyError, checked_key, open_below, resolved_root
 from lakehouse.resources.reads import read_object
 
@@ -49,7 +50,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) of a plain JPEG whose markers up to the scan are all well formed,
-    as PIL would read them; None for anything PIL must judge itself."""
+    as PIL would read them; None for anything PIL must judge itself. Segments are read
+    in place (indices into `data`, no copies): this runs once per photo."""
     if not data.startswith(b"\xff\xd8\xff"):
         return None
     pos, end, size = 2, len(data), None
@@ -64,30 +66,27 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
             continue
         if marker == 0xDA:  # start of scan, read whole: PIL stops here
             return size
-        segment = data[pos + 4 : nxt]
+        start, count = pos + 4, length - 2  # the segment: data[start:nxt], count bytes
         if marker in JPEG_SOF:
-            if (
-                len(segment) < 6
-                or (len(segment) - 6) % 3
-                or segment[0] != 8
-                or segment[5] not in (1, 3, 4)
-            ):
+            if count < 6 or (count - 6) % 3 or data[start] != 8 or data[start + 5] not in (1, 3, 4):
                 return None
-            size = ((segment[3] << 8) | segment[4], (segment[1] << 8) | segment[2])
+            size = (
+                (data[start + 3] << 8) | data[start + 4],
+                (data[start + 1] << 8) | data[start + 2],
+            )
         elif marker == 0xDB:  # quantization tables: PIL parses each
-            while segment:
-                table = 1 + (64 if segment[0] < 16 else 128)
-                if len(segment) < table:
+            while start < nxt:
+                start += 1 + (64 if data[start] < 16 else 128)
+                if start > nxt:
                     return None
-                segment = segment[table:]
         elif marker == 0xE0:
-            if segment.startswith(b"JFIF") and len(segment) < 7:
+            if count < 7 and data.startswith(b"JFIF", start, nxt):
                 return None
         elif marker in (0xE1, 0xE2):
-            if segment.startswith((b"Exif\0\0", b"MPF\0", b"ICC_PROFILE\0")):
+            if data.startswith((b"Exif\0\0", b"MPF\0", b"ICC_PROFILE\0"), start, nxt):
                 return None
         elif marker == 0xEE:
-            if segment.startswith(b"Adobe") and len(segment) < 7:
+            if count < 7 and data.startswith(b"Adobe", start, nxt):
                 return None
         else:
             return None
@@ -207,11 +206,6 @@ def open_folder(root: str, folder: str) -> int:
     return open_below(root, folder)
 
 
-def file_stamp(stat: os.stat_result) -> str:
-    """A local file's stamp, as `ObjectStoreResource.list` gives it: its size and mtime."""
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
-
-
 def read_listed(root: str, folder: int, key: str, name: str) -> tuple[bytes, os.stat_result]:
     """All bytes of the listed file `name` in the open folder `folder`, and its stat from
     the open file (so the stamp is that of the bytes read). The name has no `/`, and
@@ -251,33 +245,110 @@ def by_folder(keys: Sequence[str]) -> Iterator[tuple[str, list[int]]]:
         yield folder, run
 
 
-# (size, stamp, facts): facts None when the stamp was the known one and nothing was read
-Scanned = tuple[int, str, Facts | None]
+@dataclass
+class ScannedFiles:
+    """What `scan_local` saw of its files, as columns (no object per file, cheap to pickle
+    from a worker): size and mtime of each; whether it was read now; for a file read, its
+    SHA-256 (32 bytes at its place in `digests`, zeros where not read) and header facts:
+    `kinds` 1 for a JPEG and 2 for a PNG judged from the header (size in `widths` and
+    `heights`), 3 for one PIL judged (its facts in `judged`), 0 if not read or probed."""
+
+    sizes: array
+    mtimes: array
+    read: bytearray
+    digests: bytearray
+    kinds: bytearray
+    widths: array
+    heights: array
+    judged: dict[int, tuple[str | None, int | None, int | None, str | None]]
+
+
+KINDS = {"image/jpeg": 1, "image/png": 2}
+JUDGED = 3
+NO_DIGEST = bytes(32)
 
 
 def scan_local(
     root: str, keys: Sequence[str], known: Sequence[str | None], probe: bool
-) -> list[Scanned]:
+) -> ScannedFiles:
     """Look at the listed files `keys` of the local store `root`: a file whose stamp is
     its `known` one (the cache's) is only stat'ed; any other is read once, for its
     SHA-256 and (if asked) its header probe. Each folder is opened and checked once and
-    each file looked at by name in it, since for a few-kB photo a path walk and check per
-    file cost more than hashing it. What a hashing worker process runs."""
-    found: list[Scanned] = []
+    each file opened by name in it (`O_NOFOLLOW`: a link put in its place since the
+    listing is refused), since for a few-kB photo a path walk and check per file cost
+    more than hashing it. The loop is what a hashing worker process spends its time on,
+    so it calls no function per file beyond the syscalls, the hash and the probe."""
+    found = ScannedFiles(
+        array("q"), array("q"), bytearray(), bytearray(), bytearray(), array("q"), array("q"), {}
+    )
+    sizes, mtimes, read, digests = found.sizes, found.mtimes, found.read, found.digests
+    kinds, widths, heights = found.kinds, found.widths, found.heights
+    sha256, open_, fstat, read_, close = hashlib.sha256, os.open, os.fstat, os.read, os.close
+    watched = failpoints_armed()
     for folder, positions in by_folder(keys):
         descriptor = open_folder(root, folder)
+        cut = len(folder) + 1 if folder else 0
         try:
             for position in positions:
-                key = checked_key(root, keys[position])
-                name = key.rpartition("/")[2]
-                if known[position] is not None:
+                key = keys[position]
+                name = key[cut:]
+                if name == ".." or "/" in name or "\x00" in name:  # (each folder is checked)
+                    checked_key(root, key)
+                stamp = known[position]
+                if stamp is not None:
                     stat = os.stat(name, dir_fd=descriptor, follow_symlinks=False)
-                    if file_stamp(stat) == known[position]:
-                        found.append((stat.st_size, known[position], None))
+                    if f"{stat.st_size}:{stat.st_mtime_ns}" == stamp:
+                        sizes.append(stat.st_size)
+                        mtimes.append(stat.st_mtime_ns)
+                        read.append(0)
+                        digests += NO_DIGEST
+                        kinds.append(0)
+                        widths.append(0)
+                        heights.append(0)
                         continue
-                failpoint("hash/object")
-                data, stat = read_listed(root, descriptor, key, name)
-                found.append((stat.st_size, file_stamp(stat), hash_and_probe(data, probe)))
+                if watched:
+                    failpoint("hash/object")
+                try:
+                    file = open_(name, FILE_FLAGS, dir_fd=descriptor)
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:
+                        link = f"key {key!r} is now a symbolic link below {root!r}: refused"
+                        raise UnsafeKeyError(link) from exc
+                    raise
+                try:
+                    stat = fstat(file)
+                    # one read when the size is the one just seen; a grown file to its end
+                    data = read_(file, stat.st_size + 1)
+                    if len(data) != stat.st_size:
+                        while chunk := read_(file, 1 << 20):
+                            data += chunk
+                finally:
+                    close(file)
+                sizes.append(stat.st_size)
+                mtimes.append(stat.st_mtime_ns)
+                read.append(1)
+                digests += sha256(data).digest()
+                if not probe:
+                    kinds.append(0)
+                    widths.append(0)
+                    heights.append(0)
+                    continue
+                header = header_facts(data)
+                if header is None:
+                    judged = pil_probe(data)
+                    found.judged[len(kinds)] = (
+                        judged.media_type,
+                        judged.width,
+                        judged.height,
+                        judged.reason,
+                    )
+                    kinds.append(JUDGED)
+                    widths.append(0)
+                    heights.append(0)
+                else:
+                    kinds.append(KINDS[header[0]])
+                    widths.append(header[1])
+                    heights.append(header[2])
         finally:
             os.close(descriptor)
     return found

@@ -4,8 +4,9 @@ Started as a plain module, not by `multiprocessing`, whose spawned children impo
 parent's `__main__` again (a `dagster` or `lakehouse` command: Dagster, polars, torch)
 before they run anything: about a second and hundreds of MB each. This one imports only
 `lakehouse.sources.probe`. It reads pickled requests, `(root, keys, known stamps, probe)`,
-from stdin until it closes, and answers each on stdout with one pickle: `(True, scanned)`
-in the keys' order, or `(False, exception)`, which the parent raises as its own.
+from stdin until it closes, and answers each on stdout with one pickle: `(True, scanned)`,
+the `ScannedFiles` columns in the keys' order (a few arrays, not an object per file), or
+`(False, exception)`, which the parent raises as its own.
 """
 
 from __future__ import annotations
