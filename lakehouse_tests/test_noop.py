@@ -173,6 +173,12 @@ def test_a_changed_row_is_recomputed_and_checked_again(built: Path, tmp_path: Pa
     assert "data:image/png" in computed["label_distribution"]
     assert "data:image/png" not in reused["label_distribution"]
     assert reused["label_distribution/sha256"] == computed["label_distribution/sha256"]
+    # the same model on the same training_set version: its picture is not drawn again
+    trained, kept = found["popularity_model"], again["popularity_model"]
+    assert kept["weights_key"] == trained["weights_key"]
+    assert "data:image/png" in trained["predicted_vs_actual"]
+    assert "data:image/png" not in kept["predicted_vs_actual"]
+    assert kept["predicted_vs_actual/sha256"] == trained["predicted_vs_actual/sha256"]
     assert versions(lake) == now
 
 
@@ -211,3 +217,55 @@ def _rows(ids: list[int]):
     import polars as pl
 
     return pl.DataFrame({"id": ids, "value": [str(i) for i in ids]})
+
+
+def test_new_classifier_outputs_keep_the_activity_columns(built: Path, tmp_path: Path) -> None:
+    """When only photo_classes (or images) moved since photo_features was computed, its
+    point-in-time activity stands: the events are not read again, and the rows are those a
+    computation from scratch gives; the no-leakage check's pass on the same activity
+    columns (and the same events) stands too."""
+    import duckdb
+    import polars as pl
+
+    from lakehouse.features.logic import photo_feature_rows
+    from lakehouse.lake.tables import IMAGES, PHOTO_CLASSES, RAW_USERS
+
+    copy = copy_of(built, tmp_path)
+    lake = copy.lake_resource
+    classes = lake.read(PHOTO_CLASSES)
+    gone = classes.sort("sha256")["sha256"][0]
+    lake.delete_keys(PHOTO_CLASSES, pl.DataFrame({"sha256": [gone]}), commit_info={})
+    expected = photo_feature_rows(
+        duckdb.connect(),
+        lake.read(RAW_PHOTOS),
+        lake.read(RAW_USERS, columns=["user_id", "created_at"]),
+        lake.read(RAW_EVENTS, columns=["ts", "user_id", "event", "photo_id"]),
+        lake.read(IMAGES, columns=["sha256", "keys"]),
+        lake.read(PHOTO_CLASSES),
+    )
+    for uri in lake.open(RAW_EVENTS).file_uris():  # type: ignore[union-attr]
+        Path(uri.removeprefix("file://")).unlink()  # a step that read events would fail
+    before = versions(lake)
+    job = (
+        copy.definitions()
+        .resolve_implicit_global_asset_job_def()
+        .get_subset(
+            asset_selection={dg.AssetKey(PHOTO_FEATURES)},
+            asset_check_selection={
+                dg.AssetCheckKey(dg.AssetKey(PHOTO_FEATURES), "photo_features_no_leakage")
+            },
+        )
+    )
+    result = job.execute_in_process(instance=copy.instance)
+    assert result.success
+
+    # the photos of that image, and only they, lost their classes
+    was = lake.read(PHOTO_FEATURES, version=before[PHOTO_FEATURES]).sort("photo_id")
+    moved = (was["row_sha256"] != expected["row_sha256"]).sum()
+    assert 0 < moved == written_since(lake, before)[PHOTO_FEATURES].updated
+    stored = lake.read(PHOTO_FEATURES).sort("photo_id")
+    assert stored.select(expected.columns).equals(expected)
+    check = check_evaluations(result)["photo_features_no_leakage"]
+    assert check.passed
+    assert check.metadata["reused"].value is True
+    assert check.metadata["checked_versions"].value[PHOTO_FEATURES] == before[PHOTO_FEATURES] + 1

@@ -139,6 +139,42 @@ def test_observation_versions_follow_content_not_timestamps(lakehouse: Lakehouse
     assert changed["metadata_db"] == first["metadata_db"]
 
 
+def test_a_log_day_is_observed_again_only_when_its_file_changed(lakehouse: Lakehouse) -> None:
+    """Each day file's first observation carries its SHA-256; a look that finds a day's file
+    unchanged writes no observation of that day (its last one stands for it)."""
+    import hashlib
+
+    from dagster import AssetKey
+
+    def observations() -> dict[str, list[str]]:
+        records = lakehouse.instance.fetch_observations(AssetKey("activity_logs"), limit=10_000)
+        found: dict[str, list[str]] = {}
+        for record in reversed(records.records):
+            observation = record.asset_observation
+            found.setdefault(observation.partition, []).append(observation.data_version)
+        return found
+
+    lakehouse.observe()
+    first = observations()
+    files = sorted((lakehouse.sources / "logs").glob("*.jsonl"))
+    assert sorted(first) == [path.stem for path in files]
+    assert all(len(seen) == 1 for seen in first.values())
+    lakehouse.observe()
+    assert observations() == first, "nothing changed: no day observed again"
+
+    changed = files[1]
+    changed.write_bytes(changed.read_bytes() + b"not json\n")
+    lakehouse.observe()
+    after = observations()
+    assert after[changed.stem] == [
+        *first[changed.stem],
+        hashlib.sha256(changed.read_bytes()).hexdigest(),
+    ]
+    assert {day: seen for day, seen in after.items() if day != changed.stem} == {
+        day: seen for day, seen in first.items() if day != changed.stem
+    }
+
+
 def _observed_versions(lakehouse: Lakehouse) -> dict[str, str]:
     from dagster import AssetKey
 

@@ -207,7 +207,7 @@ def augmented_tensors(
     earlier = previous_metadata(context)
     if grid_unchanged(earlier, metadata["delta_version"], caption):
         # the table is at the version the last grid was drawn from: the same pixels
-        metadata.update(earlier_pictures(context, {"augmentation_grid": caption}))
+        metadata.update(earlier_pictures(context, {"augmentation_grid": caption}, earlier))
     elif (grid := augmentation_grid(lake, config.preview_images)) is not None:
         metadata.update(picture(context, lake, "augmentation_grid", grid, caption))
     return dg.MaterializeResult(

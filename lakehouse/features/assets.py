@@ -5,6 +5,8 @@ computes set-wise in DuckDB/polars, and writes through `sync_snapshot` or
 `replace_partitions`, so a rerun on unchanged inputs writes no new table version.
 """
 
+import json
+
 import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
@@ -15,6 +17,7 @@ from lakehouse.features.logic import (
     log_end,
     photo_feature_rows,
     training_rows,
+    with_new_classifier_outputs,
 )
 from lakehouse.graph import charts
 from lakehouse.graph.defaults import layer_defaults, nightly_freshness
@@ -37,6 +40,8 @@ from lakehouse.lake.tables import (
 KINDS = {"delta", "duckdb", "polars"}
 FEATURES = layer_defaults("features", "team:ml-data", kinds=KINDS)
 FEATURE_INPUTS = ("raw_photos", "raw_users", "raw_events", "images", "photo_classes")
+# what the point-in-time activity columns are computed from (the rest: the classifier's)
+ACTIVITY_INPUTS = ("raw_photos", "raw_users", "raw_events")
 TRAINING_INPUTS = ("photo_features", "popularity_labels")
 # recorded in each commit: stored rows count as current only under the same code
 PHOTO_FEATURES_VERSION = "1"
@@ -47,6 +52,18 @@ TRAINING_SET_VERSION = "1"
 def events_at(lake: LakeResource, versions: dict[str, int]) -> pl.DataFrame:
     """The columns the point-in-time joins need from raw_events."""
     return read_pinned(lake, RAW_EVENTS, versions, ["ts", "user_id", "event", "photo_id"])
+
+
+def activity_unchanged(lake: LakeResource, versions: dict[str, int]) -> int | None:
+    """The photo_features version whose rows this code computed from these very versions of
+    raw_photos, raw_users and raw_events (their activity columns stand), else None."""
+    commit = lake.commit_metadata(PHOTO_FEATURES)
+    if commit.get("code_version") != PHOTO_FEATURES_VERSION or "input_versions" not in commit:
+        return None
+    built = json.loads(str(commit["input_versions"]))
+    if any(built.get(name) != versions[name] for name in ACTIVITY_INPUTS):
+        return None
+    return int(commit["version"])  # type: ignore[call-overload]
 
 
 @dg.asset(
@@ -70,6 +87,21 @@ def photo_features(
         # their data version: the point-in-time joins over every event would give them again
         rows = lake.read(PHOTO_FEATURES)
         context.log.info("photo_features: inputs unchanged since the stored rows, not recomputed")
+    elif (stored := activity_unchanged(lake, versions)) is not None:
+        # one photo's new bytes change images and photo_classes only: the point-in-time
+        # joins over every event would give the stored activity columns again
+        context.log.info(
+            f"photo_features: photos, users and events unchanged since version {stored}: "
+            "activity kept, classifier outputs joined again"
+        )
+        with duckdb.get_connection() as conn:
+            rows = with_new_classifier_outputs(
+                conn,
+                lake.read(PHOTO_FEATURES, version=stored),  # type: ignore[arg-type]
+                read_pinned(lake, RAW_PHOTOS, versions, ["photo_id", "object_key"]),
+                read_pinned(lake, IMAGES, versions, ["sha256", "keys"]),
+                read_pinned(lake, PHOTO_CLASSES, versions),
+            )
     else:
         with duckdb.get_connection() as conn:
             rows = photo_feature_rows(

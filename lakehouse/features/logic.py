@@ -220,6 +220,29 @@ def photo_feature_rows(
     return with_row_digest(rows, conn)
 
 
+CLASSIFIER_OUTPUTS = ["classifier_version", "content_label", "style_label", *CLASSIFIER_COLUMNS]
+
+
+def with_new_classifier_outputs(
+    conn: duckdb.DuckDBPyConnection,
+    stored: pl.DataFrame,
+    photos: pl.DataFrame,
+    images: pl.DataFrame,
+    classes: pl.DataFrame,
+) -> pl.DataFrame:
+    """`photo_feature_rows` when only images or classes changed since `stored` (rows it
+    computed from the very photos, users and events given now): the metadata and the
+    point-in-time activity stand, the classifier's columns are joined again."""
+    columns = [column for column in stored.columns if column != "row_sha256"]
+    rows = (
+        stored.drop(*CLASSIFIER_OUTPUTS, "row_sha256", strict=False)
+        .join(classifier_outputs(photos, images, classes), on="photo_id", how="left")
+        .select(columns)
+        .sort("photo_id")
+    )
+    return with_row_digest(rows, conn)
+
+
 def log_end(ledger: pl.DataFrame | None) -> datetime | None:
     """End (exclusive) of the last complete log day: midnight after the last day with a file."""
     if ledger is None:

@@ -58,11 +58,14 @@ def previous_metadata(context: dg.AssetExecutionContext) -> dict[str, dg.Metadat
 
 
 def earlier_pictures(
-    context: dg.AssetExecutionContext, captions: dict[str, str]
+    context: dg.AssetExecutionContext,
+    captions: dict[str, str],
+    earlier: dict[str, dg.MetadataValue] | None = None,
 ) -> dict[str, dg.MetadataValue]:
     """When nothing was drawn this run (e.g. a model reused, not retrained): the references
-    to the pictures of the previous materialization, captioned, never the PNGs again."""
-    earlier = previous_metadata(context)
+    to the pictures of the previous materialization (`earlier`, if the caller has read it
+    already), captioned, never the PNGs again."""
+    earlier = previous_metadata(context) if earlier is None else earlier
     found: dict[str, dg.MetadataValue] = {}
     for name, caption in captions.items():
         if f"{name}/run" not in earlier:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import dagster as dg
 
 from lakehouse.graph.pictures import previous_metadata, without_inline_pictures
 from lakehouse.lake import LakeDiskError, LakeResource, LakeUnavailable, table_metadata
 from lakehouse.lake.blobs import object_key
+from lakehouse.lake.metadata import absolute_uri
 from lakehouse.lake.pinned import commit_built_from
 
 
@@ -40,7 +41,7 @@ def unchanged_result(
     commit = lake.commit_metadata(name)
     if not commit_built_from(commit, versions, code_version) or "data_version" not in commit:
         return None
-    version = lake.version(name)
+    version = commit["version"] if "version" in commit else lake.version(name)
     context.log.info(
         f"{name}: inputs {json.dumps(versions, sort_keys=True)} and code {code_version!r} "
         f"unchanged since version {version}: not recomputed, no row read"
@@ -51,7 +52,7 @@ def unchanged_result(
         data_version=dg.DataVersion(str(commit["data_version"])),
         metadata={
             **(without_inline_pictures(earlier) if same_table else {}),
-            **table_metadata(lake, name, lake.row_count(name), 0),
+            **reused_table_metadata(lake, name, version, earlier if same_table else {}),
             "input_versions": dg.MetadataValue.json(versions),
             "reused_version": version,
             **{f"rows_{kind}": 0 for kind in ("inserted", "updated", "deleted")},
@@ -59,21 +60,51 @@ def unchanged_result(
     )
 
 
+# what table_metadata says of a table version that its previous report of it already said
+SAME_VERSION_SAME_FACTS = ("dagster/row_count", "dagster/column_schema", "preview")
+
+
+def reused_table_metadata(
+    lake: LakeResource, name: str, version: object, earlier: dict[str, dg.MetadataValue]
+) -> dict[str, object]:
+    """`table_metadata` of a table at `version`, rows_computed 0: from `earlier` (the
+    previous materialization, when it reported this very version: a version's rows, schema
+    and preview never change) without opening the table, else read."""
+    if not all(fact in earlier for fact in SAME_VERSION_SAME_FACTS):
+        return table_metadata(lake, name, lake.row_count(name), 0)
+    return {
+        "uri": dg.MetadataValue.path(lake.table_uri(name)),
+        "dagster/uri": absolute_uri(lake.table_uri(name)),
+        "delta_version": version,
+        **{fact: earlier[fact] for fact in SAME_VERSION_SAME_FACTS},
+        "rows_computed": 0,
+    }
+
+
 CheckFn = Callable[[dict[str, int | None]], dg.AssetCheckResult]
 
 
-def claim_bytes(check: str, code_version: str, versions: dict[str, int]) -> bytes:
+def claim_bytes(check: str, code_version: str, versions: dict[str, int | str]) -> bytes:
     """The claim "`check` (this code) passed on these table versions", as stored: a blob
     under its own SHA-256, so the claim is found by writing it out again. Like
     `lake.pinned.built_from`, it takes a version number of a lake's table for its content
     (Delta versions only grow; a table dropped and made again starts over, and the lake
-    holds no such table)."""
+    holds no such table). A table may be named by a digest of what the check reads of it
+    instead (`content:<digest>`, see `reusing_pass`)."""
     body = {"check": check, "code_version": code_version, "versions": versions}
     return json.dumps(body, sort_keys=True).encode()
 
 
+ContentFn = Callable[[int], str]
+
+
 def reusing_pass(
-    lake: LakeResource, check: str, code_version: str, reads: Sequence[str], compute: CheckFn
+    lake: LakeResource,
+    check: str,
+    code_version: str,
+    reads: Sequence[str],
+    compute: CheckFn,
+    content: Mapping[str, ContentFn] | None = None,
 ) -> dg.AssetCheckResult:
     """Evaluate a check that reads only the lake tables `reads`, at pinned versions.
 
@@ -82,31 +113,66 @@ def reusing_pass(
     table versions, the pass is reported again without a row read: the description says
     so and the metadata has `reused: true` and `checked_versions`. Only passes are
     reused; a failing check is evaluated every time.
+
+    `content` names, for some tables, a digest of all that the check reads of them at a
+    version (e.g. a few columns of a table whose other columns changed): when no pass is
+    recorded for these versions, one on the same digests of those tables and the same
+    versions of the others is reused too, the digests read instead of the check's inputs.
     """
     versions = {name: lake.version(name) for name in reads}
     if any(version is None for version in versions.values()):
         return with_versions(compute(versions), versions, reused=False)
-    claim = claim_bytes(check, code_version, versions)  # type: ignore[arg-type]
-    key = object_key(hashlib.sha256(claim).hexdigest())
-    if has_object(lake, key):
-        shown = ", ".join(f"{name} v{version}" for name, version in sorted(versions.items()))
-        return with_versions(
-            dg.AssetCheckResult(
-                passed=True,
-                description=f"passed before on these very table versions ({shown}): "
-                "not evaluated again",
-                metadata={"claim": key},
-            ),
+    shown = ", ".join(f"{name} v{version}" for name, version in sorted(versions.items()))
+    claims = [claim_bytes(check, code_version, versions)]  # type: ignore[arg-type]
+    if has_claim(lake, claims[0]):
+        return reused_pass(
+            f"passed before on these very table versions ({shown}): not evaluated again",
+            claims[0],
             versions,
-            reused=True,
         )
+    if content:
+        keyed: dict[str, int | str] = {
+            name: f"content:{content[name](version)}" if name in content else version  # type: ignore[arg-type]
+            for name, version in versions.items()
+        }
+        claims.append(claim_bytes(check, code_version, keyed))
+        if has_claim(lake, claims[1]):
+            save_claims(lake, claims[:1])  # the next look at these versions reads nothing
+            return reused_pass(
+                f"passed before on the same content of {', '.join(sorted(content))} (what "
+                f"it reads of it) and the same versions of the rest ({shown}): not evaluated "
+                "again",
+                claims[1],
+                versions,
+            )
     result = compute(versions)
     if result.passed:
-        # the claim only saves the next evaluation: a lake that cannot take it (full,
-        # read-only, unreachable) still gets the check's own answer
-        with contextlib.suppress(LakeDiskError, LakeUnavailable):
-            lake.put_object(claim)
+        save_claims(lake, claims)
     return with_versions(result, versions, reused=False)
+
+
+def has_claim(lake: LakeResource, claim: bytes) -> bool:
+    return has_object(lake, object_key(hashlib.sha256(claim).hexdigest()))
+
+
+def save_claims(lake: LakeResource, claims: list[bytes]) -> None:
+    """Store claims of a pass. A claim only saves a later evaluation: a lake that cannot
+    take it (full, read-only, unreachable) still gets the check's own answer."""
+    with contextlib.suppress(LakeDiskError, LakeUnavailable):
+        for claim in claims:
+            lake.put_object(claim)
+
+
+def reused_pass(description: str, claim: bytes, versions: dict) -> dg.AssetCheckResult:
+    return with_versions(
+        dg.AssetCheckResult(
+            passed=True,
+            description=description,
+            metadata={"claim": object_key(hashlib.sha256(claim).hexdigest())},
+        ),
+        versions,
+        reused=True,
+    )
 
 
 def with_versions(

@@ -103,7 +103,12 @@ class LakeResource(dg.ConfigurableResource):
         if table is None:
             return {}
         wanted = table.version()
-        return next((c for c in table.history() if c.get("version") == wanted), {})
+        # the snapshot's own commit is its newest: one commit file read, not the whole log
+        for commits in (table.history(1), table.history()):
+            found = next((c for c in commits if c.get("version") == wanted), None)
+            if found is not None:
+                return found
+        return {}
 
     def row_count(self, name: str) -> int:
         """Rows in the latest version (0 for a table never written)."""

@@ -484,7 +484,8 @@ def photo_classes(
         for rows in work.apply(lake, classify, commit_info=info):
             batches += 1
             p.advance(rows.height, note=f"batch {batches}")
-    release_freed_memory()
+    if batches:  # only a step that read pixels has memory to give back (a full gc costs)
+        release_freed_memory()
     return dg.MaterializeResult(
         data_version=dg.DataVersion(
             digest_strings([model_version, *images_now["sha256"].sort().to_list()])

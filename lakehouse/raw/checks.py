@@ -31,7 +31,8 @@ def raw_objects_reconcile(sources: ObjectStoreResource, lake: LakeResource) -> d
     registry = lake.read(RAW_OBJECTS, columns=["status"])
     current = 0 if registry is None else registry.filter(pl.col("status") == "current").height
     return reconciled(
-        len(sources.list(PHOTO_PREFIX)),
+        # names only: the count needs no stat of each file (raw_objects stats them)
+        len(sources.listing(PHOTO_PREFIX, stat=False).keys),
         current,
         active_quarantine(lake, OBJECTS_SOURCE).height,
         "photo objects",

@@ -4,7 +4,7 @@ Each observation reports a DataVersion computed from content only, so Dagster
 marks downstream assets stale exactly when bytes or rows really changed.
 """
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 import dagster as dg
 import polars as pl
@@ -21,6 +21,11 @@ SOURCES_OWNERS = ["team:data-platform"]
 # The observation tag Dagster reads a data version from (what ObserveResult.data_version
 # becomes); an observation of one partition among many can only carry it as this tag.
 DATA_VERSION_TAG = "dagster/data_version"
+# Observations read back (newest first, a page at a time) to find the version each log day
+# was last observed with; a day not found among them is observed again, which is never
+# wrong, only one more event.
+OBSERVED_PAGE = 500
+OBSERVED_LOOKBACK = 5000
 
 
 def source_spec(name: str, description: str, kinds: set[str], **spec: object) -> dg.AssetSpec:
@@ -59,6 +64,30 @@ def log_file_versions(hashes: pl.DataFrame) -> tuple[dict[str, str], list[str]]:
         else:
             ignored.append(key)
     return versions, ignored
+
+
+def observed_day_versions(instance: dg.DagsterInstance, days: Collection[str]) -> dict[str, str]:
+    """The data version each of `days` was last observed with in this instance; days never
+    observed (or not among its newest OBSERVED_LOOKBACK observations) are absent."""
+    wanted = dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("activity_logs"), asset_partitions=sorted(days)
+    )
+    found: dict[str, str] = {}
+    cursor, read = None, 0
+    while len(found) < len(days) and read < OBSERVED_LOOKBACK:
+        page = instance.fetch_observations(wanted, limit=OBSERVED_PAGE, cursor=cursor)
+        for record in page.records:
+            observation = record.asset_observation
+            if observation is None or observation.partition is None:
+                continue
+            version = observation.tags.get(DATA_VERSION_TAG)
+            if version is not None:
+                found.setdefault(observation.partition, version)
+        read += len(page.records)
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    return found
 
 
 @dg.multi_observable_source_asset(
@@ -127,15 +156,23 @@ def metadata_db(
 def activity_logs(
     context: dg.AssetExecutionContext, sources: ObjectStoreResource, lake: LakeResource
 ) -> Iterator[dg.AssetObservation]:
-    """One observation per day file, its data version the file's SHA-256 (one run sees all
-    days, whatever partition, if any, it was launched for)."""
+    """An observation per day file whose content differs from the one last observed, its
+    data version the file's SHA-256 (one run sees all days, whatever partition, if any, it
+    was launched for). A day whose file is unchanged keeps its last observation: the same
+    version again would tell Dagster nothing, and costs an event per day on every look
+    (60 of a no-change run's ~500)."""
     hashed = object_hashes(sources, lake, LOG_PREFIX, commit_info_for(context))
     hashes, hashed_now = hashed.objects, hashed.hashed_now
     versions, ignored = log_file_versions(hashes)
-    context.log.info(f"{len(versions)} log days, {hashed_now} files hashed now")
+    observed = observed_day_versions(context.instance, versions)
+    changed = {day: sha for day, sha in versions.items() if observed.get(day) != sha}
+    context.log.info(
+        f"{len(versions)} log days, {hashed_now} files hashed now; {len(changed)} new or "
+        "changed since their last observation"
+    )
     if ignored:
         context.log.warning(f"not daily log files, ignored: {ignored[:20]}")
-    for day, sha in versions.items():
+    for day, sha in changed.items():
         yield dg.AssetObservation("activity_logs", partition=day, tags={DATA_VERSION_TAG: sha})
 
 
