@@ -48,8 +48,15 @@ def test_the_observation_reads_each_photo_once_and_raw_objects_reads_none(
 ) -> None:
     lakehouse.observe()
     cache_version = lakehouse.lake_resource.version(OBJECT_HASHES)
-    photos = cached_hashes(lakehouse.lake_resource).filter(pl.col("key").str.starts_with("photos/"))
+    everything = cached_hashes(lakehouse.lake_resource)
+    photos = everything.filter(pl.col("key").str.starts_with("photos/"))
     assert photos["probed"].all(), "the observation probed every photo it hashed"
+    # a prefix's lookup holds exactly that prefix's rows (logs/ sorts before photos/)
+    for prefix in ("photos/", "logs/", "photos"):
+        expected = everything.filter(pl.col("key").str.starts_with(prefix))
+        assert expected.height > 0
+        got = cached_hashes(lakehouse.lake_resource, prefix)
+        assert got.sort("key").equals(expected.sort("key")), prefix
     # zero one good photo's bytes behind the cache's back (same size, same mtime): a step
     # that read it again would quarantine it as "not an image"
     spoiled_key = photos.filter(pl.col("reason").is_null())["key"][0]
