@@ -61,8 +61,7 @@ demo: instance
 ## (`dg launch` is what Dagster 1.13 offers in place of `dagster job execute` and
 ## `dagster asset materialize`, which still work: README, "In CI")
 materialize: instance
-	$(BIN)/dg launch -m lakehouse.definitions --job observe_sources --config-json '{$(INFO_LOGS)}'
-	$(BIN)/dg launch -m lakehouse.definitions --job observe_logs --config-json '{$(INFO_LOGS)}'
+	$(BIN)/dg launch -m lakehouse.definitions --job observe_all --config-json '{$(INFO_LOGS)}'
 	$(BIN)/dg launch -m lakehouse.definitions --assets '*' \
 		--partition-range "$$($(BIN)/lakehouse log-range)" $(if $(EXECUTION),--config-json '$(EXECUTION)')
 

@@ -72,11 +72,13 @@ class Lakehouse:
         )
 
     def observe(self) -> dg.ExecuteInProcessResult:
-        """Observe every source, as the `observe_sources` / `observe_logs` jobs do."""
-        defs = self.definitions()
-        for job_name in ("observe_sources", "observe_logs"):
-            result = defs.resolve_job_def(job_name).execute_in_process(instance=self.instance)
-            succeeded(result, job_name)
+        """Observe every source, as the `observe_all` job does (`make materialize`)."""
+        result = (
+            self.definitions()
+            .resolve_job_def("observe_all")
+            .execute_in_process(instance=self.instance)
+        )
+        succeeded(result, "observe_all")
         return result
 
     def materialize(

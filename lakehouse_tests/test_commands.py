@@ -50,9 +50,8 @@ def test_dagster_cli_materializes_everything_then_nothing(project_env) -> None:
     env, home = project_env
     dagster = [str(BIN / "dagster")]
     module = ["-m", "lakehouse.definitions"]
-    for job in ("observe_sources", "observe_logs"):
-        done = run([*dagster, "job", "execute", *module, "-j", job], env, home)
-        assert done.returncode == 0, done.stderr[-3000:]
+    done = run([*dagster, "job", "execute", *module, "-j", "observe_all"], env, home)
+    assert done.returncode == 0, done.stderr[-3000:]
     days = run([str(BIN / "lakehouse"), "log-range"], env, home)
     assert days.stdout.strip() == "2026-10-01...2026-10-06"
     materialize = [*dagster, "asset", "materialize", *module, "--select", "*"]

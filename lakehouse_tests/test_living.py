@@ -180,7 +180,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         instance.dispose()
 
 
-OBSERVE_JOBS = {"observe_sources", "observe_logs"}
+OBSERVE_JOBS = {"observe_all", "observe_sources", "observe_logs"}
 BACKFILLS = """
 query {
   partitionBackfillsOrError(status: REQUESTED) { ... on PartitionBackfills { results { id } } }

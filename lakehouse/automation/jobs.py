@@ -8,6 +8,13 @@ SOURCES = dg.AssetSelection.keys(
     "photo_objects", "metadata_db", "activity_logs", "activity_log_days"
 )
 
+observe_all = dg.define_asset_job(
+    "observe_all",
+    selection=SOURCES,
+    description="Observe every source in one run: the photo store, the metadata database and "
+    "the daily log files (what `make materialize` runs before materializing).",
+    executor_def=dg.in_process_executor,
+)
 observe_sources = dg.define_asset_job(
     "observe_sources",
     selection=dg.AssetSelection.keys("photo_objects", "metadata_db"),
