@@ -352,17 +352,16 @@ ORACLE_EVENTS_PER_BUCKET = 500_000
 
 
 def author_pairs(posts: pl.DataFrame, kind: pl.DataFrame, buckets: int) -> Iterator[pl.DataFrame]:
-    """Each post joined with every event of its author, one bucket of authors at a time."""
-    events_of = kind.with_columns(bucket=pl.col("user_id") % buckets).partition_by(
-        "bucket", as_dict=True, include_key=False
-    )
+    """Each post joined with every event of its author, one bucket of authors at a time
+    (each bucket's events filtered when it comes: partitioning them all at once held a
+    second copy of every event)."""
     for (bucket,), mine in (
         posts.with_columns(bucket=pl.col("user_id") % buckets)
         .partition_by("bucket", as_dict=True, include_key=False)
         .items()
     ):
-        theirs = events_of.get((bucket,))
-        if theirs is not None:
+        theirs = kind.filter(pl.col("user_id") % buckets == bucket)
+        if theirs.height:
             yield mine.join(theirs, on="user_id")
 
 
