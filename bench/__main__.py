@@ -33,7 +33,10 @@ from bench import augment, ingest, pit_join, query
 from bench.common import Result
 
 BENCH_DIR = Path(__file__).resolve().parent
-MEMORY_BUDGET_MB = 4096
+# issue 18: the whole tree at most 2 GiB at every scale; 4 GiB at 100k photos is the hard
+# ceiling (the row is measured against the target and names the ceiling)
+MEMORY_TARGET_MB = 2048
+MEMORY_CEILING_MB = 4096
 RSS_FLAT_TARGET = "<= 1.25"
 DERIVED_TABLES = (
     "images",
@@ -80,6 +83,8 @@ class Run:
     rows_computed: dict[str, int]
     step_seconds: dict[str, float]
     peak_rss_mb: float
+    # the highest tree RSS sampled while each step ran (OUTSIDE_STEPS: imports, observation)
+    step_peak_mb: dict[str, float]
 
 
 def log(message: str) -> None:
@@ -97,16 +102,20 @@ def tree_rss_mb(process: psutil.Process) -> float:
     return total / 2**20
 
 
-def run_watched(command: list[str], env: dict[str, str]) -> float:
-    """Run `command`, sampling the RSS of its process tree; returns the peak in MiB."""
+OUTSIDE_STEPS = "(outside steps: imports, observation, run setup)"
+
+Sample = tuple[float, float]  # (unix time, tree RSS in MiB)
+
+
+def run_watched(command: list[str], env: dict[str, str]) -> list[Sample]:
+    """Run `command`, sampling the RSS of its process tree every 50 ms; returns the samples."""
     child = subprocess.Popen(command, env=env)
-    watched, peak, done = psutil.Process(child.pid), 0.0, threading.Event()
+    watched, samples, done = psutil.Process(child.pid), [], threading.Event()
 
     def sample() -> None:
-        nonlocal peak
         while not done.is_set():
             with contextlib.suppress(psutil.Error):
-                peak = max(peak, tree_rss_mb(watched))
+                samples.append((time.time(), tree_rss_mb(watched)))
             done.wait(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -116,7 +125,18 @@ def run_watched(command: list[str], env: dict[str, str]) -> float:
     sampler.join()
     if code:
         raise RuntimeError(f"{' '.join(command[:4])} ... exited with {code}")
-    return peak
+    return samples
+
+
+def step_peaks(samples: list[Sample], spans: dict[str, list[float]]) -> dict[str, float]:
+    """The highest sample taken while each step ran (steps run one at a time in the
+    in-process executor); samples in no step's span go to OUTSIDE_STEPS."""
+    peaks: dict[str, float] = {}
+    for when, mb in samples:
+        steps = [step for step, (began, ended) in spans.items() if began <= when <= ended]
+        for step in steps or [OUTSIDE_STEPS]:
+            peaks[step] = max(peaks.get(step, 0.0), mb)
+    return peaks
 
 
 def world_start(days: int) -> date:
@@ -172,9 +192,11 @@ def pipeline(mode: str, sources: Path, lake: Path, start: date, scale: Scale, wo
         f"--report={report}",
         f"--config={json.dumps(config)}",
     ]
-    peak = run_watched(command, environment(start))
+    samples = run_watched(command, environment(start))
     found = json.loads(report.read_text())
-    return Run(found["seconds"], found["rows_computed"], found["step_seconds"], peak)
+    peak = max((mb for _, mb in samples), default=0.0)
+    peaks = step_peaks(samples, found.get("step_spans", {}))
+    return Run(found["seconds"], found["rows_computed"], found["step_seconds"], peak, peaks)
 
 
 def change_one_photo(sources: Path) -> str:
@@ -243,13 +265,19 @@ class Bench:
         self.facts["first full run (dagster)"] = f"{self.first.seconds:.1f} s"
         self.facts["rows computed by the first run"] = json.dumps(self.first.rows_computed)
         self.facts["seconds per step of the first run"] = step_facts(self.first)
+        peaks = peak_facts(self.first)
+        log(f"first run peak RSS by step (MiB): {peaks}")
+        self.facts["peak RSS per step of the first run (MiB)"] = peaks
+        if self.first.peak_rss_mb > MEMORY_CEILING_MB:
+            log(f"first run peak RSS is over the {MEMORY_CEILING_MB} MiB hard ceiling")
         self.add(
             Result.of(
-                "peak RSS of the whole run (process tree, workers included) vs 4 GiB",
+                "peak RSS of the whole run (process tree, workers included) vs the 2 GiB "
+                f"target (hard ceiling {MEMORY_CEILING_MB // 1024} GiB)",
                 self.first.peak_rss_mb,
-                MEMORY_BUDGET_MB,
+                MEMORY_TARGET_MB,
                 "MiB",
-                self.first.peak_rss_mb / MEMORY_BUDGET_MB,
+                self.first.peak_rss_mb / MEMORY_TARGET_MB,
                 "<= 1.0",
             )
         )
@@ -440,6 +468,12 @@ def step_facts(run: Run) -> str:
     """The slowest steps of a run, as `name seconds` (for RESULTS.md)."""
     slowest = sorted(run.step_seconds.items(), key=lambda item: -item[1])[:8]
     return ", ".join(f"{name} {seconds:.1f}" for name, seconds in slowest)
+
+
+def peak_facts(run: Run) -> str:
+    """The steps with the highest sampled tree RSS, as `name MiB` (for RESULTS.md)."""
+    highest = sorted(run.step_peak_mb.items(), key=lambda item: -item[1])[:8]
+    return ", ".join(f"{name} {mb:.0f}" for name, mb in highest)
 
 
 def lake_frames(lake: Path):

@@ -13,11 +13,21 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
 
-from lakehouse.curated.views import read_views, view_pixels
+from lakehouse.curated.recipe import RECIPE
+from lakehouse.curated.views import (
+    VIEW_COLUMNS,
+    VIEW_KEY,
+    may_hold,
+    read_views,
+    view_batches,
+    view_pixels,
+)
 from lakehouse.definitions import defs
 from lakehouse.models.classifier import TrainConfig, load_classifier, predict, train_classifier
 from lakehouse_tests.conftest import DemoLake, Lakehouse
@@ -213,3 +223,55 @@ def test_show_augmentations_writes_a_png(demo_world, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     with Image.open(out) as grid:
         assert grid.format == "PNG" and grid.height > grid.width / 2
+
+
+def test_view_batches_are_the_stored_rows_of_the_views_asked_for(demo_world) -> None:
+    """Read row group by row group (not Arrow's scanner): the same rows a whole read finds,
+    in batches of at most per_batch rows; a view not stored is not yielded."""
+    lakehouse, _ = demo_world
+    lake = lakehouse.lake_resource
+    stored = (
+        lake.read("augmented_tensors")
+        .filter(pl.col("recipe_version") == RECIPE.version)
+        .select(VIEW_COLUMNS)
+    )
+    shas = stored["sha256"].unique().sort()
+    asked = pl.concat(
+        [
+            stored.filter(
+                pl.col("sha256").is_in(shas.gather_every(2).implode())
+                & pl.col("aug_index").is_in([1, 3])
+            ).select(VIEW_KEY),
+            pl.DataFrame(
+                {"sha256": ["0" * 64], "aug_index": [0]}, schema=stored.select(VIEW_KEY).schema
+            ),
+        ]
+    )
+    batches = list(view_batches(lake, asked, per_batch=7))
+    assert batches and all(batch.height <= 7 for batch in batches)
+    found = pl.concat(batches).sort(VIEW_KEY)
+    expected = stored.join(asked, on=VIEW_KEY, how="semi").sort(VIEW_KEY)
+    assert found.height == asked.height - 1 > 0
+    assert found.equals(expected)
+
+
+def test_row_groups_are_skipped_by_their_sha256_statistics(tmp_path: Path) -> None:
+    keys = [f"{i:064x}" for i in range(30)]
+    pq.write_table(pa.table({"sha256": keys}), tmp_path / "a.parquet", row_group_size=10)
+    pq.write_table(
+        pa.table({"sha256": keys}),
+        tmp_path / "b.parquet",
+        row_group_size=10,
+        write_statistics=False,
+    )
+    meta = pq.ParquetFile(tmp_path / "a.parquet").metadata
+    holding = [
+        group
+        for group in range(meta.num_row_groups)
+        if may_hold(meta.row_group(group), "sha256", keys[12], keys[14])
+    ]
+    assert holding == [1]
+    assert may_hold(meta.row_group(0), "sha256", keys[9], keys[25])
+    assert not may_hold(meta.row_group(2), "sha256", keys[0], keys[19])
+    bare = pq.ParquetFile(tmp_path / "b.parquet").metadata
+    assert all(may_hold(bare.row_group(g), "sha256", keys[0], keys[0]) for g in range(3))

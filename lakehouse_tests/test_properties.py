@@ -14,7 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lakehouse.features.logic import author_activity, label_rows, time_order
+from lakehouse.features.logic import (
+    LOGIN_WINDOW,
+    author_activity,
+    by_author_buckets,
+    epoch_micros,
+    events_before_posting,
+    label_rows,
+    micros,
+    time_order,
+)
 from lakehouse.lake.sql import connection
 from lakehouse.raw.logs import EARLY_SLACK, EVENT_TYPES, LATE_SLACK, parse_log_day
 from lakehouse.raw.metadata import PHOTO_SCHEMA, validate_photos
@@ -286,3 +295,17 @@ def test_labels_match_the_brute_force_oracle(photos: list, events: list, end_hou
         )
     found = labels.select("photo_id", "likes_7d", "complete").sort("photo_id").rows()
     assert found == brute_force_labels(photos, events, logs_end)
+
+
+@settings(PROPERTY, max_examples=30)
+@given(photos_st, events_st)
+def test_counting_by_author_buckets_counts_what_one_sort_counts(photos: list, events: list) -> None:
+    posts = epoch_micros(
+        photos_frame(photos).select("photo_id", "user_id", "posted_at"), "posted_at"
+    )
+    logins = events_frame(events).filter(pl.col("event") == "login").select("user_id", "ts")
+    hits = epoch_micros(logins, "ts")
+    window = micros(LOGIN_WINDOW)
+    whole = events_before_posting(posts, hits, window)
+    for per_bucket in (1, 3):
+        assert by_author_buckets(posts, hits, window, per_bucket).to_list() == whole.to_list()

@@ -9,13 +9,16 @@ import json
 
 import dagster as dg
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 from dagster_duckdb import DuckDBResource
 
 from lakehouse.features.distributions import label_histogram, split_shift
 from lakehouse.features.logic import (
+    activity_counts,
+    feature_rows,
     label_rows,
     log_end,
-    photo_feature_rows,
     training_rows,
     with_new_classifier_outputs,
 )
@@ -24,6 +27,7 @@ from lakehouse.graph.defaults import layer_defaults, nightly_freshness
 from lakehouse.graph.pictures import picture
 from lakehouse.graph.reuse import unchanged_result
 from lakehouse.lake import LakeResource
+from lakehouse.lake.faults import storage_faults_as_one_line
 from lakehouse.lake.ledger import LEDGER_TABLE
 from lakehouse.lake.pinned import built_from, pinned_versions, read_pinned, snapshot_result
 from lakehouse.lake.tables import (
@@ -36,6 +40,8 @@ from lakehouse.lake.tables import (
     RAW_USERS,
     TRAINING_SET,
 )
+from lakehouse.raw.logs import EVENT_SCHEMA
+from lakehouse.settings import LAKE_VAR
 
 KINDS = {"delta", "duckdb", "polars"}
 FEATURES = layer_defaults("features", "team:ml-data", kinds=KINDS)
@@ -49,9 +55,24 @@ POPULARITY_LABELS_VERSION = "1"
 TRAINING_SET_VERSION = "1"
 
 
-def events_at(lake: LakeResource, versions: dict[str, int]) -> pl.DataFrame:
-    """The columns the point-in-time joins need from raw_events."""
-    return read_pinned(lake, RAW_EVENTS, versions, ["ts", "user_id", "event", "photo_id"])
+def events_at(
+    lake: LakeResource, versions: dict[str, int], kind: str, columns: list[str]
+) -> pl.DataFrame:
+    """The raw_events rows of one kind at the pinned version, only `columns`: the joins
+    count logins and likes, and the whole log with its event names took five times the
+    memory of the pairs they need (10.5M events: ~690 MiB read, against ~130 MiB).
+
+    The filter casts `event` to string: the stored column reads as string_view, which
+    the tuple filters of `LakeResource.read` (plain strings) cannot be compared with."""
+    table = lake.open(RAW_EVENTS, versions[RAW_EVENTS])
+    if table is None:
+        return pl.DataFrame(schema={name: EVENT_SCHEMA[name] for name in columns})
+    uri = lake.table_uri(RAW_EVENTS)
+    with storage_faults_as_one_line(lambda: f"{LAKE_VAR}={lake.root!r}: reading at {uri}"):
+        found = table.to_pyarrow_dataset().to_table(
+            columns=columns, filter=pc.field("event").cast(pa.string()) == kind
+        )
+    return pl.DataFrame(found)
 
 
 def activity_unchanged(lake: LakeResource, versions: dict[str, int]) -> int | None:
@@ -103,12 +124,18 @@ def photo_features(
                 read_pinned(lake, PHOTO_CLASSES, versions),
             )
     else:
+        photos = read_pinned(lake, RAW_PHOTOS, versions)
+        activity = activity_counts(
+            photos,
+            events_at(lake, versions, "login", ["user_id", "ts"]),
+            events_at(lake, versions, "like", ["photo_id", "ts"]),
+        )
         with duckdb.get_connection() as conn:
-            rows = photo_feature_rows(
+            rows = feature_rows(
                 conn,
-                read_pinned(lake, RAW_PHOTOS, versions),
+                photos,
                 read_pinned(lake, RAW_USERS, versions, ["user_id", "created_at"]),
-                events_at(lake, versions),
+                activity,
                 read_pinned(lake, IMAGES, versions, ["sha256", "keys"]),
                 read_pinned(lake, PHOTO_CLASSES, versions),
             )
@@ -144,7 +171,7 @@ def popularity_labels(
         rows = label_rows(
             conn,
             read_pinned(lake, RAW_PHOTOS, versions, ["photo_id", "posted_at"]),
-            events_at(lake, versions),
+            events_at(lake, versions, "like", ["ts", "event", "photo_id"]),
             end,
         )
     complete = int(rows["complete"].sum())

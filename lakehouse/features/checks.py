@@ -7,7 +7,8 @@ import json
 import dagster as dg
 import polars as pl
 
-from lakehouse.features.logic import REQUIRED_FEATURE_COLUMNS, activity_oracle
+from lakehouse.features.assets import events_at
+from lakehouse.features.logic import REQUIRED_FEATURE_COLUMNS, oracle_counts
 from lakehouse.graph.defaults import check_follows
 from lakehouse.graph.reuse import reusing_pass
 from lakehouse.lake import LakeResource
@@ -19,7 +20,6 @@ from lakehouse.lake.tables import (
     RAW_PHOTOS,
     TRAINING_SET,
 )
-from lakehouse.raw.logs import EVENT_SCHEMA
 
 COUNTED = ("author_logins_24h", "author_likes_7d")
 # every check here reads lake tables only, at pinned versions: a pass on the same versions
@@ -86,15 +86,11 @@ def no_leakage(lake: LakeResource, versions: Versions) -> dg.AssetCheckResult:
     photos = table(lake, RAW_PHOTOS, versions[RAW_PHOTOS]).select(
         "photo_id", "user_id", "posted_at"
     )
-    events = lake.read(
-        RAW_EVENTS, columns=["ts", "user_id", "event", "photo_id"], version=versions[RAW_EVENTS]
+    oracle = oracle_counts(
+        photos,
+        events_at(lake, versions, "login", ["user_id", "ts"]),
+        events_at(lake, versions, "like", ["photo_id", "ts"]),
     )
-    events = (
-        pl.DataFrame(schema=EVENT_SCHEMA).drop("event_id", "line", "day")
-        if events is None
-        else events
-    )
-    oracle = activity_oracle(photos, events)
     paired = features.join(oracle, on="photo_id", how="left", suffix="_recount")
     mismatched = paired.filter(
         pl.any_horizontal(pl.col(c).ne_missing(pl.col(f"{c}_recount")) for c in COUNTED)

@@ -84,20 +84,52 @@ def author_activity(
     its call.
     """
     del conn
+    logins = events.filter(pl.col("event") == "login").select("user_id", "ts")
+    likes = events.filter(pl.col("event") == "like").select("photo_id", "ts")
+    return activity_counts(photos, logins, likes)
+
+
+def activity_counts(
+    photos: pl.DataFrame, logins: pl.DataFrame, likes: pl.DataFrame
+) -> pl.DataFrame:
+    """`author_activity` from the only events it counts: logins (user_id, ts) and likes
+    (photo_id, ts). A caller that reads just these rows and columns holds a fraction of
+    the log (at 10.5M events, 7.1M logins and 1M likes as two integer pairs)."""
     posts = epoch_micros(photos.select("photo_id", "user_id", "posted_at"), "posted_at")
-    timed = epoch_micros(events.select("ts", "user_id", "event", "photo_id"), "ts")
-    logins = timed.filter(pl.col("event") == "login").select("user_id", "ts")
+    logins = epoch_micros(logins.select("user_id", "ts"), "ts")
     received = (
-        timed.filter(pl.col("event") == "like")
-        .select("photo_id", "ts")
+        epoch_micros(likes.select("photo_id", "ts"), "ts")
         .join(posts.select("photo_id", "user_id"), on="photo_id")
         .select("user_id", "ts")
     )
     return posts.select(
         "photo_id",
-        author_logins_24h=events_before_posting(posts, logins, micros(LOGIN_WINDOW)),
-        author_likes_7d=events_before_posting(posts, received, micros(RECEIVED_LIKES_WINDOW)),
+        author_logins_24h=by_author_buckets(posts, logins, micros(LOGIN_WINDOW)),
+        author_likes_7d=by_author_buckets(posts, received, micros(RECEIVED_LIKES_WINDOW)),
     ).sort("photo_id", maintain_order=True)
+
+
+HITS_PER_BUCKET = 2_000_000
+
+
+def by_author_buckets(
+    posts: pl.DataFrame, hits: pl.DataFrame, window_us: int, per_bucket: int = HITS_PER_BUCKET
+) -> pl.Series:
+    """`events_before_posting` over buckets of authors (user_id modulo the bucket count),
+    at most about `per_bucket` hits sorted at a time: a post's count depends on its own
+    author's hits only, so the counts are the same, and the sort's copies of the hits
+    (7.1M logins at 100k photos: ~500 MiB) shrink with the bucket."""
+    buckets = max(1, -(-hits.height // per_bucket))
+    if buckets == 1:
+        return events_before_posting(posts, hits, window_us)
+    placed = posts.with_row_index("position")
+    counts = []
+    for bucket in range(buckets):
+        mine = placed.filter(pl.col("user_id").fill_null(0) % buckets == bucket)
+        theirs = hits.filter(pl.col("user_id") % buckets == bucket)
+        found = events_before_posting(mine, theirs, window_us)
+        counts.append(mine.select("position", count=found))
+    return pl.concat(counts).sort("position")["count"]
 
 
 def events_before_posting(posts: pl.DataFrame, hits: pl.DataFrame, window_us: int) -> pl.Series:
@@ -191,9 +223,22 @@ def photo_feature_rows(
     classes: pl.DataFrame,
 ) -> pl.DataFrame:
     """One row per photo: metadata, author activity as of posted_at, classifier outputs."""
+    activity = author_activity(conn, photos, events)
+    return feature_rows(conn, photos, users, activity, images, classes)
+
+
+def feature_rows(
+    conn: duckdb.DuckDBPyConnection,
+    photos: pl.DataFrame,
+    users: pl.DataFrame,
+    activity: pl.DataFrame,
+    images: pl.DataFrame,
+    classes: pl.DataFrame,
+) -> pl.DataFrame:
+    """`photo_feature_rows` with the author activity already counted (`activity_counts`)."""
     created = users.select("user_id", "created_at")
     rows = (
-        photos.join(author_activity(conn, photos, events), on="photo_id", how="left")
+        photos.join(activity, on="photo_id", how="left")
         .join(created, on="user_id", how="left")
         .join(classifier_outputs(photos, images, classes), on="photo_id", how="left")
         .with_columns(
@@ -330,17 +375,16 @@ ORACLE_EVENTS_PER_BUCKET = 500_000
 
 
 def author_pairs(posts: pl.DataFrame, kind: pl.DataFrame, buckets: int) -> Iterator[pl.DataFrame]:
-    """Each post joined with every event of its author, one bucket of authors at a time."""
-    events_of = kind.with_columns(bucket=pl.col("user_id") % buckets).partition_by(
-        "bucket", as_dict=True, include_key=False
-    )
+    """Each post joined with every event of its author, one bucket of authors at a time
+    (each bucket's events filtered when it comes: partitioning them all at once held a
+    second copy of every event)."""
     for (bucket,), mine in (
         posts.with_columns(bucket=pl.col("user_id") % buckets)
         .partition_by("bucket", as_dict=True, include_key=False)
         .items()
     ):
-        theirs = events_of.get((bucket,))
-        if theirs is not None:
+        theirs = kind.filter(pl.col("user_id") % buckets == bucket)
+        if theirs.height:
             yield mine.join(theirs, on="user_id")
 
 
@@ -352,18 +396,26 @@ def activity_oracle(
     The leakage check compares this with photo_features: equal counts and every
     contributing event strictly before posted_at.
     """
+    logins = events.filter(pl.col("event") == "login").select("user_id", "ts")
+    likes = events.filter(pl.col("event") == "like").select("photo_id", "ts")
+    return oracle_counts(photos, logins, likes, events_per_bucket)
+
+
+def oracle_counts(
+    photos: pl.DataFrame,
+    logins: pl.DataFrame,
+    likes: pl.DataFrame,
+    events_per_bucket: int = ORACLE_EVENTS_PER_BUCKET,
+) -> pl.DataFrame:
+    """`activity_oracle` from the only events it counts: logins (user_id, ts) and likes
+    (photo_id, ts), as `activity_counts` takes them."""
     posts = photos.select("photo_id", "user_id", "posted_at")
     authors = photos.select("photo_id", author="user_id")
-    logins = events.filter(pl.col("event") == "login").select("user_id", "ts")
-    received = (
-        events.filter(pl.col("event") == "like")
-        .join(authors, on="photo_id")
-        .select(user_id="author", ts="ts")
-    )
+    received = likes.join(authors, on="photo_id").select(user_id="author", ts="ts")
 
     # every (post, event of its author) pair is formed: by buckets of authors, so that
     # memory holds one bucket's pairs (10M events x 100k photos in one join took 10 GB)
-    buckets = max(1, -(-events.height // events_per_bucket))
+    buckets = max(1, -(-(logins.height + likes.height) // events_per_bucket))
 
     def window(kind: pl.DataFrame, width: timedelta, name: str) -> pl.DataFrame:
         counted = [

@@ -46,7 +46,7 @@ from lakehouse.models.classifier import (
     predict,
     train_classifier,
 )
-from lakehouse.models.memory import release_freed_memory
+from lakehouse.models.memory import map_large_blocks, release_freed_memory
 from lakehouse.models.registry import CLASSIFIERS
 from lakehouse.progress import Progress
 from lakehouse.resources.device import DeviceResource
@@ -190,6 +190,7 @@ def style_content_classifier(
     lake: LakeResource,
     device: DeviceResource,
 ) -> dg.MaterializeResult:
+    map_large_blocks()  # torch's buffers given back between batches, not kept in the heap
     info = commit_info_for(context)
     train_config = TrainConfig(
         config.epochs,
@@ -439,6 +440,7 @@ def photo_classes(
     lake: LakeResource,
     device: DeviceResource,
 ) -> dg.MaterializeResult:
+    map_large_blocks()  # torch's buffers given back between batches, not kept in the heap
     info = commit_info_for(context)
     model_row = current_classifier(lake)
     if model_row is None:
