@@ -36,6 +36,7 @@ from lakehouse.lake.tables import (
     STYLE_CONTENT_CLASSIFIER,
     WEAK_LABELS,
 )
+from lakehouse.memory import map_large_blocks, release_freed_memory
 from lakehouse.models.classifier import (
     UNKNOWN,
     HeldOut,
@@ -46,7 +47,6 @@ from lakehouse.models.classifier import (
     predict,
     train_classifier,
 )
-from lakehouse.models.memory import map_large_blocks, release_freed_memory
 from lakehouse.models.registry import CLASSIFIERS
 from lakehouse.progress import Progress
 from lakehouse.resources.device import DeviceResource
