@@ -3,10 +3,10 @@
     .venv/bin/python -m bench.pipeline {dagster|plain} --sources DIR --lake DIR --first DAY
         --last DAY --report FILE.json
 
-`dagster` does what `make materialize` does: run the observe_sources and
-observe_logs jobs, then materialize every asset (checks included) over the
-day range in one in-process run, on a Dagster instance kept beside the lake (a
-rerun finds the earlier runs, as with the UI left running). `plain` calls the very same observation,
+`dagster` does what `make materialize` does: run the observe_all job, then
+materialize every asset (checks included) over the day range in one in-process
+run, on a Dagster instance kept beside the lake (a rerun finds the earlier runs,
+as with the UI left running). `plain` calls the very same observation,
 asset and check functions in topological order with hand-built contexts and no
 run, event log or executor around them. Both write {seconds, rows_computed},
 step_seconds and step_spans to the report: the wall time after imports, what each asset
@@ -35,7 +35,7 @@ from lakehouse.graph.partitions import partition_range_tags
 
 # INFO: what each asset logs (its progress) shows while the run goes; the event chatter does not
 RUN_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-OBSERVE_JOBS = ("observe_sources", "observe_logs")
+OBSERVE_JOBS = ("observe_all",)
 
 
 def definitions(sources: Path, lake: Path) -> dg.Definitions:
