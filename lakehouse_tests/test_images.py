@@ -23,12 +23,12 @@ from lakehouse.curated.recipe import RECIPE
 from lakehouse.curated.views import (
     VIEW_COLUMNS,
     VIEW_KEY,
-    may_hold,
     read_views,
     view_batches,
     view_pixels,
 )
 from lakehouse.definitions import defs
+from lakehouse.lake.resource import may_hold
 from lakehouse.models.classifier import TrainConfig, load_classifier, predict, train_classifier
 from lakehouse_tests.conftest import DemoLake, Lakehouse
 from lakehouse_tests.delta_counts import NOTHING, left_unchanged, versions, written_since

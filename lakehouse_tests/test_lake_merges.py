@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-import pyarrow.compute as pc
 import pytest
 
 from lakehouse.lake import LakeResource
@@ -50,20 +49,16 @@ def test_key_bounds_leave_out_text_that_would_need_escaping() -> None:
     assert bounds == ["t.n >= 3", "t.n <= 7", "t.plain >= 'x y'", "t.plain <= 'x/z.jpg'"]
 
 
-def test_a_scan_with_file_bounds_opens_only_the_files_they_allow(tmp_path: Path) -> None:
+def test_row_groups_with_bounds_open_only_the_files_they_allow(tmp_path: Path) -> None:
     lake = LakeResource(root=str(tmp_path))
     for first in range(0, 1000, 100):  # ten files of disjoint key ranges
         lake.upsert("t", batch(first, 100), KEY, commit_info=INFO)
-    everything = pc.field("n") >= 0
 
-    def scanned(files: list[tuple[str, str, object]] | None) -> list[int]:
-        return sorted(n for rows in lake.scan("t", ["n"], everything, 64, files) for n in rows["n"])
+    def scanned(bounds: tuple[str, object, object] | None) -> list[int]:
+        return sorted(n for rows in lake.row_groups("t", ["n"], bounds) for n in rows["n"])
 
     assert scanned(None) == list(range(1000))
     # whole files come back: the one holding key-00420, and the two the range spans
-    assert scanned([("name", ">=", "key-00420"), ("name", "<=", "key-00420")]) == list(
-        range(400, 500)
-    )
-    assert scanned([("name", ">=", "key-00150"), ("name", "<=", "key-00250")]) == list(
-        range(100, 300)
-    )
+    assert scanned(("name", "key-00420", "key-00420")) == list(range(400, 500))
+    assert scanned(("name", "key-00150", "key-00250")) == list(range(100, 300))
+    assert scanned(("name", "zzz", "zzzz")) == []

@@ -10,14 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import polars as pl
-import pyarrow.parquet as pq
 import torch
 
 from lakehouse.curated.augment import RECIPE, tensors_from_arrow
 from lakehouse.lake import LakeResource
-from lakehouse.lake.faults import storage_faults_as_one_line
 from lakehouse.lake.tables import AUGMENTED_TENSORS
-from lakehouse.settings import LAKE_VAR
 
 VIEW_KEY = ["sha256", "aug_index"]
 VIEW_COLUMNS = [*VIEW_KEY, "tensor", "shape"]
@@ -57,47 +54,17 @@ def stored_row_groups(
 ) -> Iterator[pl.DataFrame]:
     """The rows under the current recipe with an aug_index in `indices` of each row
     group of the tensor table that may hold a sha256 in [low, high], one row group at a
-    time, read in this thread.
-
-    Not Arrow's dataset scanner: it decodes row groups ahead on its own threads while
-    the caller works, whatever its readahead settings (photo_classes' inference let it
-    run +1.4 GiB ahead at 100k photos). sha256 is matched here against the statistics
-    of the files (deltalake's file pruning) and of their row groups, and by the caller
-    after reading: Arrow compares an is_in set on a string column with the files'
-    string_view statistics and finds no kernel for that (pyarrow 26, deltalake 1.6).
-    A photo's views sit in a row group or two: the one-photo rerun decodes those."""
-    table = lake.open(AUGMENTED_TENSORS)
-    if table is None:
-        return
-    uri = lake.table_uri(AUGMENTED_TENSORS)
+    time (`LakeResource.row_groups`). sha256 is matched against the files' and row
+    groups' statistics there and by the caller after reading: Arrow compares an is_in
+    set on a string column with the files' string_view statistics and finds no kernel
+    for that (pyarrow 26, deltalake 1.6). A photo's views sit in a row group or two:
+    the one-photo rerun decodes those."""
     columns = [*VIEW_COLUMNS, "recipe_version"]
     wanted = (pl.col("recipe_version") == RECIPE.version) & pl.col("aug_index").is_in(indices)
-    with storage_faults_as_one_line(lambda: f"{LAKE_VAR}={lake.root!r}: reading at {uri}"):
-        files = [("sha256", ">=", low), ("sha256", "<=", high)]
-        for fragment in table.to_pyarrow_dataset(file_pruning_predicate=files).get_fragments():
-            with fragment.filesystem.open_input_file(fragment.path) as source:
-                parquet = pq.ParquetFile(source)
-                for group in range(parquet.num_row_groups):
-                    if not may_hold(parquet.metadata.row_group(group), "sha256", low, high):
-                        continue
-                    read = parquet.read_row_group(group, columns=columns, use_threads=False)
-                    rows = pl.DataFrame(read).filter(wanted).select(VIEW_COLUMNS)
-                    if rows.height:
-                        yield rows
-
-
-def may_hold(group: pq.RowGroupMetaData, column: str, low: str, high: str) -> bool:
-    """Whether a row group's statistics of `column` overlap [low, high] (True without them)."""
-    for index in range(group.num_columns):
-        chunk = group.column(index)
-        if chunk.path_in_schema != column:
-            continue
-        stats = chunk.statistics
-        if stats is None or not stats.has_min_max:
-            return True
-        bounds = [v.decode() if isinstance(v, bytes) else v for v in (stats.min, stats.max)]
-        return not (bounds[1] < low or bounds[0] > high)
-    return True
+    for group in lake.row_groups(AUGMENTED_TENSORS, columns, ("sha256", low, high)):
+        rows = group.filter(wanted).select(VIEW_COLUMNS)
+        if rows.height:
+            yield rows
 
 
 def keys_of(views: pl.DataFrame) -> pl.DataFrame:

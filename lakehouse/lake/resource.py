@@ -22,7 +22,7 @@ from typing import TypeVar
 import dagster as dg
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.table import TableMerger
@@ -144,35 +144,39 @@ class LakeResource(dg.ConfigurableResource):
         rows = self.read(name, columns=columns, filters=filters)
         return pl.DataFrame(schema=schema) if rows is None else rows
 
-    def scan(
+    def row_groups(
         self,
         name: str,
         columns: Sequence[str],
-        predicate: pc.Expression,
-        rows_per_batch: int,
-        files: list[tuple[str, str, object]] | None = None,
+        bounds: tuple[str, object, object] | None = None,
     ) -> Iterator[pl.DataFrame]:
-        """Rows of a table matching `predicate`, at most `rows_per_batch` at a time and one
-        batch read at a time: a table larger than memory streams through (nothing if absent).
+        """Rows of a table (only `columns`) one Parquet row group at a time, read in this
+        thread: a table larger than memory streams through (nothing if absent).
 
-        `files` (tuple filters) first drops the files whose Delta statistics rule them
-        out, so only the files that may hold such rows are opened; rows come from
-        whole files, so filter them after reading where it matters.
+        `bounds` (column, low, high) skips the files (the Delta log's statistics) and
+        the row groups (the footers') whose values of that column all lie outside
+        [low, high]; the rows of a group that may hold such values all come back, so
+        filter them where it matters. Not Arrow's dataset scanner: it decodes row groups
+        ahead on its own threads while the caller works, whatever its readahead settings
+        (photo_classes' inference let it run +1.4 GiB ahead at 100k photos).
         """
         table = self.open(name)
         if table is None:
             return
+        files = (
+            None if bounds is None else [(bounds[0], ">=", bounds[1]), (bounds[0], "<=", bounds[2])]
+        )
         with self._storage_faults(name, "reading"):
-            batches = table.to_pyarrow_dataset(file_pruning_predicate=files).to_batches(
-                columns=list(columns),
-                filter=predicate,
-                batch_size=rows_per_batch,
-                batch_readahead=1,
-                fragment_readahead=1,
-            )
-            for batch in batches:
-                if batch.num_rows:
-                    yield pl.from_arrow(batch)  # type: ignore[misc]
+            for fragment in table.to_pyarrow_dataset(file_pruning_predicate=files).get_fragments():
+                with fragment.filesystem.open_input_file(fragment.path) as source:
+                    parquet = pq.ParquetFile(source)
+                    for group in range(parquet.num_row_groups):
+                        if bounds and not may_hold(parquet.metadata.row_group(group), *bounds):
+                            continue
+                        read = parquet.read_row_group(
+                            group, columns=list(columns), use_threads=False
+                        )
+                        yield pl.DataFrame(read)
 
     def upsert(
         self,
@@ -545,3 +549,17 @@ def _is_conflict(exc: Exception) -> bool:
         return True
     text = str(exc).lower()
     return "already exists" in text or "conflict" in text or "concurrent" in text
+
+
+def may_hold(group: pq.RowGroupMetaData, column: str, low: object, high: object) -> bool:
+    """Whether a row group's statistics of `column` overlap [low, high] (True without them)."""
+    for index in range(group.num_columns):
+        chunk = group.column(index)
+        if chunk.path_in_schema != column:
+            continue
+        stats = chunk.statistics
+        if stats is None or not stats.has_min_max:
+            return True
+        least, most = (v.decode() if isinstance(v, bytes) else v for v in (stats.min, stats.max))
+        return not (most < low or least > high)  # type: ignore[operator]
+    return True
