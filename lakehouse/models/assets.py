@@ -36,13 +36,14 @@ from lakehouse.lake.tables import (
     STYLE_CONTENT_CLASSIFIER,
     WEAK_LABELS,
 )
-from lakehouse.memory import map_large_blocks, release_freed_memory
+from lakehouse.memory import release_freed_memory
 from lakehouse.models.classifier import (
     UNKNOWN,
     HeldOut,
     PackedPixels,
     TrainConfig,
     accuracy,
+    inference_batch_size,
     load_classifier,
     predict,
     train_classifier,
@@ -190,7 +191,6 @@ def style_content_classifier(
     lake: LakeResource,
     device: DeviceResource,
 ) -> dg.MaterializeResult:
-    map_large_blocks()  # torch's buffers given back between batches, not kept in the heap
     info = commit_info_for(context)
     train_config = TrainConfig(
         config.epochs,
@@ -347,7 +347,10 @@ def train_and_evaluate(
     release_freed_memory()  # training's pixels and batches, before the held-out scores
     content, style = scored.content, scored.style
     content_probs, style_probs = predict(
-        trained.model, scored.pixels, device=torch.device("cpu"), batch_size=256
+        trained.model,
+        scored.pixels,
+        device=torch.device("cpu"),
+        batch_size=inference_batch_size(torch.device("cpu")),
     )
     key = lake.put_object(trained.weights)
     result = {
@@ -440,7 +443,6 @@ def photo_classes(
     lake: LakeResource,
     device: DeviceResource,
 ) -> dg.MaterializeResult:
-    map_large_blocks()  # torch's buffers given back between batches, not kept in the heap
     info = commit_info_for(context)
     model_row = current_classifier(lake)
     if model_row is None:
@@ -460,7 +462,7 @@ def photo_classes(
     )
     todo = work.missing
     target = device.device()
-    batch_size = config.batch_size or device.batch_size
+    batch_size = config.batch_size or device.batch_size or inference_batch_size(target)
     context.log.info(
         f"classifying {todo.height} images with model {model_version} on {target}, "
         f"{config.images_per_batch} read and committed at a time (inference batches of "

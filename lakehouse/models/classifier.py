@@ -256,7 +256,9 @@ def held_out_accuracy(
     model: PhotoNet, held_out: HeldOut, device: torch.device
 ) -> tuple[float, float]:
     """Content and style accuracy on the held-out views (eval mode, then back to training)."""
-    content, style = predict(model, held_out.pixels, device=device, batch_size=256)
+    content, style = predict(
+        model, held_out.pixels, device=device, batch_size=inference_batch_size(device)
+    )
     model.train()
     return accuracy(content, held_out.content), accuracy(style, held_out.style)
 
@@ -302,6 +304,13 @@ def load_classifier(weights: bytes) -> PhotoNet:
     model = PhotoNet()
     model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
     return model.eval()
+
+
+def inference_batch_size(device: torch.device) -> int:
+    """Images per inference batch: 256 fill a GPU; on the CPU 64 are as fast per image
+    (1.63 s against 1.77 s for 4,096 views here) and hold a quarter of the activations
+    (+102 against +360 MiB), which glibc's heap then keeps resident between batches."""
+    return 256 if device.type == "cuda" else 64
 
 
 @torch.no_grad()

@@ -11,10 +11,11 @@ DEVICE_VAR = "LAKEHOUSE_DEVICE"
 
 
 class DeviceResource(dg.ConfigurableResource):
-    """`prefer`: auto (CUDA if available), cuda, or cpu; `batch_size` for inference."""
+    """`prefer`: auto (CUDA if available), cuda, or cpu; `batch_size` for inference (0:
+    the device's own, `models.classifier.inference_batch_size`)."""
 
     prefer: str = "auto"
-    batch_size: int = 256
+    batch_size: int = 0
 
     def device(self) -> torch.device:
         if self.prefer == "cpu":
