@@ -277,13 +277,14 @@ def scan_local(
     each file opened by name in it (`O_NOFOLLOW`: a link put in its place since the
     listing is refused), since for a few-kB photo a path walk and check per file cost
     more than hashing it. The loop is what a hashing worker process spends its time on,
-    so it calls no function per file beyond the syscalls, the hash and the probe."""
+    so it calls no function per file beyond the read (`read_listed`), the hash and the
+    probe."""
     found = ScannedFiles(
         array("q"), array("q"), bytearray(), bytearray(), bytearray(), array("q"), array("q"), {}
     )
     sizes, mtimes, read, digests = found.sizes, found.mtimes, found.read, found.digests
     kinds, widths, heights = found.kinds, found.widths, found.heights
-    sha256, open_, fstat, read_, close = hashlib.sha256, os.open, os.fstat, os.read, os.close
+    sha256 = hashlib.sha256
     watched = failpoints_armed()
     for folder, positions in by_folder(keys):
         descriptor = open_folder(root, folder)
@@ -308,22 +309,7 @@ def scan_local(
                         continue
                 if watched:
                     failpoint("hash/object")
-                try:
-                    file = open_(name, FILE_FLAGS, dir_fd=descriptor)
-                except OSError as exc:
-                    if exc.errno == errno.ELOOP:
-                        link = f"key {key!r} is now a symbolic link below {root!r}: refused"
-                        raise UnsafeKeyError(link) from exc
-                    raise
-                try:
-                    stat = fstat(file)
-                    # one read when the size is the one just seen; a grown file to its end
-                    data = read_(file, stat.st_size + 1)
-                    if len(data) != stat.st_size:
-                        while chunk := read_(file, 1 << 20):
-                            data += chunk
-                finally:
-                    close(file)
+                data, stat = read_listed(root, descriptor, key, name)
                 sizes.append(stat.st_size)
                 mtimes.append(stat.st_mtime_ns)
                 read.append(1)
