@@ -27,7 +27,6 @@ from lakehouse.graph.defaults import layer_defaults, nightly_freshness
 from lakehouse.graph.pictures import picture
 from lakehouse.graph.reuse import unchanged_result
 from lakehouse.lake import LakeResource
-from lakehouse.lake.faults import storage_faults_as_one_line
 from lakehouse.lake.ledger import LEDGER_TABLE
 from lakehouse.lake.pinned import built_from, pinned_versions, read_pinned, snapshot_result
 from lakehouse.lake.tables import (
@@ -41,7 +40,6 @@ from lakehouse.lake.tables import (
     TRAINING_SET,
 )
 from lakehouse.raw.logs import EVENT_SCHEMA
-from lakehouse.settings import LAKE_VAR
 
 KINDS = {"delta", "duckdb", "polars"}
 FEATURES = layer_defaults("features", "team:ml-data", kinds=KINDS)
@@ -62,17 +60,12 @@ def events_at(
     count logins and likes, and the whole log with its event names took five times the
     memory of the pairs they need (10.5M events: ~690 MiB read, against ~130 MiB).
 
-    The filter casts `event` to string: the stored column reads as string_view, which
-    the tuple filters of `LakeResource.read` (plain strings) cannot be compared with."""
-    table = lake.open(RAW_EVENTS, versions[RAW_EVENTS])
-    if table is None:
+    The filter casts `event` to string: the stored column reads as string_view."""
+    kind_is = pc.field("event").cast(pa.string()) == kind
+    found = lake.read(RAW_EVENTS, columns, version=versions[RAW_EVENTS], where=kind_is)
+    if found is None:
         return pl.DataFrame(schema={name: EVENT_SCHEMA[name] for name in columns})
-    uri = lake.table_uri(RAW_EVENTS)
-    with storage_faults_as_one_line(lambda: f"{LAKE_VAR}={lake.root!r}: reading at {uri}"):
-        found = table.to_pyarrow_dataset().to_table(
-            columns=columns, filter=pc.field("event").cast(pa.string()) == kind
-        )
-    return pl.DataFrame(found)
+    return found
 
 
 def activity_unchanged(lake: LakeResource, versions: dict[str, int]) -> int | None:

@@ -22,6 +22,7 @@ from typing import TypeVar
 import dagster as dg
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
@@ -121,15 +122,23 @@ class LakeResource(dg.ConfigurableResource):
         columns: Sequence[str] | None = None,
         filters: list[tuple[str, str, object]] | None = None,
         version: int | None = None,
+        where: pc.Expression | None = None,
     ) -> pl.DataFrame | None:
-        """Rows of a table as a polars frame (Arrow underneath, no copy), None if absent."""
+        """Rows of a table as a polars frame (Arrow underneath, no copy), None if absent.
+
+        `where` is an Arrow expression, for what the tuple `filters` cannot say: they
+        compare with plain strings, and a string column the log types as string_view
+        (raw_events' `event`) needs a cast first."""
         table = self.open(name, version)
         if table is None:
             return None
+        wanted = list(columns) if columns else None
         with self._storage_faults(name, "reading"):
-            arrow = table.to_pyarrow_table(
-                columns=list(columns) if columns else None, filters=filters
-            )
+            if where is None:
+                arrow = table.to_pyarrow_table(columns=wanted, filters=filters)
+            else:
+                dataset = table.to_pyarrow_dataset()
+                arrow = dataset.to_table(columns=wanted, filter=where)
         return pl.from_arrow(arrow)  # type: ignore[return-value]
 
     def read_or_empty(
