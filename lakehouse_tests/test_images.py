@@ -19,13 +19,14 @@ import pytest
 import torch
 from PIL import Image
 
+from lakehouse.curated.augment import tensors_from_arrow
 from lakehouse.curated.recipe import RECIPE
 from lakehouse.curated.views import (
     VIEW_COLUMNS,
     VIEW_KEY,
+    StoredViews,
     read_views,
     view_batches,
-    view_pixels,
 )
 from lakehouse.definitions import defs
 from lakehouse.lake.resource import may_hold
@@ -116,8 +117,8 @@ def test_cpu_inference_agrees_across_batch_sizes(demo_world) -> None:
     lakehouse, found = demo_world
     lake = lakehouse.lake_resource
     model = load_classifier(lake.get_object(found["style_content_classifier"]["weights_key"]))
-    rows = read_views(lake, plain_views_of(lake.read("images").head(40)))
-    shas, pixels = rows["sha256"], view_pixels(rows)
+    views = read_views(lake, plain_views_of(lake.read("images").head(40)))
+    shas, pixels = views.keys["sha256"], views.pixels
     results = [
         predict(model, pixels, device=torch.device("cpu"), batch_size=size) for size in (1, 7, 64)
     ]
@@ -133,7 +134,7 @@ def test_cuda_and_cpu_agree(cuda: None, demo_world) -> None:
     lakehouse, found = demo_world
     lake = lakehouse.lake_resource
     model = load_classifier(lake.get_object(found["style_content_classifier"]["weights_key"]))
-    pixels = view_pixels(read_views(lake, plain_views_of(lake.read("images"))))
+    pixels = read_views(lake, plain_views_of(lake.read("images"))).pixels
     cpu = predict(model, pixels, device=torch.device("cpu"), batch_size=64)
     gpu = predict(model, pixels, device=torch.device("cuda"), batch_size=64, mixed_precision=True)
     assert torch.allclose(cpu[0], gpu[0], atol=1e-3)
@@ -249,10 +250,18 @@ def test_view_batches_are_the_stored_rows_of_the_views_asked_for(demo_world) -> 
     )
     batches = list(view_batches(lake, asked, per_batch=7))
     assert batches and all(batch.height <= 7 for batch in batches)
-    found = pl.concat(batches).sort(VIEW_KEY)
+    assert all(batch.pixels.shape[0] == batch.height for batch in batches)
+    every = StoredViews.concat(batches)
+    rows = every.keys.with_row_index("row").sort(VIEW_KEY)["row"].to_numpy().astype("int64")
+    order = torch.from_numpy(rows)
     expected = stored.join(asked, on=VIEW_KEY, how="semi").sort(VIEW_KEY)
-    assert found.height == asked.height - 1 > 0
-    assert found.equals(expected)
+    assert every.height == asked.height - 1 > 0
+    assert every.keys[order.numpy()].equals(expected.select(VIEW_KEY))
+    shape = expected["shape"][0].to_list()
+    assert torch.equal(
+        every.pixels[order], tensors_from_arrow(expected.to_arrow()["tensor"], shape)
+    )
+    assert read_views(lake, asked).keys.equals(expected.select(VIEW_KEY))
 
 
 def test_row_groups_are_skipped_by_their_sha256_statistics(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 import torch
 from deltalake import DeltaTable, write_deltalake
@@ -455,6 +456,35 @@ def test_tensors_from_arrow_round_trips_through_delta(
     table = table.sort_by([("sha256", "ascending"), ("aug_index", "ascending")])
     tensors = tensors_from_arrow(table["tensor"], (3, SIZE, SIZE))
     assert torch.equal(tensors, originals)
+
+
+@pytest.mark.speed
+def test_tensors_from_arrow_copies_only_the_rows_asked_for(
+    rows_and_originals: tuple[pl.DataFrame, torch.Tensor],
+) -> None:
+    """Rows picked by position, in the order asked, also when rows of another size sit
+    between them (another recipe's views in the same row group)."""
+    rows, originals = rows_and_originals
+    column = rows.to_arrow()["tensor"]
+    picked = tensors_from_arrow(column, (3, SIZE, SIZE), np.array([3, 0, 2]))
+    assert torch.equal(picked, originals[[3, 0, 2]])
+    mixed = pa.chunked_array(
+        [
+            pa.concat_arrays(
+                [
+                    column.combine_chunks().slice(0, 2),
+                    pa.array([b"x" * 12]).cast(column.type),
+                    column.combine_chunks().slice(2, 2),
+                ]
+            )
+        ]
+    )
+    assert torch.equal(
+        tensors_from_arrow(mixed, (3, SIZE, SIZE), np.array([4, 1])), originals[[3, 1]]
+    )
+    with pytest.raises(ValueError, match="not all of shape"):
+        tensors_from_arrow(mixed, (3, SIZE, SIZE), np.array([2]))
+    assert tensors_from_arrow(column, (3, SIZE, SIZE), np.array([], dtype=np.int64)).shape[0] == 0
 
 
 def test_tensors_from_arrow_rejects_the_wrong_shape(

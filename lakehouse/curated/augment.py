@@ -153,18 +153,33 @@ def tensor_rows(batch: ViewBatch, k: int, recipe: Recipe) -> pl.DataFrame:
     )
 
 
-def tensors_from_arrow(column: pa.ChunkedArray | pa.Array, shape: Sequence[int]) -> torch.Tensor:
-    """N×C×H×W uint8 tensor straight from the Arrow value buffer (no Python lists)."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if len(array) == 0:
+def tensors_from_arrow(
+    column: pa.ChunkedArray | pa.Array, shape: Sequence[int], rows: np.ndarray | None = None
+) -> torch.Tensor:
+    """N×C×H×W uint8 tensor straight from the Arrow value buffer (no Python lists): of
+    every row, or of `rows` (positions, in their order) only, copying just those pixels."""
+    if isinstance(column, pa.ChunkedArray):
+        array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    else:
+        array = column
+    picked = np.arange(len(array)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if len(picked) == 0:
         return torch.empty((0, *shape), dtype=torch.uint8)
     if not (pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type)):
         array = array.cast(pa.large_binary())
     per_row = int(np.prod(shape))
     offset_type = np.int64 if pa.types.is_large_binary(array.type) else np.int32
     offsets = np.frombuffer(array.buffers()[1], dtype=offset_type)
-    offsets = offsets[array.offset : array.offset + len(array) + 1]
-    if not np.all(np.diff(offsets) == per_row):
+    offsets = offsets[array.offset : array.offset + len(array) + 1].astype(np.int64)
+    starts = offsets[picked]
+    if not np.all(offsets[picked + 1] - starts == per_row):
         raise ValueError(f"tensor rows are not all of shape {tuple(shape)}")
-    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    return torch.from_numpy(data.reshape(len(array), *shape).copy())
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8)
+    if np.all(np.diff(offsets) == per_row):  # every row this size: one strided gather
+        grid = data[offsets[0] : offsets[-1]].reshape(len(array), per_row)
+        out = grid.copy() if rows is None else grid[picked]
+    else:  # rows of other shapes between them (another recipe's): row by row
+        out = np.empty((len(picked), per_row), dtype=np.uint8)
+        for row, begin in enumerate(starts.tolist()):
+            out[row] = data[begin : begin + per_row]
+    return torch.from_numpy(out).reshape(len(picked), *shape)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from lakehouse.curated.augment import RECIPE
-from lakehouse.curated.views import VIEW_KEY, read_views, view_pixels
+from lakehouse.curated.views import VIEW_KEY, read_views
 from lakehouse.lake import LakeResource
 from lakehouse.lake.tables import AUGMENTED_TENSORS
 
@@ -26,8 +26,8 @@ def augmentation_grid(lake: LakeResource, n: int = 6) -> bytes | None:
         return None
     chosen = keys["sha256"].unique().sort().head(n)
     picked = read_views(lake, keys.filter(pl.col("sha256").is_in(chosen.implode())))
-    k = picked.filter(pl.col("sha256") == chosen[0]).height
-    grid = image_grid(view_pixels(picked), per_row=k)
+    k = picked.keys.filter(pl.col("sha256") == chosen[0]).height
+    grid = image_grid(picked.pixels, per_row=k)
     buffer = io.BytesIO()
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     return buffer.getvalue()

@@ -158,9 +158,10 @@ class LakeResource(dg.ConfigurableResource):
         name: str,
         columns: Sequence[str],
         bounds: tuple[str, object, object] | None = None,
-    ) -> Iterator[pl.DataFrame]:
+    ) -> Iterator[pa.Table]:
         """Rows of a table (only `columns`) one Parquet row group at a time, read in this
-        thread: a table larger than memory streams through (nothing if absent).
+        thread: a table larger than memory streams through (nothing if absent). Arrow
+        tables, so that a caller picks the rows it wants before any large value is copied.
 
         `bounds` (column, low, high) skips the files (the Delta log's statistics) and
         the row groups (the footers') whose values of that column all lie outside
@@ -182,10 +183,9 @@ class LakeResource(dg.ConfigurableResource):
                     for group in range(parquet.num_row_groups):
                         if bounds and not may_hold(parquet.metadata.row_group(group), *bounds):
                             continue
-                        read = parquet.read_row_group(
+                        yield parquet.read_row_group(
                             group, columns=list(columns), use_threads=False
                         )
-                        yield pl.DataFrame(read)
 
     def upsert(
         self,

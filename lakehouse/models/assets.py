@@ -19,7 +19,6 @@ from lakehouse.curated.views import (
     VIEWS_PER_BATCH,
     keys_of,
     view_batches,
-    view_pixels,
 )
 from lakehouse.graph import charts
 from lakehouse.graph.defaults import GPU, layer_defaults
@@ -292,10 +291,11 @@ def packed_views(lake: LakeResource, *views: pl.DataFrame) -> list[PackedPixels]
         ]
     )
     packed = [PackedPixels(frame.height, (3, RECIPE.size, RECIPE.size)) for frame in views]
-    for rows in view_batches(lake, placed):
-        hits = placed.join(rows, on=VIEW_KEY)
+    for found in view_batches(lake, placed):
+        hits = placed.join(found.keys.with_row_index("row"), on=VIEW_KEY)
         for (part,), group in hits.group_by("part"):
-            packed[int(part)].put(group["position"].to_list(), view_pixels(group))
+            rows = torch.from_numpy(group["row"].to_numpy().astype("int64"))
+            packed[int(part)].put(group["position"].to_list(), found.pixels[rows])
     # the decoded row groups are free now, but their pages stay resident unless given back
     release_freed_memory()
     if missing := sum(pixels.missing for pixels in packed):
@@ -472,15 +472,15 @@ def photo_classes(
     def classify(missing: pl.DataFrame) -> Iterator[pl.DataFrame]:
         model = load_classifier(lake.get_object(str(model_row["weights_key"])))
         plain = missing.select("sha256", aug_index=pl.lit(0, pl.Int32))
-        for rows in view_batches(lake, plain, config.images_per_batch):
+        for found in view_batches(lake, plain, config.images_per_batch):
             content, style = predict(
                 model,
-                view_pixels(rows),
+                found.pixels,
                 device=target,
                 batch_size=batch_size,
                 mixed_precision=device.mixed_precision(),
             )
-            yield class_rows(rows["sha256"].to_list(), model_version, content, style)
+            yield class_rows(found.keys["sha256"].to_list(), model_version, content, style)
 
     batches = 0
     # a line per committed batch, with rate and ETA (a batch is images_per_batch images)
