@@ -202,6 +202,38 @@ def test_augmented_tensors_are_written_in_bounded_row_groups(demo_lake: DemoLake
     assert max(groups) <= bound < sum(groups)
 
 
+def test_compaction_keeps_tensor_files_at_the_registry_size(tmp_path: Path) -> None:
+    """Deleting a changed photo's views rewrites the file that holds them: compaction of
+    the tensor table aims at the registry's file size, not the writer's 100 MiB."""
+    import numpy as np
+
+    from lakehouse.lake.tables import AUGMENTED_TENSORS, file_bytes
+
+    target = file_bytes(AUGMENTED_TENSORS)
+    assert target is not None and target < 100 * 2**20
+    lake, info = LakeResource(root=str(tmp_path)), {"dagster_run_id": "test"}
+    noise = np.random.default_rng(0)
+    view = 3 * 96 * 96  # incompressible pixels: file sizes are the data's
+    per_commit, commits = 300, 10
+    for commit in range(commits):
+        rows = pl.DataFrame(
+            {
+                "sha256": [f"{commit:02d}{n:062x}" for n in range(per_commit)],
+                "aug_index": pl.Series([0] * per_commit, dtype=pl.Int32),
+                "recipe_version": ["v"] * per_commit,
+                "tensor": [noise.bytes(view) for _ in range(per_commit)],
+            }
+        )
+        lake.upsert(AUGMENTED_TENSORS, rows, commit_info=info)
+    before = lake.open(AUGMENTED_TENSORS).count()  # type: ignore[union-attr]
+    done = lake.compact(AUGMENTED_TENSORS, commit_info=info)
+    table = lake.open(AUGMENTED_TENSORS)
+    sizes = [Path(uri.removeprefix("file://")).stat().st_size for uri in table.file_uris()]  # type: ignore[union-attr]
+    assert done["files_added"] >= 2 and table.count() == before == per_commit * commits  # type: ignore[union-attr]
+    # all of it (about 83 MB) would fit in one file of the writer's default size
+    assert sum(sizes) > 2 * target and max(sizes) <= target * 1.1
+
+
 def hostile_store(root: Path) -> ObjectStoreResource:
     """A store of good photos in several folders and every hostile object of the
     hostile-input test (empty, truncated, GIF, HTML, bomb, odd keys)."""

@@ -32,7 +32,7 @@ from lakehouse.failpoints import during_write, failpoint
 from lakehouse.lake import blobs
 from lakehouse.lake.faults import storage_faults_as_one_line
 from lakehouse.lake.merge import conform, merge_predicate, widened
-from lakehouse.lake.tables import TABLES, key_of, rows_per_group
+from lakehouse.lake.tables import TABLES, file_bytes, key_of, rows_per_group
 from lakehouse.resources.errors import SettingError
 from lakehouse.resources.keys import checked_key, local_path
 from lakehouse.settings import LAKE_VAR, is_s3, s3_storage_options
@@ -326,7 +326,9 @@ class LakeResource(dg.ConfigurableResource):
 
         def attempt() -> dict[str, int]:
             metrics = self.open(name).optimize.compact(  # type: ignore[union-attr]
-                writer_properties=writer_for(name), commit_properties=_commit(commit_info)
+                target_size=file_bytes(name),
+                writer_properties=writer_for(name),
+                commit_properties=_commit(commit_info),
             )
             self.open(name).create_checkpoint()  # type: ignore[union-attr]
             return {

@@ -21,6 +21,7 @@ class Table(str):
     partition_by: str | None
     columns: dict[str, str]
     rows_per_group: int | None
+    file_bytes: int | None
 
     def __new__(
         cls,
@@ -30,11 +31,13 @@ class Table(str):
         partition_by: str | None = None,
         columns: dict[str, str] | None = None,
         rows_per_group: int | None = None,
+        file_bytes: int | None = None,
     ) -> Table:
         table = super().__new__(cls, name)
         table.layer, table.key, table.partition_by = layer, key, partition_by
         table.columns = dict(columns or {})
         table.rows_per_group = rows_per_group
+        table.file_bytes = file_bytes
         return table
 
     @property
@@ -42,7 +45,18 @@ class Table(str):
         return str.__str__(self)
 
     def __reduce__(self) -> tuple:
-        return (Table, (self.name, self.layer, self.key, self.partition_by, self.columns))
+        return (
+            Table,
+            (
+                self.name,
+                self.layer,
+                self.key,
+                self.partition_by,
+                self.columns,
+                self.rows_per_group,
+                self.file_bytes,
+            ),
+        )
 
 
 RAW_OBJECTS = Table(
@@ -98,7 +112,13 @@ IMAGES = Table("images", "curated", ("sha256",))
 # row groups of 1,024 views (28 MB of pixels): a reader decodes whole row groups, and the
 # compacted files' single groups of 18k views took 1.8 GB to read 12.7k training views
 AUGMENTED_TENSORS = Table(
-    "augmented_tensors", "curated", ("sha256", "aug_index", "recipe_version"), rows_per_group=1024
+    "augmented_tensors",
+    "curated",
+    ("sha256", "aug_index", "recipe_version"),
+    rows_per_group=1024,
+    # compacted files this large: deleting a changed photo's views rewrites the file that
+    # holds them (0.5-1 s for the writer's default of 100 MiB, at 100k photos)
+    file_bytes=32 * 2**20,
 )
 USER_ACTIVITY = Table("user_activity", "curated", ("user_id", "hour"), partition_by="day")
 PHOTO_FEATURES = Table("photo_features", "features", ("photo_id",))
@@ -167,6 +187,12 @@ def rows_per_group(name: str) -> int | None:
     """The most rows a Parquet row group of `name` holds (None: the writer's default)."""
     table = TABLES.get(name)
     return None if table is None else table.rows_per_group
+
+
+def file_bytes(name: str) -> int | None:
+    """The size compaction aims a data file of `name` at (None: the writer's default)."""
+    table = TABLES.get(name)
+    return None if table is None else table.file_bytes
 
 
 def natural_key(name: str) -> tuple[str, ...] | None:
