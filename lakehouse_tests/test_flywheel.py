@@ -32,7 +32,15 @@ from lakehouse.labels.label_model import (
     majority_vote,
 )
 from lakehouse.labels.labeling_functions import LABELING_FUNCTIONS, same_place
-from lakehouse.labels.logic import head_uncertainty, with_place_counts
+from lakehouse.labels.logic import (
+    functions_digest,
+    head_uncertainty,
+    input_digests,
+    label_matrix,
+    label_matrix_reusing,
+    weak_label_rows,
+    with_place_counts,
+)
 from lakehouse.labels.studio import LabelImportError, parse_export
 from lakehouse.labels.transfer import config_path, import_annotations
 from lakehouse.lake import LakeResource
@@ -411,6 +419,87 @@ def test_place_counts_leave_out_the_photo_itself_and_follow_the_hand_rule() -> N
         ).height
         - (labels[0] is not None)
     )
+
+
+@pytest.mark.speed
+def test_label_votes_are_computed_again_only_for_photos_whose_row_changed() -> None:
+    """A rerun applies the labeling functions to new and changed photos only, and the
+    matrix is the one applying them to every photo gives; other functions' code (another
+    digest) or a stored vote of a class the vocabulary lacks means applying them again."""
+    seen: list[int] = []
+
+    def keyword(photo: dict) -> str | None:
+        seen.append(photo["photo_id"])
+        return "circle" if "ring" in photo["title"] else None
+
+    def every_third(photo: dict) -> str | None:
+        return "square" if photo["photo_id"] % 3 == 0 else None
+
+    functions = {"keyword": keyword, "every_third": every_third}
+    names = list(functions)
+    photos = pl.DataFrame(
+        {
+            "photo_id": list(range(40)),
+            "title": [f"ring {i}" if i % 2 else f"box {i}" for i in range(40)],
+            "gold_label": [None] * 40,
+        },
+        schema={"photo_id": pl.Int64, "title": pl.String, "gold_label": pl.String},
+    )
+    inputs = input_digests(photos, "functions v1")
+    matrix = label_matrix(photos, functions)
+    model = fit_generative(matrix, len(CONTENT_CLASSES))
+    stored = weak_label_rows(photos, names, matrix, model, "majority", inputs)
+
+    later = pl.concat(
+        [
+            photos.filter(pl.col("photo_id") != 10).with_columns(
+                title=pl.when(pl.col("photo_id") == 7).then(pl.lit("box 7")).otherwise("title")
+            ),
+            pl.DataFrame({"photo_id": [60], "title": ["ring 60"], "gold_label": [None]}),
+        ],
+        how="vertical_relaxed",
+    )
+    seen.clear()
+    expected = label_matrix(later, functions)
+    assert sorted(seen) == later["photo_id"].to_list()
+    seen.clear()
+    reused, applied = label_matrix_reusing(
+        later, functions, input_digests(later, "functions v1"), stored
+    )
+    assert (applied, seen) == (2, [7, 60])
+    assert np.array_equal(reused, expected) and (expected == 1).any() and (expected == 0).any()
+
+    seen.clear()
+    _, applied = label_matrix_reusing(later, functions, input_digests(later, "v2"), stored)
+    assert applied == later.height == len(seen)
+    odd = stored.with_columns(
+        keyword=pl.when(pl.col("photo_id") == 3).then(pl.lit("hexagon")).otherwise("keyword")
+    )
+    _, applied = label_matrix_reusing(later, functions, input_digests(later, "functions v1"), odd)
+    assert applied == 3  # 7 and 60 as before, and 3
+
+
+@pytest.mark.speed
+def test_the_functions_digest_follows_their_modules_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A constant beside a function (its keywords) changes the digest; a function whose
+    source cannot be read (typed into a notebook) gives none, so nothing is reused."""
+    import importlib
+
+    module = tmp_path / "my_functions.py"
+    module.write_text("WORDS = ('ring',)\ndef ringed(photo):\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mine = importlib.import_module("my_functions")
+    first = functions_digest({"ringed": mine.ringed})
+    assert first is not None and first == functions_digest({"ringed": mine.ringed})
+    module.write_text("WORDS = ('ring', 'disc')\ndef ringed(photo):\n    return None\n")
+    assert functions_digest({"ringed": importlib.reload(mine).ringed}) not in (None, first)
+    assert functions_digest(dict(LABELING_FUNCTIONS)) is not None
+    typed: dict = {}
+    exec("def typed_in(photo):\n    return None\n", typed)  # noqa: S102
+    typed["typed_in"].__module__ = "__typed_in_a_notebook__"
+    assert functions_digest({"typed_in": typed["typed_in"]}) is None
 
 
 def test_the_generative_model_beats_majority_vote_when_one_function_is_noisy() -> None:

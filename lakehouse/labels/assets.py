@@ -15,10 +15,14 @@ from lakehouse.labels.label_model import fit_generative, function_stats
 from lakehouse.labels.labeling_functions import LABELING_FUNCTIONS
 from lakehouse.labels.logic import (
     FIRST_LABELS,
+    INPUTS_COLUMN,
     STRATEGIES,
     first_labels_queue,
+    functions_digest,
     gold_indices,
+    input_digests,
     label_matrix,
+    label_matrix_reusing,
     queue_rows,
     stats_rows,
     weak_label_rows,
@@ -133,10 +137,18 @@ def weak_labels(
         return reused
     photos = with_place_counts(photos_with_classes(lake, versions))
     names = list(LABELING_FUNCTIONS)
-    matrix = label_matrix(photos, LABELING_FUNCTIONS)
+    # the functions run on the photos whose row (or whose functions' code) changed
+    functions = functions_digest(LABELING_FUNCTIONS)
+    inputs = None if functions is None else input_digests(photos, functions)
+    if inputs is None:
+        matrix, applied = label_matrix(photos, LABELING_FUNCTIONS), photos.height
+    else:
+        earlier = earlier_votes(lake, names)
+        matrix, applied = label_matrix_reusing(photos, LABELING_FUNCTIONS, inputs, earlier)
+    context.log.info(f"labeling functions applied to {applied} of {photos.height} photos")
     gold = gold_indices(photos)
     model = fit_generative(matrix, len(CONTENT_CLASSES))
-    rows = weak_label_rows(photos, names, matrix, model, config.label_model)
+    rows = weak_label_rows(photos, names, matrix, model, config.label_model, inputs)
     stats = stats_rows(names, function_stats(matrix, gold), model)
     changes = lake.sync_snapshot(STATS_TABLE, stats, commit_info=commit_info_for(context))
     context.log.info(f"{STATS_TABLE}: {changes}")
@@ -155,6 +167,16 @@ def weak_labels(
         },
         code_version=code,
     )
+
+
+def earlier_votes(lake: LakeResource, names: list[str]) -> pl.DataFrame | None:
+    """Each photo's stored votes and the digest they came from; None when weak_labels is
+    absent or lacks one of those columns (written before the digest was kept)."""
+    table = lake.open(WEAK_LABELS)
+    wanted = ["photo_id", INPUTS_COLUMN, *names]
+    if table is None or not set(wanted) <= {field.name for field in table.schema().fields}:
+        return None
+    return lake.read(WEAK_LABELS, columns=wanted)
 
 
 def gold_accuracies(rows: pl.DataFrame) -> dict[str, float | int]:

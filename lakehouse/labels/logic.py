@@ -5,6 +5,8 @@ No Dagster, no lake: frames in, frames out.
 
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -17,7 +19,7 @@ from lakehouse.labels.label_model import (
     majority_vote,
 )
 from lakehouse.labels.labeling_functions import LabelingFunction
-from lakehouse.lake.digests import with_row_digest
+from lakehouse.lake.digests import digest_strings, row_digests, with_row_digest
 from lakehouse.vocabulary import CONTENT_CLASSES
 
 STRATEGIES = ("margin", "entropy")
@@ -130,6 +132,79 @@ def with_place_counts(photos: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+INPUTS_COLUMN = "inputs_sha256"  # weak_labels: digest of what the functions saw of the photo
+
+
+def functions_digest(functions: Mapping[str, LabelingFunction]) -> str | None:
+    """Digest of the source of every module that defines one of `functions` (so the
+    constants beside a function, as its keywords, count too) and their names; None when
+    a source cannot be read (a function typed into a notebook): no vote is then reused.
+    What a function imports from other modules is not covered: bump weak_labels' code
+    version when that changes."""
+    parts = []
+    for name, function in sorted(functions.items()):
+        module = sys.modules.get(function.__module__)
+        try:
+            source = inspect.getsource(module) if module is not None else None
+        except (OSError, TypeError):
+            source = None
+        if source is None:
+            return None
+        parts += [name, function.__module__, source]
+    return digest_strings(parts)
+
+
+def input_digests(photos: pl.DataFrame, functions: str) -> pl.Series:
+    """Per photo, the digest of its whole row (what a labeling function is given) and of
+    the functions: a vote stands as long as both do."""
+    return row_digests(photos.with_columns(_functions=pl.lit(functions))).rename(INPUTS_COLUMN)
+
+
+def label_matrix_reusing(
+    photos: pl.DataFrame,
+    functions: Mapping[str, LabelingFunction],
+    inputs: pl.Series,
+    earlier: pl.DataFrame | None,
+) -> tuple[np.ndarray, int]:
+    """`label_matrix`, with the functions applied only to the photos whose `inputs` digest
+    is not the one `earlier` (photo_id, INPUTS_COLUMN and a vote column per function,
+    class names) holds for them: the others' votes are taken from there. Returns the
+    matrix and how many photos the functions were applied to."""
+    needed = {"photo_id", INPUTS_COLUMN, *functions}
+    if not functions or earlier is None or not needed <= set(earlier.columns):
+        return label_matrix(photos, functions), photos.height
+    index = {label: i for i, label in enumerate(CONTENT_CLASSES)}
+    names = list(functions)
+    stored = earlier.select("photo_id", INPUTS_COLUMN, *names).with_columns(
+        # a vote of a class the vocabulary no longer has is not reused
+        _known=pl.all_horizontal(
+            pl.col(name).is_null() | pl.col(name).is_in(CONTENT_CLASSES) for name in names
+        )
+    )
+    matched = (
+        photos.select("photo_id")
+        .with_columns(inputs)
+        .with_row_index("row")
+        .join(stored, on=["photo_id", INPUTS_COLUMN], how="left")
+        .sort("row")
+    )
+    known = matched["_known"].fill_null(False).to_numpy()
+    matrix = (
+        matched.select(
+            pl.col(name).replace_strict(index, default=ABSTAIN, return_dtype=pl.Int64)
+            for name in names
+        )
+        .fill_null(ABSTAIN)
+        .to_numpy()
+        .astype(np.int64)
+        .reshape(photos.height, len(names))
+    )
+    todo = np.flatnonzero(~known)
+    if len(todo):
+        matrix[todo] = label_matrix(photos[todo], functions)
+    return matrix, len(todo)
+
+
 def label_matrix(photos: pl.DataFrame, functions: Mapping[str, LabelingFunction]) -> np.ndarray:
     """photo × function matrix of class indices, ABSTAIN where a function said nothing."""
     index = {label: i for i, label in enumerate(CONTENT_CLASSES)}
@@ -155,10 +230,12 @@ def weak_label_rows(
     matrix: np.ndarray,
     model: GenerativeModel,
     label_model: str,
+    inputs: pl.Series | None = None,
 ) -> pl.DataFrame:
     """One row per photo: each function's vote (null = abstain), the gold label, majority
     vote, and the label of `label_model` (`generative` or `majority`) with its class
-    probabilities; `label` is null and `confidence` 0 where nothing decides it."""
+    probabilities; `label` is null and `confidence` 0 where nothing decides it. With
+    `inputs` (`input_digests`), the digest its votes were computed from."""
     majority, majority_probs = majority_vote(matrix, len(CONTENT_CLASSES))
     if label_model == "generative":
         probs = model.posteriors
@@ -182,6 +259,7 @@ def weak_label_rows(
                 for k, column in enumerate(PROB_COLUMNS)
             },
             label_model=pl.lit(label_model),
+            **({} if inputs is None else {INPUTS_COLUMN: inputs}),
         )
     )
 
