@@ -360,6 +360,7 @@ def test_keys_reaching_outside_the_root_are_refused(tmp_path: Path, key: str) ->
     rows = pl.DataFrame({"id": [1]})
     for attempt in (
         lambda: lake.get_object(key),
+        lambda: lake.has_object(key),
         lambda: lake.table_uri(key),
         lambda: lake.upsert(key, rows, ["id"], commit_info={}),
         lambda: ObjectStoreResource(uri=str(tmp_path)).read(key),

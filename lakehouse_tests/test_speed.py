@@ -234,6 +234,21 @@ def test_compaction_keeps_tensor_files_at_the_registry_size(tmp_path: Path) -> N
     assert sum(sizes) > 2 * target and max(sizes) <= target * 1.1
 
 
+def test_the_blob_store_answers_whether_it_holds_a_key_locally_and_on_s3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a reused check's claim asks: held or not, never an error for a missing key
+    (on S3 a HEAD request)."""
+    with s3_server(("lake-bucket",)) as endpoint:
+        for name, value in aws_settings(endpoint).items():
+            monkeypatch.setenv(name, value)
+        for root in (str(tmp_path / "lake"), "s3://lake-bucket/lake"):
+            lake = LakeResource(root=root)
+            key = lake.put_object(b"a passed check")
+            absent = key[:-1] + ("0" if key[-1] != "0" else "1")
+            assert (lake.has_object(key), lake.has_object(absent)) == (True, False), root
+
+
 def hostile_store(root: Path) -> ObjectStoreResource:
     """A store of good photos in several folders and every hostile object of the
     hostile-input test (empty, truncated, GIF, HTML, bomb, odd keys)."""

@@ -5,8 +5,6 @@ computes set-wise in DuckDB/polars, and writes through `sync_snapshot` or
 `replace_partitions`, so a rerun on unchanged inputs writes no new table version.
 """
 
-import json
-
 import dagster as dg
 import polars as pl
 import pyarrow as pa
@@ -28,7 +26,13 @@ from lakehouse.graph.pictures import picture
 from lakehouse.graph.reuse import unchanged_result
 from lakehouse.lake import LakeResource
 from lakehouse.lake.ledger import LEDGER_TABLE
-from lakehouse.lake.pinned import built_from, pinned_versions, read_pinned, snapshot_result
+from lakehouse.lake.pinned import (
+    built_from,
+    pinned_versions,
+    read_pinned,
+    recorded_inputs,
+    snapshot_result,
+)
 from lakehouse.lake.tables import (
     IMAGES,
     PHOTO_CLASSES,
@@ -72,10 +76,8 @@ def activity_unchanged(lake: LakeResource, versions: dict[str, int]) -> int | No
     """The photo_features version whose rows this code computed from these very versions of
     raw_photos, raw_users and raw_events (their activity columns stand), else None."""
     commit = lake.commit_metadata(PHOTO_FEATURES)
-    if commit.get("code_version") != PHOTO_FEATURES_VERSION or "input_versions" not in commit:
-        return None
-    built = json.loads(str(commit["input_versions"]))
-    if any(built.get(name) != versions[name] for name in ACTIVITY_INPUTS):
+    built = recorded_inputs(commit, PHOTO_FEATURES_VERSION)
+    if built is None or any(built.get(name) != versions[name] for name in ACTIVITY_INPUTS):
         return None
     return int(commit["version"])  # type: ignore[call-overload]
 

@@ -152,7 +152,7 @@ def reusing_pass(
 
 
 def has_claim(lake: LakeResource, claim: bytes) -> bool:
-    return has_object(lake, object_key(hashlib.sha256(claim).hexdigest()))
+    return lake.has_object(object_key(hashlib.sha256(claim).hexdigest()))
 
 
 def save_claims(lake: LakeResource, claims: list[bytes]) -> None:
@@ -188,17 +188,3 @@ def with_versions(
             "checked_versions": dg.MetadataValue.json(versions),
         },
     )
-
-
-def has_object(lake: LakeResource, key: str) -> bool:
-    """Whether the blob store holds `key` (a missing blob is an answer, not an error)."""
-    try:
-        lake.get_object(key)
-    except FileNotFoundError:
-        return False
-    except Exception as exc:  # S3: botocore's ClientError with NoSuchKey
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-        if code in ("NoSuchKey", "404"):
-            return False
-        raise
-    return True

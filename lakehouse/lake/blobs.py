@@ -41,6 +41,23 @@ def get_object(root: str, key: str) -> bytes:
     return read_below(root, key)
 
 
+def has_object(root: str, key: str) -> bool:
+    """Whether `key` is stored (a missing object is an answer, not an error); on S3 a HEAD
+    request, so that asking never downloads it."""
+    if is_s3(root):
+        location = parse_s3(root)
+        target = f"{location.prefix}/{checked_key(root, key)}".lstrip("/")
+        try:
+            s3_client().head_object(Bucket=location.bucket, Key=target)
+        except Exception as exc:  # botocore's ClientError, without importing botocore here
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
+                return False
+            raise
+        return True
+    return local_path(root, key).is_file()
+
+
 def store_atomically(path: Path, data: bytes) -> None:
     """Write `path` via a temporary name and a rename: a crash or a full disk never
     leaves a half-written object under the final name (nor, on errors, the temporary)."""

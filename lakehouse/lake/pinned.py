@@ -51,9 +51,15 @@ def commit_built_from(
     commit: dict[str, object], versions: dict[str, int], code_version: str
 ) -> bool:
     """`built_from` on a commit already read."""
-    return commit.get("code_version") == code_version and commit.get(
-        "input_versions"
-    ) == json.dumps(versions, sort_keys=True)
+    return recorded_inputs(commit, code_version) == versions
+
+
+def recorded_inputs(commit: dict[str, object], code_version: str) -> dict[str, int] | None:
+    """The input versions a commit recorded (`snapshot_result`), when `code_version`
+    computed it; None otherwise."""
+    if commit.get("code_version") != code_version or "input_versions" not in commit:
+        return None
+    return json.loads(str(commit["input_versions"]))
 
 
 def snapshot_result(

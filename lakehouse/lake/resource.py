@@ -347,6 +347,11 @@ class LakeResource(dg.ConfigurableResource):
         with self._storage_faults("objects", "writing"):
             return blobs.put_object(self.root, data)
 
+    def has_object(self, key: str) -> bool:
+        """Whether put_object stored `key`."""
+        with self._storage_faults("objects", "reading"):
+            return blobs.has_object(self.root, key)
+
     def get_object(self, key: str) -> bytes:
         """Bytes stored by put_object; a key reaching outside the root is refused."""
         with self._storage_faults("objects", "reading"):
