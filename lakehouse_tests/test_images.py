@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import torch
 from PIL import Image
 
 from lakehouse.curated.augment import tensors_from_arrow
+from lakehouse.curated.preview import augmentation_grid, stored_images
 from lakehouse.curated.recipe import RECIPE
 from lakehouse.curated.views import (
     VIEW_COLUMNS,
@@ -224,6 +226,22 @@ def test_show_augmentations_writes_a_png(demo_world, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     with Image.open(out) as grid:
         assert grid.format == "PNG" and grid.height > grid.width / 2
+
+
+@pytest.mark.speed
+def test_the_augmentation_grid_draws_the_images_asked_for(demo_world) -> None:
+    """A row per image asked for (its k views), drawn from those views' pixels only; none
+    for images without views."""
+    lakehouse, _ = demo_world
+    lake = lakehouse.lake_resource
+    shas, k = stored_images(lake, 3)
+    assert len(shas) == 3 and k == 4 and shas == sorted(shas)
+    png = augmentation_grid(lake, shas[1:], k)
+    assert png is not None
+    with Image.open(io.BytesIO(png)) as grid:
+        cell = RECIPE.size + 2  # each image and the padding after it
+        assert (grid.width, grid.height) == (2 + k * cell, 2 + 2 * cell)
+    assert augmentation_grid(lake, ["0" * 64], k) is None
 
 
 def test_view_batches_are_the_stored_rows_of_the_views_asked_for(demo_world) -> None:

@@ -182,6 +182,32 @@ def test_a_changed_row_is_recomputed_and_checked_again(built: Path, tmp_path: Pa
     assert versions(lake) == now
 
 
+def test_the_augmentation_grid_is_drawn_again_only_when_its_images_change(
+    built: Path, tmp_path: Path
+) -> None:
+    """A changed photo that the grid does not show (the grid shows the first images by
+    sha256) leaves the picture as it was: shown by reference, no pixel read for it."""
+    from PIL import Image
+
+    copy = copy_of(built, tmp_path)
+    lake = copy.lake_resource
+    path = ("raw_objects", "images", "augmented_tensors")
+    first = materializations(copy.materialize(DEMO_FIRST, DEMO_LAST, select=set(path)))
+    grid = first["augmented_tensors"]
+    assert "data:image/png" in grid["augmentation_grid"]
+    images = lake.read("images").sort("sha256")
+    last_key = images["keys"][-1][0]  # the image the grid is least likely to show
+    with Image.open(copy.sources / last_key) as photo:
+        photo.rotate(180).save(copy.sources / last_key)
+    before = versions(lake)
+    again = materializations(copy.materialize(DEMO_FIRST, DEMO_LAST, select=set(path)))
+    redrawn = again["augmented_tensors"]
+    assert written_since(lake, before)["augmented_tensors"].inserted == 4  # its new views
+    assert redrawn["augmentation_grid/sha256"] == grid["augmentation_grid/sha256"]
+    assert "data:image/png" not in redrawn["augmentation_grid"]
+    assert redrawn["augmentation_grid/of"] == grid["augmentation_grid/of"]
+
+
 def test_a_pass_is_reused_only_on_the_same_versions_and_a_failure_never(tmp_path: Path) -> None:
     """The helper itself on a real Delta table: how often the check body runs."""
     lake = LakeResource(root=str(tmp_path / "lake"))

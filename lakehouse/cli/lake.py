@@ -43,10 +43,12 @@ def run_tables(args: argparse.Namespace) -> int:
 
 
 def run_show_augmentations(args: argparse.Namespace) -> int:
-    from lakehouse.curated.preview import augmentation_grid
+    from lakehouse.curated.preview import augmentation_grid, stored_images
     from lakehouse.lake import LakeResource
 
-    png = augmentation_grid(LakeResource(root=settings.lake_uri()), args.n)
+    lake = LakeResource(root=settings.lake_uri())
+    shas, k = stored_images(lake, args.n)
+    png = augmentation_grid(lake, shas, k) if shas else None
     if png is None:
         raise ConfigError(
             f"{settings.LAKE_VAR}={settings.lake_uri()!r}: no augmented_tensors yet (run make demo)"

@@ -204,12 +204,17 @@ def augmented_tensors(
         f"the first {config.preview_images} images by sha256: each row the plain resize "
         f"(left) and its {config.k - 1} augmented views ({RECIPE.name} v{RECIPE.version})"
     )
+    # a view's pixels follow from (sha256, aug_index, recipe version): the same first images
+    # under the same recipe are the same picture, whatever else the table gained or lost
+    shown = wanted["sha256"].unique().sort().head(config.preview_images).to_list()
+    grid_of = digest_strings([RECIPE.name, RECIPE.version, str(config.k), *shown])
     earlier = previous_metadata(context)
-    if grid_unchanged(earlier, metadata["delta_version"], caption):
-        # the table is at the version the last grid was drawn from: the same pixels
+    if grid_unchanged(earlier, grid_of, caption):
         metadata.update(earlier_pictures(context, {"augmentation_grid": caption}, earlier))
-    elif (grid := augmentation_grid(lake, config.preview_images)) is not None:
+        metadata[GRID_OF] = grid_of
+    elif (grid := augmentation_grid(lake, shown, config.k)) is not None:
         metadata.update(picture(context, lake, "augmentation_grid", grid, caption))
+        metadata[GRID_OF] = grid_of
     return dg.MaterializeResult(
         data_version=dg.DataVersion(
             digest_strings([RECIPE.name, frame_digest(wanted, work.key, work.key)])
@@ -218,13 +223,16 @@ def augmented_tensors(
     )
 
 
-def grid_unchanged(earlier: dict[str, dg.MetadataValue], version: int | None, caption: str) -> bool:
-    """Whether the previous materialization drew the grid from this very table version
-    with this caption (no write since: a no-op reads no pixels for its picture)."""
+GRID_OF = "augmentation_grid/of"  # digest of the recipe, k and the images the grid shows
+
+
+def grid_unchanged(earlier: dict[str, dg.MetadataValue], grid_of: str, caption: str) -> bool:
+    """Whether the previous materialization drew the grid of these very images, recipe and
+    k with this caption: then no pixel is read for the picture (a no-op, or a change to
+    photos the grid does not show)."""
     drawn = earlier.get("augmentation_grid")
     return (
-        version is not None
-        and getattr(earlier.get("delta_version"), "value", None) == version
+        getattr(earlier.get(GRID_OF), "value", None) == grid_of
         and "augmentation_grid/run" in earlier
         and drawn is not None
         and f"*{caption}*" in str(drawn.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import polars as pl
 import torch
@@ -14,20 +15,29 @@ from lakehouse.lake import LakeResource
 from lakehouse.lake.tables import AUGMENTED_TENSORS
 
 
-def augmentation_grid(lake: LakeResource, n: int = 6) -> bytes | None:
-    """PNG bytes: one row per image (first `n` by sha256), its k views side by side.
-    Only those images' pixels are read: the keys pick them."""
+def stored_images(lake: LakeResource, n: int) -> tuple[list[str], int]:
+    """The first `n` images by sha256 with views under the current recipe, and how many
+    views the first has (k); ([], 0) before any."""
     keys = lake.read(
-        AUGMENTED_TENSORS,
-        columns=VIEW_KEY,
-        filters=[("recipe_version", "=", RECIPE.version)],
+        AUGMENTED_TENSORS, columns=VIEW_KEY, filters=[("recipe_version", "=", RECIPE.version)]
     )
     if keys is None or keys.is_empty():
-        return None
+        return [], 0
     chosen = keys["sha256"].unique().sort().head(n)
-    picked = read_views(lake, keys.filter(pl.col("sha256").is_in(chosen.implode())))
-    k = picked.keys.filter(pl.col("sha256") == chosen[0]).height
-    grid = image_grid(picked.pixels, per_row=k)
+    return chosen.to_list(), keys.filter(pl.col("sha256") == chosen[0]).height
+
+
+def augmentation_grid(lake: LakeResource, shas: Sequence[str], k: int) -> bytes | None:
+    """PNG bytes: one row per image of `shas` that has views, its `k` views side by side
+    (None when none has). Only those views' pixels are read."""
+    views = pl.DataFrame({"sha256": list(shas)}, schema={"sha256": pl.String}).join(
+        pl.DataFrame({"aug_index": list(range(k))}, schema={"aug_index": pl.Int32}), how="cross"
+    )
+    picked = read_views(lake, views)
+    if picked.height == 0:
+        return None
+    per_row = picked.keys.filter(pl.col("sha256") == picked.keys["sha256"][0]).height
+    grid = image_grid(picked.pixels, per_row=per_row)
     buffer = io.BytesIO()
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     return buffer.getvalue()

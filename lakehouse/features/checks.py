@@ -102,6 +102,8 @@ def no_leakage(lake: LakeResource, versions: Versions) -> dg.AssetCheckResult:
     late = paired.filter(
         pl.any_horizontal(pl.col(f"{c}_last_ts") >= pl.col("posted_at") for c in COUNTED)
     )
+    del oracle, paired
+    release_freed_memory()  # the recount's pairs: the other checks and training_set run next
     return dg.AssetCheckResult(
         passed=mismatched.is_empty() and late.is_empty(),
         description=f"{mismatched.height} rows differ from the recount; "
