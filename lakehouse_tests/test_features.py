@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pytest
 import sqlalchemy as sa
@@ -188,6 +189,34 @@ def test_hourly_activity_counts_per_user_and_utc_hour() -> None:
     ).with_columns(day=pl.lit("2026-10-05"))
     rows = hourly_activity(events).select("user_id", "hour", "logins", "views", "likes").rows()
     assert rows == [(1, T0, 1, 1, 0), (1, T0 + timedelta(hours=1), 0, 0, 1)]
+
+
+@pytest.mark.speed
+def test_hourly_activity_a_day_at_a_time_is_one_grouping_of_all_days() -> None:
+    """Grouped day by day (bounded memory), the rows are those of one grouping of every
+    day, sorted by (day, user, hour); a log day may hold events of another UTC date."""
+    rng = np.random.default_rng(3)
+    n = 5_000
+    events = pl.DataFrame(
+        {
+            "ts": [T0 + timedelta(minutes=int(m)) for m in rng.integers(-90, 4 * 1440, n)],
+            "user_id": rng.integers(1, 40, n),
+            "event": rng.choice(["login", "view", "like"], n),
+            "day": rng.choice(["2026-10-05", "2026-10-06", "2026-10-07"], n),
+        }
+    )
+    once = (
+        events.group_by("day", "user_id", pl.col("ts").dt.truncate("1h").alias("hour"))
+        .agg(
+            logins=(pl.col("event") == "login").sum().cast(pl.Int64),
+            views=(pl.col("event") == "view").sum().cast(pl.Int64),
+            likes=(pl.col("event") == "like").sum().cast(pl.Int64),
+        )
+        .sort("day", "user_id", "hour")
+    )
+    found = hourly_activity(events)
+    assert found.equals(once.select(found.columns))
+    assert found["day"].n_unique() == 3 and found.height > 1_000
 
 
 def brute_force(photos: list[tuple], events: list[tuple]) -> list[tuple[int, int, int]]:

@@ -26,16 +26,21 @@ def photo_images(photos: pl.DataFrame, images: pl.DataFrame) -> pl.DataFrame:
 
 
 def hourly_activity(events: pl.DataFrame) -> pl.DataFrame:
-    """Logins, views and likes per (log day, user, UTC hour); `day` is the raw_events partition."""
+    """Logins, views and likes per (log day, user, UTC hour), sorted so; `day` is the
+    raw_events partition. A day at a time: nearly every event is a group of its own, and
+    grouping 8 days of 1.3M events at once peaked +390 MiB and took 0.5 s, a day at a
+    time +60 MiB and 0.27 s (100k-photo world)."""
     if events.is_empty():
         return pl.DataFrame(schema=ACTIVITY_SCHEMA)
-    return (
-        events.group_by("day", "user_id", pl.col("ts").dt.truncate("1h").alias("hour"))
+    return pl.concat(
+        events.filter(pl.col("day") == day)
+        .group_by("day", "user_id", pl.col("ts").dt.truncate("1h").alias("hour"))
         .agg(
             logins=(pl.col("event") == "login").sum().cast(pl.Int64),
             views=(pl.col("event") == "view").sum().cast(pl.Int64),
             likes=(pl.col("event") == "like").sum().cast(pl.Int64),
         )
         .select(list(ACTIVITY_SCHEMA))
-        .sort("day", "user_id", "hour")
+        .sort("user_id", "hour")
+        for day in events["day"].unique().sort()
     )
