@@ -69,12 +69,18 @@ def test_photo_classes_commits_one_bounded_batch_at_a_time(
     assert images > 16
     lake = batched.lake_resource
     # Delta's commit metrics: one commit per batch, each adding at most 16 rows, none
-    # rewritten, and together every image once
-    commits = [counted(c) for c in commits_since(lake, "photo_classes", None)]
+    # rewritten, and together every image once; then, after that many commits, one
+    # compaction of their files into one
+    history = commits_since(lake, "photo_classes", None)
+    *batches, compaction = history
+    commits = [counted(c) for c in batches]
     assert len(commits) == found["batches"] == math.ceil(images / 16)
     added = [commit.inserted for commit in commits]
     assert max(added) == 16 and sum(added) == images
     assert sum(commit.updated + commit.deleted + commit.files_removed for commit in commits) == 0
+    assert compaction["operation"] == "OPTIMIZE"
+    assert counted(compaction).files_removed == len(commits) > counted(compaction).files_added
+    assert len(lake.open("photo_classes").file_uris()) == counted(compaction).files_added  # type: ignore[union-attr]
     exact = ["sha256", "model_version", "content_label", "style_label"]
     assert_frame_equal(classes(batched).select(exact), classes(one_batch).select(exact))
     assert_frame_equal(classes(batched), classes(one_batch), abs_tol=1e-5)

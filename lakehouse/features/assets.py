@@ -43,6 +43,7 @@ from lakehouse.lake.tables import (
     RAW_USERS,
     TRAINING_SET,
 )
+from lakehouse.memory import release_freed_memory
 from lakehouse.raw.logs import EVENT_SCHEMA
 
 KINDS = {"delta", "duckdb", "polars"}
@@ -119,6 +120,9 @@ def photo_features(
                 read_pinned(lake, PHOTO_CLASSES, versions),
             )
     else:
+        # every login and like is read next: start on what the steps before left free
+        # but resident (this step held the full run's peak at 100k photos)
+        release_freed_memory()
         photos = read_pinned(lake, RAW_PHOTOS, versions)
         activity = activity_counts(
             photos,

@@ -482,13 +482,15 @@ def photo_classes(
             )
             yield class_rows(found.keys["sha256"].to_list(), model_version, content, style)
 
-    batches = 0
+    batches, before = 0, lake.version(PHOTO_CLASSES)
     # a line per committed batch, with rate and ETA (a batch is images_per_batch images)
     with Progress("photo_classes", todo.height, context.log.info, unit="images", every=0) as p:
         for rows in work.apply(lake, classify, commit_info=info):
             batches += 1
             p.advance(rows.height, note=f"batch {batches}")
-    if batches:  # only a step that read pixels has memory to give back (a full gc costs)
+    # a commit a batch: after many, one file instead of ~100 for every reader of the table
+    lake.compact(PHOTO_CLASSES, commit_info=info, since=-1 if before is None else before)
+    if batches > 1:  # a step that read many pixels has memory to give back (a full gc costs)
         release_freed_memory()
     return dg.MaterializeResult(
         data_version=dg.DataVersion(
