@@ -19,21 +19,20 @@ import pyarrow as pa
 
 
 @functools.cache
-def _glibc_function(name: str) -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    """A function of glibc (malloc_trim), or None on a C library without it
-    (macOS, musl)."""
+def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    """glibc's malloc_trim, or None on a C library without it (macOS, musl)."""
     if not sys.platform.startswith("linux"):
         return None
-    library = ctypes.util.find_library("c")
-    if library is None:
+    name = ctypes.util.find_library("c")
+    if name is None:
         return None
-    return getattr(ctypes.CDLL(library), name, None)
+    return getattr(ctypes.CDLL(name), "malloc_trim", None)
 
 
 def release_freed_memory() -> None:
     """Collect cycles, then hand Arrow's unused pages and glibc's free heap pages back."""
     gc.collect()
     pa.default_memory_pool().release_unused()
-    trim = _glibc_function("malloc_trim")
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)

@@ -27,7 +27,7 @@ from lakehouse.graph.reuse import unchanged_result
 from lakehouse.lake import LakeResource
 from lakehouse.lake.ledger import LEDGER_TABLE
 from lakehouse.lake.pinned import (
-    built_from,
+    commit_built_from,
     pinned_versions,
     read_pinned,
     recorded_inputs,
@@ -73,10 +73,10 @@ def events_at(
     return found
 
 
-def activity_unchanged(lake: LakeResource, versions: dict[str, int]) -> int | None:
-    """The photo_features version whose rows this code computed from these very versions of
-    raw_photos, raw_users and raw_events (their activity columns stand), else None."""
-    commit = lake.commit_metadata(PHOTO_FEATURES)
+def activity_unchanged(commit: dict[str, object], versions: dict[str, int]) -> int | None:
+    """The photo_features version (its latest `commit`) whose rows this code computed from
+    these very versions of raw_photos, raw_users and raw_events (their activity columns
+    stand), else None."""
     built = recorded_inputs(commit, PHOTO_FEATURES_VERSION)
     if built is None or any(built.get(name) != versions[name] for name in ACTIVITY_INPUTS):
         return None
@@ -99,12 +99,13 @@ def photo_features(
     reused = unchanged_result(context, lake, PHOTO_FEATURES, versions, PHOTO_FEATURES_VERSION)
     if reused is not None:
         return reused
-    if built_from(lake, PHOTO_FEATURES, versions, PHOTO_FEATURES_VERSION):
+    commit = lake.commit_metadata(PHOTO_FEATURES)
+    if commit_built_from(commit, versions, PHOTO_FEATURES_VERSION):
         # the same inputs and code as the stored rows, written before commits recorded
         # their data version: the point-in-time joins over every event would give them again
         rows = lake.read(PHOTO_FEATURES)
         context.log.info("photo_features: inputs unchanged since the stored rows, not recomputed")
-    elif (stored := activity_unchanged(lake, versions)) is not None:
+    elif (stored := activity_unchanged(commit, versions)) is not None:
         # one photo's new bytes change images and photo_classes only: the point-in-time
         # joins over every event would give the stored activity columns again
         context.log.info(

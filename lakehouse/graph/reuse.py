@@ -87,7 +87,7 @@ CheckFn = Callable[[dict[str, int | None]], dg.AssetCheckResult]
 def claim_bytes(check: str, code_version: str, versions: dict[str, int | str]) -> bytes:
     """The claim "`check` (this code) passed on these table versions", as stored: a blob
     under its own SHA-256, so the claim is found by writing it out again. Like
-    `lake.pinned.built_from`, it takes a version number of a lake's table for its content
+    `lake.pinned.commit_built_from`, it takes a version number of a lake's table for its content
     (Delta versions only grow; a table dropped and made again starts over, and the lake
     holds no such table). A table may be named by a digest of what the check reads of it
     instead (`content:<digest>`, see `reusing_pass`)."""
@@ -151,8 +151,13 @@ def reusing_pass(
     return with_versions(result, versions, reused=False)
 
 
+def claim_key(claim: bytes) -> str:
+    """Where a claim is stored: under its own SHA-256."""
+    return object_key(hashlib.sha256(claim).hexdigest())
+
+
 def has_claim(lake: LakeResource, claim: bytes) -> bool:
-    return lake.has_object(object_key(hashlib.sha256(claim).hexdigest()))
+    return lake.has_object(claim_key(claim))
 
 
 def save_claims(lake: LakeResource, claims: list[bytes]) -> None:
@@ -168,7 +173,7 @@ def reused_pass(description: str, claim: bytes, versions: dict) -> dg.AssetCheck
         dg.AssetCheckResult(
             passed=True,
             description=description,
-            metadata={"claim": object_key(hashlib.sha256(claim).hexdigest())},
+            metadata={"claim": claim_key(claim)},
         ),
         versions,
         reused=True,

@@ -37,20 +37,16 @@ def read_pinned(
     return lake.read(name, columns=columns, version=versions[name])  # type: ignore[return-value]
 
 
-def built_from(lake: LakeResource, name: str, versions: dict[str, int], code_version: str) -> bool:
-    """Whether the table's latest commit was computed by `code_version` from exactly these
-    input versions (`snapshot_result` records both): its rows are what a recomputation
-    would give, so a no-change run need not read its inputs again.
-
-    `code_version` names the code and every parameter the rows depend on besides the
-    inputs' rows (a config value, a cut-off read elsewhere)."""
-    return commit_built_from(lake.commit_metadata(name), versions, code_version)
-
-
 def commit_built_from(
     commit: dict[str, object], versions: dict[str, int], code_version: str
 ) -> bool:
-    """`built_from` on a commit already read."""
+    """Whether a table's latest `commit` (`LakeResource.commit_metadata`) was computed by
+    `code_version` from exactly these input versions (`snapshot_result` records both): its
+    rows are what a recomputation would give, so a no-change run need not read its inputs
+    again.
+
+    `code_version` names the code and every parameter the rows depend on besides the
+    inputs' rows (a config value, a cut-off read elsewhere)."""
     return recorded_inputs(commit, code_version) == versions
 
 
