@@ -29,10 +29,12 @@ class MetadataDbResource(dg.ConfigurableResource):
     def read_table(self, name: str) -> pl.DataFrame:
         """All rows of one contract table; the name is checked against the contract."""
         with self._reading(name) as connection:
-            # every row decides a column's type: SQLite lets any row hold any type
+            # every row decides a column's type: SQLite lets any row hold any type. The
+            # driver's own connection, not SQLAlchemy's: a plain `SELECT *` needs none of
+            # SQLAlchemy's row processing, which took 40 % of reading 100k photos.
             return pl.read_database(
                 f"SELECT * FROM {name}",  # noqa: S608
-                connection,
+                connection.connection.driver_connection,
                 infer_schema_length=None,
             )
 
@@ -49,10 +51,12 @@ class MetadataDbResource(dg.ConfigurableResource):
         if name not in SOURCE_TABLES:
             raise ValueError(f"not a metadata table: {name!r}")
         engine = self._engine()
+        # the driver's own errors too: read_table reads through the driver's connection
+        errors = (sa.exc.SQLAlchemyError, engine.dialect.loaded_dbapi.Error)
         try:
             with engine.connect() as connection:
                 yield connection
-        except sa.exc.SQLAlchemyError as exc:
+        except errors as exc:
             raise SettingError(
                 f"{METADATA_DB_VAR}={self.safe_url()!r}: cannot read table {name!r} "
                 f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
