@@ -295,3 +295,158 @@ def test_new_classifier_outputs_keep_the_activity_columns(built: Path, tmp_path:
     assert check.passed
     assert check.metadata["reused"].value is True
     assert check.metadata["checked_versions"].value[PHOTO_FEATURES] == before[PHOTO_FEATURES] + 1
+
+
+# incremental assets that report an earlier step's record when every table they read or
+# write (and their quarantine rows) is as that step left it
+STATE_REUSING = (
+    "raw_users",
+    "raw_photos",
+    "raw_photo_labels",
+    "images",
+    "augmented_tensors",
+    "style_content_classifier",
+    "photo_classes",
+)
+# what they read and write besides the source database and the quarantine table
+STATE_TABLES = (
+    "raw_objects",
+    "raw_users",
+    RAW_PHOTOS,
+    "raw_photo_labels",
+    "images",
+    "augmented_tensors",
+    "style_content_classifier",
+    "photo_classes",
+)
+
+
+def assets_only(
+    copy: Lakehouse, names: tuple[str, ...], config: dict | None = None
+) -> dg.ExecuteInProcessResult:
+    """Materialize `names` without their checks (which read the tables themselves)."""
+    job = copy.definitions().resolve_implicit_global_asset_job_def()
+    subset = job.get_subset(
+        asset_selection={dg.AssetKey(name) for name in names}, asset_check_selection=set()
+    )
+    result = subset.execute_in_process(instance=copy.instance, run_config={"ops": config or {}})
+    assert result.success
+    return result
+
+
+def test_an_incremental_step_in_the_state_it_left_reads_no_row(built: Path, tmp_path: Path) -> None:
+    copy = copy_of(built, tmp_path)
+    lake = copy.lake_resource
+    first = materializations(assets_only(copy, STATE_REUSING))
+    before = versions(lake)
+    # their data files gone, the logs intact: a step that read a row would fail
+    for name in STATE_TABLES:
+        for uri in lake.open(name).file_uris():  # type: ignore[union-attr]
+            Path(uri.removeprefix("file://")).unlink()
+    result = assets_only(copy, STATE_REUSING)
+
+    assert versions(lake) == before
+    assert written_since(lake, before) == dict.fromkeys(before, NOTHING)
+    found = materializations(result)
+    for name in STATE_REUSING:
+        assert found[name]["rows_computed"] == 0, name
+        assert found[name]["reused_state"], name
+        for fact in ("data_version", "dagster/row_count", "delta_version"):
+            assert found[name][fact] == first[name][fact], (name, fact)
+    # the picture is shown by reference, never inline again
+    assert "data:image/png" not in found["augmented_tensors"]["augmentation_grid"]
+    assert (
+        found["augmented_tensors"]["augmentation_grid/sha256"]
+        == first["augmented_tensors"]["augmentation_grid/sha256"]
+    )
+
+
+def test_a_changed_input_or_config_computes_again(built: Path, tmp_path: Path) -> None:
+    copy = copy_of(built, tmp_path)
+    lake = copy.lake_resource
+    assets_only(copy, STATE_REUSING)
+    engine = sa.create_engine(copy.db_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE photos SET title = title || ' again' WHERE photo_id = 1")
+        )
+    engine.dispose()
+    before = versions(lake)
+    grid = {"augmented_tensors": {"config": {"preview_images": 3}}}
+    found = materializations(assets_only(copy, STATE_REUSING, grid))
+
+    written = written_since(lake, before)
+    assert written[RAW_PHOTOS].updated == 1
+    # a new source row, a new version of a table read, another config: computed again
+    for name in ("raw_photos", "raw_photo_labels", "augmented_tensors", "photo_classes"):
+        assert "reused_state" not in found[name], name
+    assert "the first 3 images" in found["augmented_tensors"]["augmentation_grid"]
+    # what none of that reaches stands: its tables and its quarantine rows are unchanged
+    for name in ("raw_users", "images"):
+        assert found[name]["reused_state"], name
+
+
+def test_a_state_is_recorded_only_when_every_commit_since_was_the_steps_own(
+    tmp_path: Path,
+) -> None:
+    """The record helpers in a real asset on a real lake: a step that writes a row, with
+    another writer's commit forced in between its start and its end, or not."""
+    from datetime import UTC
+    from datetime import datetime as dt
+
+    import polars as pl
+
+    from lakehouse.graph.reuse import remember_state, reused_state, step_state
+    from lakehouse.lake.metadata import commit_info_for
+    from lakehouse.lake.quarantine import sync_quarantine
+    from lakehouse.lake.rejections import rejection, rejections_frame
+
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    lake.upsert("scratch", _rows([1, 2]), key=["id"], commit_info={"test": "setup"})
+    foreign: list[int] = []  # rows another writer commits while the step runs
+
+    @dg.asset(name="scratch_asset")
+    def scratch_asset(context) -> dg.MaterializeResult:  # noqa: ANN001 (Dagster reads it)
+        state = step_state(lake, "scratch_asset", "1", ["scratch"], ["scope_a"])
+        if (reused := reused_state(context, lake, state)) is not None:
+            return reused
+        rows = lake.row_count("scratch")
+        lake.upsert(
+            "scratch", _rows([100 + rows]), key=["id"], commit_info=commit_info_for(context)
+        )
+        if foreign:
+            lake.upsert("scratch", _rows(foreign), key=["id"], commit_info={"other": "writer"})
+        done = dg.MaterializeResult(
+            data_version=dg.DataVersion(f"v{rows}"), metadata={"rows": rows}
+        )
+        return remember_state(context, lake, state, done)
+
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run() -> dict:
+        result = dg.materialize([scratch_asset], instance=instance)
+        return materializations(result)["scratch_asset"]
+
+    computed = run()
+    again = run()  # nothing moved since: the record stands, no row written
+    assert "reused_state" not in computed and again["reused_state"]
+    assert again["data_version"] == computed["data_version"] and again["rows"] == 2
+    assert again["rows_computed"] == 0 and lake.row_count("scratch") == 3
+
+    lake.upsert("scratch", _rows([50]), key=["id"], commit_info={"other": "writer"})
+    foreign.append(99)
+    raced = run()  # a moved table: computed (its row, then the other writer's)
+    foreign.clear()
+    assert "reused_state" not in raced and lake.row_count("scratch") == 6
+    assert "reused_state" not in run()  # ... and recorded nothing: this one computes too
+    assert lake.row_count("scratch") == 7
+    assert run()["reused_state"]
+
+    # the quarantine rows of the step's own scope are part of its state, others' are not
+    now = dt.now(UTC)
+    for scope in ("scope_b", "scope_a"):
+        bad = rejections_frame(scope, [rejection("k", "unreadable", sha256="0" * 64)])
+        sync_quarantine(lake, scope, bad, now=now, commit_info={"other": "writer"})
+        outcome = run()
+        assert ("reused_state" in outcome) is (scope == "scope_b"), scope
+    assert pl.DataFrame(lake.read("scratch")).height == 8

@@ -18,13 +18,20 @@ from lakehouse.curated.logic import hourly_activity
 from lakehouse.curated.preview import augmentation_grid
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.graph.pictures import earlier_pictures, picture, previous_metadata
+from lakehouse.graph.reuse import remember_state, reused_state, step_state
 from lakehouse.lake import LakeResource, commit_info_for, incremental, table_metadata
-from lakehouse.lake.digests import digest_strings, frame_digest, with_row_digest
+from lakehouse.lake.digests import code_digest, digest_strings, frame_digest, with_row_digest
 from lakehouse.lake.ledger import DayBatch, ledger_digests, rebuild_changed_days
 from lakehouse.lake.metadata import partition_row_count
 from lakehouse.lake.quarantine import active_quarantine, sync_quarantine
 from lakehouse.lake.rejections import rejection, rejections_frame
-from lakehouse.lake.tables import AUGMENTED_TENSORS, IMAGES, RAW_EVENTS, RAW_OBJECTS, USER_ACTIVITY
+from lakehouse.lake.tables import (
+    AUGMENTED_TENSORS,
+    IMAGES,
+    RAW_EVENTS,
+    RAW_OBJECTS,
+    USER_ACTIVITY,
+)
 from lakehouse.progress import Progress
 from lakehouse.raw.logs import EVENT_SCHEMA
 from lakehouse.resources import ObjectStoreResource
@@ -101,6 +108,10 @@ def images(
     lake: LakeResource,
 ) -> dg.MaterializeResult:
     info, now = commit_info_for(context), datetime.now(UTC)
+    code = f"{code_digest(__name__, decode_image.__module__)}:{config.pixel_limit}"
+    state = step_state(lake, "images", code, (RAW_OBJECTS, IMAGES), [IMAGES_SOURCE])
+    if (reused := reused_state(context, lake, state)) is not None:
+        return reused
     current = current_objects(lake)
     known = lake.read_or_empty(IMAGES, {**IMAGE_SCHEMA})
     bad = active_quarantine(lake, IMAGES_SOURCE).join(
@@ -118,7 +129,7 @@ def images(
     )
     counts = sync_quarantine(lake, IMAGES_SOURCE, rejections, now=now, commit_info=info)
     context.log.info(f"images: {changes}; quarantine {counts}")
-    return dg.MaterializeResult(
+    result = dg.MaterializeResult(
         data_version=dg.DataVersion(frame_digest(rows, ["sha256"], ["sha256", "row_sha256"])),
         metadata={
             **table_metadata(lake, IMAGES, rows.height, todo.height),
@@ -126,6 +137,7 @@ def images(
             "modes": dg.MetadataValue.json(dict(rows["original_mode"].value_counts().iter_rows())),
         },
     )
+    return remember_state(context, lake, state, result)
 
 
 def augment_workers(config: AugmentConfig, images_to_do: int) -> int:
@@ -151,6 +163,11 @@ def augmented_tensors(
     lake: LakeResource,
 ) -> dg.MaterializeResult:
     info = commit_info_for(context)
+    modules = code_digest(__name__, commit_batches.__module__, augmentation_grid.__module__)
+    code = f"{RECIPE.name}:{RECIPE.version}:{modules}:k={config.k}:{config.preview_images}"
+    state = step_state(lake, "augmented_tensors", code, (IMAGES, AUGMENTED_TENSORS))
+    if (reused := reused_state(context, lake, state)) is not None:
+        return reused
     wanted = (
         lake.read_or_empty(
             IMAGES,
@@ -215,12 +232,13 @@ def augmented_tensors(
     elif (grid := augmentation_grid(lake, shown, config.k)) is not None:
         metadata.update(picture(context, lake, "augmentation_grid", grid, caption))
         metadata[GRID_OF] = grid_of
-    return dg.MaterializeResult(
+    result = dg.MaterializeResult(
         data_version=dg.DataVersion(
             digest_strings([RECIPE.name, frame_digest(wanted, work.key, work.key)])
         ),
         metadata=metadata,
     )
+    return remember_state(context, lake, state, result)
 
 
 GRID_OF = "augmentation_grid/of"  # digest of the recipe, k and the images the grid shows

@@ -15,7 +15,7 @@ import base64
 import dagster as dg
 
 from lakehouse.lake import LakeResource
-from lakehouse.lake.blobs import blob_uri
+from lakehouse.lake.blobs import blob_uri, object_key
 
 
 def markdown_image(png: bytes, caption: str) -> str:
@@ -81,8 +81,46 @@ def without_inline_pictures(earlier: dict[str, dg.MetadataValue]) -> dict[str, d
     """Earlier metadata to show again, each picture in it by reference (its caption and
     the run whose materialization shows it), never the PNG inline a second time."""
     shown = dict(earlier)
-    for name in [key for key in earlier if f"{key}/run" in earlier]:
-        caption = str(earlier[name].value).rsplit("\n\n", 1)[-1].strip("*")
-        caption = caption.split("*: unchanged, shown on", 1)[0]
+    for name in pictures_in(earlier):
+        caption = caption_of(earlier[name])
         shown[name] = dg.MetadataValue.md(unchanged(caption, str(earlier[f"{name}/run"].value)))
+    return shown
+
+
+def pictures_in(metadata: dict[str, dg.MetadataValue]) -> list[str]:
+    """The names of the pictures `picture` put in this metadata."""
+    return [key for key in metadata if f"{key}/run" in metadata and f"{key}/sha256" in metadata]
+
+
+def caption_of(shown: dg.MetadataValue) -> str:
+    """A picture's caption, from its markdown (inline or by reference)."""
+    caption = str(shown.value).rsplit("\n\n", 1)[-1].strip("*")
+    return caption.split("*: unchanged, shown on", 1)[0]
+
+
+def pictures_shown_again(
+    context: dg.AssetExecutionContext, lake: LakeResource, metadata: dict[str, dg.MetadataValue]
+) -> dict[str, dg.MetadataValue] | None:
+    """Metadata recorded by another run (perhaps on another Dagster instance) to report
+    again: a picture this asset's previous materialization here shows is referred to
+    there; any other is read back from the lake and shown inline, so that the UI always
+    has it (None if one is no longer stored)."""
+    names = pictures_in(metadata)
+    if not names:
+        return metadata
+    earlier, shown = previous_metadata(context), dict(metadata)
+    for name in names:
+        sha256 = str(metadata[f"{name}/sha256"].value)
+        if getattr(earlier.get(f"{name}/sha256"), "value", None) == sha256 and (
+            f"{name}/run" in earlier
+        ):
+            run_id = str(earlier[f"{name}/run"].value)
+            shown[name] = dg.MetadataValue.md(unchanged(caption_of(metadata[name]), run_id))
+        else:
+            if not lake.has_object(object_key(sha256)):
+                return None  # gone from the lake: only a computation can show it
+            png = lake.get_object(object_key(sha256))
+            shown[name] = dg.MetadataValue.md(markdown_image(png, caption_of(metadata[name])))
+            run_id = context.run_id
+        shown[f"{name}/run"] = dg.MetadataValue.dagster_run(run_id)
     return shown

@@ -3,8 +3,10 @@
 A derived table is a function of its inputs' versions and its code; a check is a function
 of the table versions it reads and its code. When those are the same as last time, the
 answer is too, and reading whole tables again only to find that costs a no-change run
-most of its time. Both records live in the lake beside the data (a table's commit, a
-claim blob), so any process on any instance finds them.
+most of its time. An incremental step is a function of the versions of every table it
+reads or writes: when they are as an earlier step left them, so is its result. These
+records live in the lake beside the data (a table's commit, a claim blob, a step's state
+record), so any process on any instance finds them.
 """
 
 from __future__ import annotations
@@ -12,15 +14,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 
-from lakehouse.graph.pictures import previous_metadata, without_inline_pictures
+from lakehouse.graph.pictures import (
+    pictures_shown_again,
+    previous_metadata,
+    without_inline_pictures,
+)
 from lakehouse.lake import LakeDiskError, LakeResource, LakeUnavailable, table_metadata
 from lakehouse.lake.blobs import object_key
-from lakehouse.lake.metadata import absolute_uri
+from lakehouse.lake.metadata import absolute_uri, commit_info_for
 from lakehouse.lake.pinned import commit_built_from
+from lakehouse.lake.quarantine import quarantine_digest
 
 
 def unchanged_result(
@@ -193,3 +201,146 @@ def with_versions(
             "checked_versions": dg.MetadataValue.json(versions),
         },
     )
+
+
+@dataclass(frozen=True)
+class StepState:
+    """The versions of every table a step reads or writes, as the step found them, with
+    what else decides its result (`code_version`: code and config), and a digest of the
+    quarantine rows of the sources it reads or writes there (`scopes`).
+
+    An incremental asset's result follows from these: were they the same as when an
+    earlier step finished, the step would compute nothing and report what that one
+    reported. `reused_state` finds that step's record; `remember_state` leaves one.
+    The quarantine table is shared by every producer (each syncs its own source's rows),
+    so its rows of these sources stand for it, not its version."""
+
+    asset: str
+    code_version: str
+    versions: dict[str, int | None]
+    scopes: tuple[str, ...] = ()
+    quarantined: str = ""
+
+    def key(self) -> str:
+        """Where the record of a step that ended in this state is kept in the lake."""
+        body = {
+            "asset": self.asset,
+            "code_version": self.code_version,
+            "versions": self.versions,
+            "quarantine": {"sources": list(self.scopes), "rows": self.quarantined},
+        }
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        return f"objects/states/{digest[:2]}/{digest}"
+
+    def now(self, lake: LakeResource) -> StepState:
+        """The same step's state as the lake holds it now."""
+        return step_state(lake, self.asset, self.code_version, self.versions, self.scopes)
+
+
+def step_state(
+    lake: LakeResource,
+    asset: str,
+    code_version: str,
+    tables: Iterable[str],
+    scopes: Sequence[str] = (),
+) -> StepState:
+    """The state a step starts from (taken before it reads anything): `tables` it reads or
+    writes, the quarantine sources (`scopes`) whose rows it reads or syncs."""
+    versions = {str(name): lake.version(name) for name in sorted(tables)}
+    rows = quarantine_digest(lake, scopes) if scopes else ""
+    return StepState(asset, code_version, versions, tuple(sorted(scopes)), rows)
+
+
+def reused_state(
+    context: dg.AssetExecutionContext, lake: LakeResource, state: StepState
+) -> dg.MaterializeResult | None:
+    """What an earlier step reported when it ended in exactly `state` (same code, same
+    config, every table at the same version), reported again: its data version and its
+    metadata (`pictures_shown_again`), no row computed or changed, and `reused_state`
+    naming the run that computed it. None when no step ended in this state: compute."""
+    key = state.key()
+    if not lake.has_object(key):
+        return None
+    record = dg.deserialize_value(lake.get_object(key).decode(), dict)
+    metadata = pictures_shown_again(context, lake, record["metadata"])
+    if metadata is None:
+        return None
+    context.log.info(
+        f"{state.asset}: every table it reads or writes is as run "
+        f"{str(record['run_id'])[:8]} left it ({json.dumps(state.versions, sort_keys=True)}), "
+        "with the same code and config: nothing to compute"
+    )
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(str(record["data_version"])),
+        metadata={
+            **metadata,
+            **{name: 0 for name in NO_ROWS if name in metadata},
+            "rows_computed": 0,
+            "reused_state": dg.MetadataValue.dagster_run(str(record["run_id"])),
+        },
+    )
+
+
+# what a reused result did not compute or change, whatever the recorded step did
+NO_ROWS = ("rows_inserted", "rows_updated", "rows_deleted")
+
+
+def remember_state(
+    context: dg.AssetExecutionContext,
+    lake: LakeResource,
+    state: StepState,
+    result: dg.MaterializeResult,
+) -> dg.MaterializeResult:
+    """Record `result` under the state the step leaves (`state`'s tables as they are now),
+    for `reused_state` to find; returns `result`.
+
+    Only when every commit to those tables since `state` was taken is this step's own:
+    had another writer moved a table the step read, the result would not follow from the
+    versions found now, and nothing is recorded (the next run computes). A lake that
+    cannot take the record still gets the step's result. (A quarantine source has one
+    producer: its rows are not checked for another writer's.)"""
+    if result.data_version is None:
+        return result
+    ended, ours = state.now(lake), commit_info_for(context)
+    for name, version in ended.versions.items():
+        earlier = state.versions[name]
+        if version == earlier:
+            continue
+        if version is None:
+            return result
+        for number in range(-1 if earlier is None else earlier, version):
+            commit = lake.commit_info(name, number + 1)
+            if any(commit.get(field) != value for field, value in ours.items()):
+                return result
+    record = {
+        "run_id": context.run_id,
+        "data_version": result.data_version.value,
+        "metadata": without_inline_pictures(storable_metadata(result.metadata or {})),
+    }
+    with contextlib.suppress(LakeDiskError, LakeUnavailable):
+        lake.put_at(ended.key(), dg.serialize_value(record).encode())
+    return result
+
+
+def storable_metadata(metadata: Mapping[str, object]) -> dict[str, dg.MetadataValue]:
+    """Materialization metadata as Dagster's metadata values (what plain values become in
+    the UI), which Dagster's serializer writes and reads back."""
+    typed: dict[str, dg.MetadataValue] = {}
+    for name, value in metadata.items():
+        if isinstance(value, dg.MetadataValue):
+            typed[name] = value
+        elif isinstance(value, dg.TableSchema):
+            typed[name] = dg.MetadataValue.table_schema(value)
+        elif value is None:
+            typed[name] = dg.MetadataValue.null()
+        elif isinstance(value, bool):
+            typed[name] = dg.MetadataValue.bool(value)
+        elif isinstance(value, int):
+            typed[name] = dg.MetadataValue.int(value)
+        elif isinstance(value, float):
+            typed[name] = dg.MetadataValue.float(value)
+        elif isinstance(value, str):
+            typed[name] = dg.MetadataValue.text(value)
+        else:
+            typed[name] = dg.MetadataValue.json(value)  # type: ignore[arg-type]
+    return typed

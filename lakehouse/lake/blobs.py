@@ -22,14 +22,19 @@ def put_object(root: str, data: bytes) -> str:
     """Store bytes below `root` under their SHA-256 (idempotent: same bytes, same key);
     returns the key."""
     key = object_key(hashlib.sha256(data).hexdigest())
+    put_at(root, key, data)
+    return key
+
+
+def put_at(root: str, key: str, data: bytes) -> None:
+    """Store bytes below `root` under `key`, whole or not at all. Write-once: a key names
+    one content (a digest of it, or of what decides it), so a key already there is kept."""
     if is_s3(root):
         location = parse_s3(root)
-        s3_client().put_object(
-            Bucket=location.bucket, Key=f"{location.prefix}/{key}".lstrip("/"), Body=data
-        )
+        target = f"{location.prefix}/{checked_key(root, key)}".lstrip("/")
+        s3_client().put_object(Bucket=location.bucket, Key=target, Body=data)
     else:
         store_atomically(local_path(root, key), data)
-    return key
 
 
 def get_object(root: str, key: str) -> bytes:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
+import inspect
+import uuid
 from collections.abc import Iterable, Sequence
 
 import duckdb
@@ -33,6 +37,37 @@ def frame_digest(frame: pl.DataFrame, key: Sequence[str], columns: Sequence[str]
         return digest_strings(["empty", *columns])
     ordered = frame.select(columns).sort(list(key))
     return hashlib.sha256(ordered.write_csv().encode()).hexdigest()
+
+
+def table_digest(rows: pl.DataFrame) -> str:
+    """Version of a source table: digest of all its rows, independent of row order."""
+    text_rows = rows.select(as_text(rows[name]) for name in rows.columns)
+    return frame_digest(text_rows, key=text_rows.columns, columns=text_rows.columns)
+
+
+def as_text(column: pl.Series) -> pl.Series:
+    """A column as text for a digest, whatever a source put in it: bytes as hex (they
+    need not be UTF-8), values of mixed types by their repr."""
+    if column.dtype == pl.Binary:
+        return column.bin.encode("hex")
+    if column.dtype == pl.Object:
+        return pl.Series(column.name, [repr(value) for value in column], pl.String)
+    return column.cast(pl.String)
+
+
+@functools.lru_cache(maxsize=64)
+def code_digest(*modules: str) -> str:
+    """Digest of the source of these modules (by name): a result that a record keeps
+    across runs is computed again once the code that computes it changes, bumped code
+    version or not. A module whose source cannot be read gets a digest of its own in each
+    process (nothing a record kept is reused)."""
+    parts = []
+    for name in sorted(modules):
+        try:
+            parts += [name, inspect.getsource(importlib.import_module(name))]
+        except (OSError, TypeError):
+            parts += [name, uuid.uuid4().hex]
+    return digest_strings(parts)
 
 
 def sha256_hex(texts: pl.Series, conn: duckdb.DuckDBPyConnection | None = None) -> pl.Series:

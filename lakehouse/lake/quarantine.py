@@ -8,11 +8,13 @@ The rows' shape and ids (pure, no lake) are in `rejections`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import polars as pl
 
-from lakehouse.lake.rejections import QUARANTINE_SCHEMA, UTC_TS
+from lakehouse.lake.digests import frame_digest
+from lakehouse.lake.rejections import QUARANTINE_SCHEMA, REJECTION_COLUMNS, UTC_TS
 from lakehouse.lake.resource import LakeResource
 
 QUARANTINE_TABLE = "quarantine"
@@ -24,6 +26,19 @@ def active_quarantine(lake: LakeResource, source: str) -> pl.DataFrame:
         QUARANTINE_TABLE, QUARANTINE_SCHEMA, filters=[("source", "=", source)]
     )
     return rows.filter(pl.col("resolved_at").is_null())
+
+
+def quarantine_digest(lake: LakeResource, sources: Sequence[str]) -> str:
+    """A digest of every quarantine row (resolved ones too) of `sources`: what a producer
+    of those sources reads and writes there, whatever other producers did meanwhile.
+    Whether a row is resolved counts, not when it was seen or resolved: the same
+    rejections give the same digest in any lake that holds them."""
+    rows = lake.read_or_empty(
+        QUARANTINE_TABLE, QUARANTINE_SCHEMA, filters=[("source", "in", list(sources))]
+    ).with_columns(resolved=pl.col("resolved_at").is_not_null())
+    return frame_digest(
+        rows, ["quarantine_id"], [*REJECTION_COLUMNS, "quarantine_id", "source", "resolved"]
+    )
 
 
 def sync_quarantine(

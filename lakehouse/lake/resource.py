@@ -10,6 +10,7 @@ in `blobs`, the UI's metadata in `metadata`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -346,6 +347,22 @@ class LakeResource(dg.ConfigurableResource):
         """Store bytes under their SHA-256 (idempotent: same bytes, same key); returns the key."""
         with self._storage_faults("objects", "writing"):
             return blobs.put_object(self.root, data)
+
+    def commit_info(self, name: str, version: int) -> dict[str, object]:
+        """What commit `version` of table `name` recorded of itself (its `commitInfo`
+        action: operation, metrics and our commit info), read from its log file by name:
+        one GET, no listing of the log."""
+        entry = self.get_object(f"{name}/_delta_log/{version:020d}.json")
+        for line in entry.splitlines():
+            action = json.loads(line) if line.strip() else {}
+            if "commitInfo" in action:
+                return action["commitInfo"]
+        return {}
+
+    def put_at(self, key: str, data: bytes) -> None:
+        """Store bytes under `key`, a name derived from what decides them (write-once)."""
+        with self._storage_faults("objects", "writing"):
+            blobs.put_at(self.root, key, data)
 
     def has_object(self, key: str) -> bool:
         """Whether put_object stored `key`."""

@@ -23,8 +23,15 @@ from lakehouse.curated.views import (
 from lakehouse.graph import charts
 from lakehouse.graph.defaults import GPU, layer_defaults
 from lakehouse.graph.pictures import earlier_pictures, picture
+from lakehouse.graph.reuse import remember_state, reused_state, step_state
 from lakehouse.lake import LakeResource, commit_info_for, incremental, table_metadata
-from lakehouse.lake.digests import digest_strings, frame_digest, hash_bucket, sha256_hex
+from lakehouse.lake.digests import (
+    code_digest,
+    digest_strings,
+    frame_digest,
+    hash_bucket,
+    sha256_hex,
+)
 from lakehouse.lake.metadata import PREVIEW_ROWS, object_link, preview_markdown
 from lakehouse.lake.tables import (
     AUGMENTED_TENSORS,
@@ -199,6 +206,17 @@ def style_content_classifier(
         config.max_steps,
         config.patience,
     )
+    reads = (RAW_PHOTO_LABELS, RAW_PHOTOS, IMAGES, AUGMENTED_TENSORS, STYLE_CONTENT_CLASSIFIER)
+    modules = code_digest(__name__, train_classifier.__module__, view_batches.__module__)
+    code = f"{CLASSIFIER_CODE_VERSION}:{modules}:{config.model_dump_json()}"
+    state = step_state(
+        lake,
+        "style_content_classifier",
+        code,
+        (*reads, WEAK_LABELS) if config.use_weak_labels else reads,
+    )
+    if (reused := reused_state(context, lake, state)) is not None:
+        return reused
     labelled = labelled_images(lake)
     weak = (
         weak_labelled_images(lake, labelled, config.weak_label_min_confidence)
@@ -223,7 +241,7 @@ def style_content_classifier(
     gold = labelled.filter(pl.col("style") != UNKNOWN)
     if (missing := too_few_labels(gold)) is not None:
         context.log.info(f"no model yet: {missing}")
-        return dg.MaterializeResult(
+        no_model = dg.MaterializeResult(
             data_version=dg.DataVersion(f"no-model-{inputs[:16]}"),
             metadata={
                 **table_metadata(lake, STYLE_CONTENT_CLASSIFIER, models.height, 0),
@@ -233,6 +251,7 @@ def style_content_classifier(
                 "labelled_photos_needed": MIN_LABELLED_PHOTOS,
             },
         )
+        return remember_state(context, lake, state, no_model)
     known = CLASSIFIERS.find(models, pl.col("inputs_digest") == inputs)
     if known is not None:
         row = known
@@ -249,7 +268,7 @@ def style_content_classifier(
             for key, value in picture(context, lake, name, png, CLASSIFIER_PICTURES[name]).items()
         }
     CLASSIFIERS.make_current(lake, models, row, commit_info=info)
-    return dg.MaterializeResult(
+    result = dg.MaterializeResult(
         data_version=dg.DataVersion(row["weights_sha256"]),
         metadata={
             **table_metadata(
@@ -266,6 +285,7 @@ def style_content_classifier(
             **pictures,
         },
     )
+    return remember_state(context, lake, state, result)
 
 
 def too_few_labels(gold: pl.DataFrame) -> str | None:
@@ -444,6 +464,12 @@ def photo_classes(
     device: DeviceResource,
 ) -> dg.MaterializeResult:
     info = commit_info_for(context)
+    # the preview shows raw_photos' titles: a retitled photo is shown anew
+    reads = (IMAGES, PHOTO_CLASSES, STYLE_CONTENT_CLASSIFIER, RAW_PHOTOS)
+    modules = code_digest(__name__, predict.__module__, view_batches.__module__)
+    state = step_state(lake, "photo_classes", f"1:{modules}:{config.model_dump_json()}", reads)
+    if (reused := reused_state(context, lake, state)) is not None:
+        return reused
     model_row = current_classifier(lake)
     if model_row is None:
         # Day 0: no labels, no model. An empty table, so what reads it proceeds without it.
@@ -451,10 +477,11 @@ def photo_classes(
             empty = pl.DataFrame(schema=CLASSES_SCHEMA)
             lake.sync_snapshot(PHOTO_CLASSES, empty, commit_info=info, fingerprint="model_version")
         context.log.info("no classifier yet: photo_classes stays empty")
-        return dg.MaterializeResult(
+        empty_result = dg.MaterializeResult(
             data_version=dg.DataVersion("no-model"),
             metadata={**table_metadata(lake, PHOTO_CLASSES, 0, 0), "model_version": "none"},
         )
+        return remember_state(context, lake, state, empty_result)
     model_version = str(model_row["model_version"])
     images_now = lake.read_or_empty(IMAGES, {"sha256": pl.String()}, columns=["sha256"])
     work = incremental.plan(
@@ -492,7 +519,7 @@ def photo_classes(
     lake.compact(PHOTO_CLASSES, commit_info=info, since=-1 if before is None else before)
     if batches > 1:  # a step that read many pixels has memory to give back (a full gc costs)
         release_freed_memory()
-    return dg.MaterializeResult(
+    result = dg.MaterializeResult(
         data_version=dg.DataVersion(
             digest_strings([model_version, *images_now["sha256"].sort().to_list()])
         ),
@@ -506,6 +533,7 @@ def photo_classes(
             "preview": dg.MetadataValue.md(classes_preview(lake)),
         },
     )
+    return remember_state(context, lake, state, result)
 
 
 def classes_preview(lake: LakeResource) -> str:

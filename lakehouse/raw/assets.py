@@ -5,14 +5,16 @@ parsed), commits nothing when nothing changed, and reports a DataVersion
 computed from its output content.
 """
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 import dagster as dg
 import polars as pl
 
 from lakehouse.graph.defaults import layer_defaults
+from lakehouse.graph.reuse import StepState, remember_state, reused_state, step_state
 from lakehouse.lake import LakeResource, commit_info_for, table_metadata
-from lakehouse.lake.digests import digest_strings, frame_digest
+from lakehouse.lake.digests import code_digest, digest_strings, frame_digest, table_digest
 from lakehouse.lake.ledger import DayBatch, changed_days, rebuild_changed_days
 from lakehouse.lake.metadata import frame_table, partition_row_count
 from lakehouse.lake.quarantine import QUARANTINE_TABLE, active_quarantine, sync_quarantine
@@ -112,6 +114,21 @@ def raw_objects(
     )
 
 
+def source_state(
+    lake: LakeResource,
+    name: str,
+    source: str,
+    rows: pl.DataFrame,
+    reads: Sequence[str] = (),
+    scopes: Sequence[str] = (),
+) -> StepState:
+    """The state a snapshot of `source`'s rows `rows` into table `name` starts from: the
+    rows themselves (a digest) and the code, the lake tables it checks them against
+    (`reads`), its own table, and the quarantine rows of `source` and of `scopes`."""
+    code = f"{code_digest(__name__, 'lakehouse.raw.metadata')}:{table_digest(rows)}"
+    return step_state(lake, name, code, (*reads, name), (source, *scopes))
+
+
 def sync_metadata_table(
     context: dg.AssetExecutionContext,
     lake: LakeResource,
@@ -152,9 +169,13 @@ def raw_users(
     context: dg.AssetExecutionContext, metadata_db: MetadataDbResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     lake.ensure_writable()
+    source = metadata_db.read_table("users")
+    state = source_state(lake, RAW_USERS, "metadata_db.users", source)
+    if (reused := reused_state(context, lake, state)) is not None:
+        return reused
     with permanent(SourceSchemaError):
-        checked = validate_users(metadata_db.read_table("users"))
-    return sync_metadata_table(
+        checked = validate_users(source)
+    synced = sync_metadata_table(
         context,
         lake,
         RAW_USERS,
@@ -162,6 +183,7 @@ def raw_users(
         checked.accepted,
         checked.rejected,
     )
+    return remember_state(context, lake, state, synced)
 
 
 @dg.asset(
@@ -175,6 +197,12 @@ def raw_photos(
     context: dg.AssetExecutionContext, metadata_db: MetadataDbResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     lake.ensure_writable()
+    source = metadata_db.read_table("photos")
+    state = source_state(
+        lake, RAW_PHOTOS, "metadata_db.photos", source, (RAW_USERS, RAW_OBJECTS), [OBJECTS_SOURCE]
+    )
+    if (reused := reused_state(context, lake, state)) is not None:
+        return reused
     users = lake.read(RAW_USERS, columns=["user_id"])
     registry = lake.read(RAW_OBJECTS, columns=["key", "status"])
     accepted_objects = (
@@ -190,11 +218,11 @@ def raw_photos(
     )
     with permanent(SourceSchemaError):
         checked = validate_photos(
-            metadata_db.read_table("photos"),
+            source,
             pl.Series("user_id", [], pl.Int64) if users is None else users["user_id"],
             objects,
         )
-    return sync_metadata_table(
+    synced = sync_metadata_table(
         context,
         lake,
         RAW_PHOTOS,
@@ -202,6 +230,7 @@ def raw_photos(
         checked.accepted,
         checked.rejected,
     )
+    return remember_state(context, lake, state, synced)
 
 
 @dg.asset(
@@ -215,13 +244,17 @@ def raw_photo_labels(
     context: dg.AssetExecutionContext, metadata_db: MetadataDbResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     lake.ensure_writable()
+    source = metadata_db.read_table("photo_labels")
+    state = source_state(lake, RAW_PHOTO_LABELS, "metadata_db.photo_labels", source, (RAW_PHOTOS,))
+    if (reused := reused_state(context, lake, state)) is not None:
+        return reused
     photos = lake.read(RAW_PHOTOS, columns=["photo_id"])
     with permanent(SourceSchemaError):
         checked = validate_labels(
-            metadata_db.read_table("photo_labels"),
+            source,
             pl.Series("photo_id", [], pl.Int64) if photos is None else photos["photo_id"],
         )
-    return sync_metadata_table(
+    synced = sync_metadata_table(
         context,
         lake,
         RAW_PHOTO_LABELS,
@@ -229,6 +262,7 @@ def raw_photo_labels(
         checked.accepted,
         checked.rejected,
     )
+    return remember_state(context, lake, state, synced)
 
 
 def parse_log_days(

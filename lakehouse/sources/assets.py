@@ -11,7 +11,7 @@ import polars as pl
 
 from lakehouse.graph.partitions import log_days
 from lakehouse.lake import LakeResource, commit_info_for
-from lakehouse.lake.digests import digest_strings, frame_digest
+from lakehouse.lake.digests import digest_strings, table_digest
 from lakehouse.resources import MetadataDbResource, ObjectStoreResource
 from lakehouse.resources.metadata_db import SOURCE_TABLES
 from lakehouse.sources.contract import LOG_KEY, LOG_PREFIX, PHOTO_PREFIX
@@ -45,12 +45,6 @@ def pairs_digest(hashes: pl.DataFrame) -> str:
     return digest_strings(
         f"{key}\t{sha}" for key, sha in hashes.sort("key").select("key", "sha256").iter_rows()
     )
-
-
-def table_digest(rows: pl.DataFrame) -> str:
-    """Version of a source table: digest of all its rows, independent of row order."""
-    text_rows = rows.select(pl.all().cast(pl.String))
-    return frame_digest(text_rows, key=text_rows.columns, columns=text_rows.columns)
 
 
 def log_file_versions(hashes: pl.DataFrame) -> tuple[dict[str, str], list[str]]:
