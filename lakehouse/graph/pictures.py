@@ -11,6 +11,7 @@ no-op run adds a few hundred bytes to the event log, not another copy of the PNG
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 import dagster as dg
 
@@ -35,18 +36,38 @@ def picture(
     where it is shown), `name/sha256`, `name/uri` (the stored PNG) and `name/run`."""
     key = lake.put_object(png)
     sha256 = key.rsplit("/", 1)[1]
-    earlier = previous_metadata(context)
-    same = (
-        getattr(earlier.get(f"{name}/sha256"), "value", None) == sha256 and f"{name}/run" in earlier
-    )
-    run_id = earlier[f"{name}/run"].value if same else context.run_id
-    shown = unchanged(caption, str(run_id)) if same else markdown_image(png, caption)
+    shown = shown_where(context, previous_metadata(context), name, sha256, caption, lambda: png)
+    assert shown is not None  # the PNG is at hand
+    markdown, run_id = shown
     return {
-        name: dg.MetadataValue.md(shown),
+        name: markdown,
         f"{name}/sha256": dg.MetadataValue.text(sha256),
         f"{name}/uri": dg.MetadataValue.url(blob_uri(lake.root, key)),
-        f"{name}/run": dg.MetadataValue.dagster_run(str(run_id)),
+        f"{name}/run": dg.MetadataValue.dagster_run(run_id),
     }
+
+
+def shown_where(
+    context: dg.AssetExecutionContext,
+    earlier: dict[str, dg.MetadataValue],
+    name: str,
+    sha256: str,
+    caption: str,
+    png: Callable[[], bytes | None],
+) -> tuple[dg.MetadataValue, str] | None:
+    """Picture `name`'s markdown and the run whose materialization shows it: a reference
+    to the previous materialization (`earlier`) when that one showed this very picture,
+    else the PNG (`png()`, None when it cannot be had: then None) inline, shown by this
+    run."""
+    if getattr(earlier.get(f"{name}/sha256"), "value", None) == sha256 and (
+        f"{name}/run" in earlier
+    ):
+        run_id = str(earlier[f"{name}/run"].value)
+        return dg.MetadataValue.md(unchanged(caption, run_id)), run_id
+    data = png()
+    if data is None:
+        return None
+    return dg.MetadataValue.md(markdown_image(data, caption)), context.run_id
 
 
 def previous_metadata(context: dg.AssetExecutionContext) -> dict[str, dg.MetadataValue]:
@@ -110,17 +131,17 @@ def pictures_shown_again(
         return metadata
     earlier, shown = previous_metadata(context), dict(metadata)
     for name in names:
-        sha256 = str(metadata[f"{name}/sha256"].value)
-        if getattr(earlier.get(f"{name}/sha256"), "value", None) == sha256 and (
-            f"{name}/run" in earlier
-        ):
-            run_id = str(earlier[f"{name}/run"].value)
-            shown[name] = dg.MetadataValue.md(unchanged(caption_of(metadata[name]), run_id))
-        else:
-            if not lake.has_object(object_key(sha256)):
-                return None  # gone from the lake: only a computation can show it
-            png = lake.get_object(object_key(sha256))
-            shown[name] = dg.MetadataValue.md(markdown_image(png, caption_of(metadata[name])))
-            run_id = context.run_id
+        key = object_key(str(metadata[f"{name}/sha256"].value))
+
+        def stored(key: str = key) -> bytes | None:
+            # gone from the lake: only a computation can show it
+            return lake.get_object(key) if lake.has_object(key) else None
+
+        found = shown_where(
+            context, earlier, name, key.rsplit("/", 1)[1], caption_of(metadata[name]), stored
+        )
+        if found is None:
+            return None
+        shown[name], run_id = found
         shown[f"{name}/run"] = dg.MetadataValue.dagster_run(run_id)
     return shown
