@@ -101,16 +101,11 @@ class LakeResource(dg.ConfigurableResource):
 
     def commit_metadata(self, name: str, version: int | None = None) -> dict[str, object]:
         """What the commit that made `version` (latest by default) recorded besides the rows."""
-        table = self.open(name, version)
-        if table is None:
-            return {}
-        wanted = table.version()
-        # the snapshot's own commit is its newest: one commit file read, not the whole log
-        for commits in (table.history(1), table.history()):
-            found = next((c for c in commits if c.get("version") == wanted), None)
-            if found is not None:
-                return found
-        return {}
+        if version is None:
+            version = self.version(name)
+            if version is None:
+                return {}
+        return {**self.commit_info(name, version), "version": version}
 
     def row_count(self, name: str) -> int:
         """Rows in the latest version (0 for a table never written)."""
