@@ -9,11 +9,13 @@ run reported, next to a real change that must be computed and checked anew.
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 import sqlalchemy as sa
 
@@ -240,8 +242,6 @@ def test_a_pass_is_reused_only_on_the_same_versions_and_a_failure_never(tmp_path
 
 
 def _rows(ids: list[int]):
-    import polars as pl
-
     return pl.DataFrame({"id": ids, "value": [str(i) for i in ids]})
 
 
@@ -251,7 +251,6 @@ def test_new_classifier_outputs_keep_the_activity_columns(built: Path, tmp_path:
     computation from scratch gives; the no-leakage check's pass on the same activity
     columns (and the same events) stands too."""
     import duckdb
-    import polars as pl
 
     from lakehouse.features.logic import photo_feature_rows
     from lakehouse.lake.tables import IMAGES, PHOTO_CLASSES, RAW_USERS
@@ -300,6 +299,7 @@ def test_new_classifier_outputs_keep_the_activity_columns(built: Path, tmp_path:
 # incremental assets that report an earlier step's record when every table they read or
 # write (and their quarantine rows) is as that step left it
 STATE_REUSING = (
+    "raw_objects",
     "raw_users",
     "raw_photos",
     "raw_photo_labels",
@@ -382,8 +382,54 @@ def test_a_changed_input_or_config_computes_again(built: Path, tmp_path: Path) -
         assert "reused_state" not in found[name], name
     assert "the first 3 images" in found["augmented_tensors"]["augmentation_grid"]
     # what none of that reaches stands: its tables and its quarantine rows are unchanged
-    for name in ("raw_users", "images"):
+    for name in ("raw_objects", "raw_users", "images"):
         assert found[name]["reused_state"], name
+
+
+def test_a_model_trained_on_this_training_set_version_reads_no_row_of_it(
+    built: Path, tmp_path: Path
+) -> None:
+    """popularity_model on the training_set version its current model was trained on
+    reuses that model without reading the version's rows (their files are gone here)."""
+    copy = copy_of(built, tmp_path)
+    lake = copy.lake_resource
+    first = materializations(assets_only(copy, ("popularity_model",)))["popularity_model"]
+    for uri in lake.open(TRAINING_SET).file_uris():  # type: ignore[union-attr]
+        Path(uri.removeprefix("file://")).unlink()
+    again = materializations(assets_only(copy, ("popularity_model",)))["popularity_model"]
+
+    assert again["rows_computed"] == 0
+    for fact in ("data_version", "weights_key", "training_set_version", "val_mae"):
+        assert again[fact] == first[fact], fact
+
+
+def test_raw_objects_follows_the_bytes_not_the_file_times(built: Path, tmp_path: Path) -> None:
+    """raw_objects' state holds what it takes of each object (sha256, size, probe), not its
+    file time: a photo touched is no change, a photo with new bytes is one."""
+    copy = copy_of(built, tmp_path)
+    lake = copy.lake_resource
+    assets_only(copy, ("raw_objects",))  # the demo lake's last commit may not be this code's
+    registry = lake.read("raw_objects").filter(pl.col("status") == "current").sort("key")  # type: ignore[union-attr]
+    first, other = (
+        copy.sources / key
+        for key in registry.unique("sha256", keep="first", maintain_order=True)["key"][:2]
+    )
+    later = first.stat().st_mtime_ns + 10**9
+    os.utime(first, ns=(later, later))
+    before = versions(lake)
+    touched = materializations(assets_only(copy, ("raw_objects",)))["raw_objects"]
+
+    assert touched["reused_state"]
+    assert written_since(lake, before)["raw_objects"] == NOTHING
+    shutil.copyfile(other, first)  # new bytes under the same key: one version replaced
+    changed = materializations(assets_only(copy, ("raw_objects",)))["raw_objects"]
+
+    assert "reused_state" not in changed
+    counted = written_since(lake, before)["raw_objects"]
+    assert (counted.inserted, counted.updated) == (1, 1)
+    assert changed["data_version"] != touched["data_version"]
+    again = materializations(assets_only(copy, ("raw_objects",)))["raw_objects"]
+    assert again["reused_state"] and again["data_version"] == changed["data_version"]
 
 
 def test_a_state_is_recorded_only_when_every_commit_since_was_the_steps_own(
@@ -393,8 +439,6 @@ def test_a_state_is_recorded_only_when_every_commit_since_was_the_steps_own(
     another writer's commit forced in between its start and its end, or not."""
     from datetime import UTC
     from datetime import datetime as dt
-
-    import polars as pl
 
     from lakehouse.graph.reuse import remember_state, reused_state, step_state
     from lakehouse.lake.metadata import commit_info_for

@@ -41,10 +41,11 @@ def train_model(lake: LakeResource, rows: pl.DataFrame, version: int) -> dict[st
 
 
 def popularity_pictures(
-    context: dg.AssetExecutionContext, lake: LakeResource, row: dict, rows: pl.DataFrame
+    context: dg.AssetExecutionContext, lake: LakeResource, row: dict, rows: pl.DataFrame | None
 ) -> dict[str, object]:
     """Predicted vs actual likes on the val split (drawn from the stored weights, so a reused
-    model draws the same picture, stored once), and the metrics next to the baselines."""
+    model draws the same picture, stored once), and the metrics next to the baselines.
+    `rows`: the training_set version's rows if already read (else read when drawing)."""
     caption = "predicted vs actual likes in 7 days, one dot per val photo; gray: perfect"
     earlier = previous_metadata(context)
     drawn = {
@@ -57,6 +58,8 @@ def popularity_pictures(
     pictures = earlier_pictures(context, {"predicted_vs_actual": caption}, earlier) if same else {}
     if not pictures:
         model = RidgeModel.from_bytes(lake.get_object(str(row["weights_key"])))
+        if rows is None:
+            rows = training_rows_at(lake, int(row["training_set_version"]))
         val = rows.filter(pl.col("split") == "val")
         png = charts.predicted_vs_actual(
             model.predict(val).tolist(),
@@ -112,23 +115,27 @@ def popularity_model(context: dg.AssetExecutionContext, lake: LakeResource) -> d
         (pl.col("training_set_version") == version)
         & (pl.col("code_version") == POPULARITY_CODE_VERSION),
     )
-    rows = training_rows_at(lake, version)
-    splits = rows["split"]
-    if not ((splits == "train").any() and (splits == "val").any()):
-        reason = f"training_set v{version} has no train or no val rows (too few complete labels)"
-        context.log.warning(f"popularity_model not trained: {reason}")
-        return dg.MaterializeResult(
-            data_version=dg.DataVersion(f"untrained-training-set-v{version}"),
-            metadata={
-                **table_metadata(lake, POPULARITY_MODEL, models.height, 0),
-                "trained": False,
-                "reason": reason,
-            },
-        )
+    rows: pl.DataFrame | None = None
     if known is not None:
+        # trained on this very version, so it has train and val rows: none is read again
         row, trained = known, 0
         context.log.info(f"training_set v{version} unchanged: reusing {row['model_version']}")
     else:
+        rows = training_rows_at(lake, version)
+        splits = rows["split"]
+        if not ((splits == "train").any() and (splits == "val").any()):
+            reason = (
+                f"training_set v{version} has no train or no val rows (too few complete labels)"
+            )
+            context.log.warning(f"popularity_model not trained: {reason}")
+            return dg.MaterializeResult(
+                data_version=dg.DataVersion(f"untrained-training-set-v{version}"),
+                metadata={
+                    **table_metadata(lake, POPULARITY_MODEL, models.height, 0),
+                    "trained": False,
+                    "reason": reason,
+                },
+            )
         row, trained = train_model(lake, rows, version), 1
     POPULARITY_MODELS.make_current(lake, models, row, commit_info=commit_info_for(context))
     model = RidgeModel.from_bytes(lake.get_object(str(row["weights_key"])))

@@ -49,7 +49,7 @@ from lakehouse.sources.contract import (
     PHOTO_PREFIX,
     log_key,
 )
-from lakehouse.sources.hashing import object_hashes
+from lakehouse.sources.hashing import CACHE_SCHEMA, object_hashes
 
 RAW = layer_defaults("raw", "team:data-platform", kinds={"delta", "python"})
 RAW_DAILY = layer_defaults("raw", "team:data-platform", daily=True, kinds={"delta", "python"})
@@ -71,6 +71,10 @@ def raw_objects(
     # observation before this step usually read them all, and nothing is read here)
     hashed = object_hashes(sources, lake, PHOTO_PREFIX, info, probe=True, log=context.log.info)
     hashes = hashed.objects
+    # the registry follows from the objects' hashes and probes, itself and the quarantine
+    state = step_state(lake, RAW_OBJECTS, objects_code(hashes), (RAW_OBJECTS,), (OBJECTS_SOURCE,))
+    if (reused := reused_state(context, lake, state)) is not None:
+        return reused
     registry = lake.read_or_empty(RAW_OBJECTS, RAW_OBJECTS_SCHEMA)
     quarantined = active_quarantine(lake, OBJECTS_SOURCE)
     known_bad = quarantined.join(hashes.select(OBJECT_KEY), on=OBJECT_KEY, how="semi")
@@ -104,7 +108,7 @@ def raw_objects(
     )
     counts = sync_quarantine(lake, OBJECTS_SOURCE, rejected, now=now, commit_info=info)
     context.log.info(f"raw_objects: {changes.height} rows changed; quarantine {counts}")
-    return dg.MaterializeResult(
+    result = dg.MaterializeResult(
         data_version=dg.DataVersion(frame_digest(current, OBJECT_KEY, current.columns)),
         metadata={
             **table_metadata(lake, RAW_OBJECTS, current.height, probed.height),
@@ -112,6 +116,18 @@ def raw_objects(
             "quarantined": counts["active"],
         },
     )
+    return remember_state(context, lake, state, result)
+
+
+# what raw_objects takes of each object: all but its stamp (new bytes get a new sha256)
+HASHED_FACTS = [name for name in CACHE_SCHEMA if name != "stamp"]
+
+
+def objects_code(hashes: pl.DataFrame) -> str:
+    """The code of raw_objects and a digest of the objects' hashes and probes: with the
+    versions of its tables, all its result follows from."""
+    facts = frame_digest(hashes, ["key"], HASHED_FACTS)
+    return f"{code_digest(__name__, 'lakehouse.raw.objects')}:{facts}"
 
 
 def source_state(

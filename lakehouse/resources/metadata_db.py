@@ -29,14 +29,19 @@ class MetadataDbResource(dg.ConfigurableResource):
     def read_table(self, name: str) -> pl.DataFrame:
         """All rows of one contract table; the name is checked against the contract."""
         with self._reading(name) as connection:
-            # every row decides a column's type: SQLite lets any row hold any type. The
-            # driver's own connection, not SQLAlchemy's: a plain `SELECT *` needs none of
-            # SQLAlchemy's row processing, which took 40 % of reading 100k photos.
-            return pl.read_database(
-                f"SELECT * FROM {name}",  # noqa: S608
-                connection.connection.driver_connection,
-                infer_schema_length=None,
-            )
+            # The driver's own cursor, not SQLAlchemy's rows: a plain `SELECT *` needs none
+            # of SQLAlchemy's row processing, which took 40 % of reading 100k photos. Nor
+            # `pl.read_database`: on every call it imports SQLAlchemy's asyncio and ORM
+            # modules to ask whether the connection is async, 0.13 s of a no-change run.
+            cursor = connection.connection.driver_connection.cursor()
+            try:
+                cursor.execute(f"SELECT * FROM {name}")  # noqa: S608
+                columns = [column[0] for column in cursor.description]
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        # every row decides a column's type: SQLite lets any row hold any type
+        return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)
 
     def count_rows(self, name: str) -> int:
         """How many rows one contract table holds, counted by the database (a check that
