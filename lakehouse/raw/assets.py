@@ -14,7 +14,13 @@ import polars as pl
 from lakehouse.graph.defaults import layer_defaults
 from lakehouse.graph.reuse import StepState, remember_state, reused_state, step_state
 from lakehouse.lake import LakeResource, commit_info_for, table_metadata
-from lakehouse.lake.digests import code_digest, digest_strings, frame_digest, table_digest
+from lakehouse.lake.digests import (
+    code_digest,
+    digest_strings,
+    frame_digest,
+    frame_fingerprint,
+    table_digest,
+)
 from lakehouse.lake.ledger import DayBatch, changed_days, rebuild_changed_days
 from lakehouse.lake.metadata import frame_table, partition_row_count
 from lakehouse.lake.quarantine import QUARANTINE_TABLE, active_quarantine, sync_quarantine
@@ -126,7 +132,7 @@ HASHED_FACTS = [name for name in CACHE_SCHEMA if name != "stamp"]
 def objects_code(hashes: pl.DataFrame) -> str:
     """The code of raw_objects and a digest of the objects' hashes and probes: with the
     versions of its tables, all its result follows from."""
-    facts = frame_digest(hashes, ["key"], HASHED_FACTS)
+    facts = frame_fingerprint(hashes.sort("key"), HASHED_FACTS)
     return f"{code_digest(__name__, 'lakehouse.raw.objects')}:{facts}"
 
 
