@@ -110,10 +110,9 @@ class ObjectStoreResource(dg.ConfigurableResource):
                 [o.key for o in found], [o.size for o in found], [o.stamp for o in found]
             )
         listing = list_local(str(self._local_root()), prefix, stat)
-        # all keys at once first (one encode): a name test per key was 0.04 s at 100k photos
-        if not is_utf8("".join(listing.keys)) and (
-            unnamed := [os.fsencode(key) for key in listing.keys if not is_utf8(key)]
-        ):
+        # all keys in one encode: a test per key took 0.04 s at 100k photos
+        if not is_utf8("".join(listing.keys)):
+            unnamed = [os.fsencode(key) for key in listing.keys if not is_utf8(key)]
             raise SettingError(
                 f"{SOURCES_VAR}={self.uri!r}: object names must be UTF-8 to be keys; "
                 f"rename {unnamed[:5]}"
