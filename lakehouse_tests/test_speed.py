@@ -356,3 +356,24 @@ def test_local_and_remote_stores_give_the_same_hashes(
             assert again.objects.equals(first.objects), side
             results[side] = first.objects.select(facts)
     assert results["local"].equals(results["remote"])
+
+
+def test_digests_hashed_in_chunks_are_each_rows_own() -> None:
+    """SHA-256s computed by DuckDB over many chunks at once (above one chunk of rows) come
+    back in the rows' order: each the digest of its own text, a null staying null."""
+    from lakehouse.lake.digests import HASH_CHUNK_ROWS, hash_bucket, row_digests, sha256_hex
+
+    n = 3 * HASH_CHUNK_ROWS + 17
+    texts = pl.Series("t", [None if i % 1000 == 7 else f"ü{i}\x1f{i * i}" for i in range(n)])
+    found = sha256_hex(texts).to_list()
+
+    expected = [None if t is None else hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    assert found == expected
+    ids = pl.Series("photo_id", range(n))
+    assert hash_bucket(ids, 97).to_list() == [
+        int(hashlib.sha256(str(i).encode()).hexdigest(), 16) % 97 for i in range(n)
+    ]
+    rows = pl.DataFrame({"b": [f"x{i}" for i in range(n)], "a": range(n)})
+    assert row_digests(rows).to_list() == [
+        hashlib.sha256(f"{i}\x1fx{i}".encode()).hexdigest() for i in range(n)
+    ]

@@ -15,6 +15,7 @@ import polars as pl
 from lakehouse.lake.sql import connection, run_sql
 
 HEX_CHUNK = 15  # hex digits of a SHA-256 taken at a time: 60 bits, fits an Int64
+HASH_CHUNK_ROWS = 8192  # texts DuckDB hashes as one task
 
 
 def digest_strings(parts: Iterable[str]) -> str:
@@ -86,7 +87,14 @@ def sha256_hex(texts: pl.Series, conn: duckdb.DuckDBPyConnection | None = None) 
     if conn is None:
         with connection() as private:
             return sha256_hex(texts, private)
-    found = run_sql(conn, "SELECT sha256(t) AS d FROM texts", {"texts": texts.to_frame("t")})
+    frame = texts.to_frame("t")
+    # in chunks, which DuckDB hashes on all its threads (one chunk is one thread's work:
+    # 0.09 s against 0.05 s for 100k feature rows on 2 cores); the order stays the rows'
+    chunks = [
+        frame.slice(start, HASH_CHUNK_ROWS) for start in range(0, frame.height, HASH_CHUNK_ROWS)
+    ]
+    texts_in_chunks = pl.concat(chunks, rechunk=False) if len(chunks) > 1 else frame
+    found = run_sql(conn, "SELECT sha256(t) AS d FROM texts", {"texts": texts_in_chunks})
     return found["d"].rename(texts.name)
 
 
