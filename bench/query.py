@@ -6,9 +6,9 @@ same rows exported as plain Parquet (one file per table), ratio <= 1.2.
     .venv/bin/python -m bench.query [--events N] [--repeats R] [--keep DIR]
 
 The lake is written the way the raw assets write it (LakeResource: raw_events
-partitioned by day, several days per commit), with synthetic rows of the raw
-tables' schemas. Every query runs once per engine to check that all of them give
-the same answer, then R times; the best time counts.
+by day, several days per commit, stored by month and compacted at the end), with
+synthetic rows of the raw tables' schemas. Every query runs once per engine to check
+that all of them give the same answer, then R times; the best time counts.
 
 Beside ours and the peer, the same Delta files read with a bare `read_parquet`
 (unlocked, then locked as `connect()` locks its connections) are the floor of
@@ -271,6 +271,7 @@ def write_lake(root: Path, args: argparse.Namespace) -> LakeResource:
             values=batch,
             commit_info=COMMIT_INFO,
         )
+    lake.compact_months("raw_events", days, commit_info=COMMIT_INFO)
     return lake
 
 

@@ -19,6 +19,7 @@ import dagster as dg
 import polars as pl
 import pytest
 import torch
+from deltalake import write_deltalake
 from polars.testing import assert_frame_equal
 
 from lakehouse.lake import LakeResource
@@ -207,6 +208,71 @@ def test_a_new_partition_is_merged_without_reading_the_table(tmp_path: Path) -> 
     assert counted(commit).deleted == 6 and counted(commit).inserted == 0
     held = lake.read("events").group_by("day").len().sort("day")
     assert held.rows() == [(days[0], 10), (days[1], 4), (days[2], 10), (days[3], 10)]
+
+
+def event_rows(day: str, ids: range) -> pl.DataFrame:
+    """Rows shaped like raw_events' (its key, its day) for a day of `ids`."""
+    return pl.DataFrame(
+        {"event_id": [f"{day}-{n:04d}" for n in ids], "day": [day] * len(ids), "line": list(ids)}
+    )
+
+
+@pytest.mark.speed
+def test_a_table_with_monthly_files_keeps_its_days_and_compacts_its_months(
+    tmp_path: Path,
+) -> None:
+    """raw_events stores its days by month: a new day merges without reading the month's
+    other files (their day statistics rule them out), a replaced day loses the rows it
+    lacks and leaves its month's other days alone, and compacting the months leaves one
+    file each with the same rows. A table created by day before keeps its layout."""
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    days = ["2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02"]
+    info = {"dagster_run_id": "test"}
+
+    def replace(day: str, ids: range) -> dict:
+        lake.replace_partitions("raw_events", event_rows(day, ids), values=[day], commit_info=info)
+        return commits_since(lake, "raw_events", lake.version("raw_events") - 1)[-1]
+
+    for day in days:
+        commit = replace(day, range(10))
+        assert lake.open("raw_events").metadata().partition_columns == ["month"]  # type: ignore[union-attr]
+    metrics = commit["operationMetrics"]
+    assert commit["operation"] == "MERGE" and metrics["num_target_rows_inserted"] == 10
+    assert metrics["num_target_files_scanned"] == 0  # 2026-11-01's file is in that month
+    commit = replace(days[1], range(4))
+    assert counted(commit).deleted == 6 and counted(commit).inserted == 0
+
+    def held() -> list[tuple[str, str, int]]:
+        rows = lake.read("raw_events").group_by("month", "day").len()  # type: ignore[union-attr]
+        return sorted(rows.iter_rows())
+
+    expected = [
+        ("2026-10", days[0], 10),
+        ("2026-10", days[1], 4),
+        ("2026-11", days[2], 10),
+        ("2026-11", days[3], 10),
+    ]
+    assert held() == expected
+    assert len(lake.open("raw_events").file_uris()) == 4  # type: ignore[union-attr]
+    compacted = lake.compact_months("raw_events", days, commit_info=info)
+    assert compacted == {"files_removed": 4, "files_added": 2}
+    files = lake.open("raw_events").file_uris()  # type: ignore[union-attr]
+    assert sorted(Path(uri).parent.name for uri in files) == ["month=2026-10", "month=2026-11"]
+    assert held() == expected
+    version = lake.version("raw_events")
+    assert lake.compact_months("raw_events", days, commit_info=info)["files_removed"] == 0
+    assert lake.version("raw_events") == version  # nothing to merge: no commit
+
+    # a lake whose raw_events was created by day (before monthly files) stays by day
+    old = LakeResource(root=str(tmp_path / "old"))
+    by_day = event_rows(days[0], range(3)).to_arrow()
+    write_deltalake(old.table_uri("raw_events"), by_day, partition_by=["day"])
+    old.replace_partitions(
+        "raw_events", event_rows(days[1], range(2)), values=[days[1]], commit_info=info
+    )
+    assert old.open("raw_events").metadata().partition_columns == ["day"]  # type: ignore[union-attr]
+    assert "month" not in old.read("raw_events").columns  # type: ignore[union-attr]
+    assert old.compact_months("raw_events", days, commit_info=info)["files_removed"] == 0
 
 
 @pytest.mark.speed

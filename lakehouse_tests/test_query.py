@@ -451,13 +451,14 @@ def test_parquet_views_hold_delta_scans_rows_for_every_table_and_version(lake_co
         lake.open("raw_events"), lake.table_uri("raw_events")
     )  # type: ignore[arg-type,operator]
     assert lake.version("raw_users") >= 3 and lake.version("raw_events") >= 1
-    # raw_events is partitioned by day: one scan taking `day` from its folders, or one
-    # constant `day` per file group
+    # raw_events is stored by month (its days a plain column): one scan taking `month`
+    # from its folders, or one constant `month` per file group
     events_table = lake.open("raw_events")
+    assert events_table.metadata().partition_columns == ["month"]  # type: ignore[union-attr]
     assert "hive_partitioning = true" in parquet_snapshot_sql(
         events_table, lake.table_uri("raw_events")
     )  # type: ignore[arg-type,operator]
-    assert "CAST('2026-10-02' AS VARCHAR) AS \"day\"" in parquet_snapshot_sql(
+    assert "CAST('2026-10' AS VARCHAR) AS \"month\"" in parquet_snapshot_sql(
         events_table,  # type: ignore[arg-type]
         lake.table_uri("raw_events"),
         hive=False,

@@ -78,7 +78,8 @@ def rebuild_changed_days(
 
     Each chunk commits its partitions (replace_partitions), then `with_rows`, then its
     ledger rows: each commit is atomic and idempotent, so a crash between them is
-    repaired by the next run, which finds the ledger behind and redoes the chunk.
+    repaired by the next run, which finds the ledger behind and redoes the chunk. A table
+    with monthly files then has the small files of the months it touched merged.
     """
     changed = changed_days(lake, asset, digests, ledger_key)
     written = 0
@@ -98,4 +99,6 @@ def rebuild_changed_days(
         )
         lake.upsert(LEDGER_TABLE, ledger, commit_info=commit_info)
         written += batch.rows.height
+    if changed:
+        lake.compact_months(table, changed, commit_info=commit_info)
     return Rebuilt(changed, written)

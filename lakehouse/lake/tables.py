@@ -9,12 +9,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 SYSTEM = "system"
+# the Delta partition column of a table with `monthly_files`: YYYY-MM of its day
+MONTH = "month"
 LAYER_ORDER = ("raw", "curated", "features", "models", "labels", "releases", "unknown", SYSTEM)
 
 
 class Table(str):
     """A lake table: its name (the string itself, so it goes wherever a name does), its
-    layer, the columns that identify a row and its partition column."""
+    layer, the columns that identify a row and its partition column.
+
+    `monthly_files`: the Delta partition is the month of `partition_by` (a `month`
+    column, YYYY-MM), not each of its days: readers open a month's few compacted files
+    instead of one small file a day (DuckDB over 60 daily files of 1M events took
+    1.4-1.6x the time of the same rows in one file; over 3 monthly files, 1.05x).
+    """
 
     layer: str
     key: tuple[str, ...]
@@ -22,6 +30,7 @@ class Table(str):
     columns: dict[str, str]
     rows_per_group: int | None
     file_bytes: int | None
+    monthly_files: bool
 
     def __new__(
         cls,
@@ -32,12 +41,14 @@ class Table(str):
         columns: dict[str, str] | None = None,
         rows_per_group: int | None = None,
         file_bytes: int | None = None,
+        monthly_files: bool = False,
     ) -> Table:
         table = super().__new__(cls, name)
         table.layer, table.key, table.partition_by = layer, key, partition_by
         table.columns = dict(columns or {})
         table.rows_per_group = rows_per_group
         table.file_bytes = file_bytes
+        table.monthly_files = monthly_files
         return table
 
     @property
@@ -55,6 +66,7 @@ class Table(str):
                 self.columns,
                 self.rows_per_group,
                 self.file_bytes,
+                self.monthly_files,
             ),
         )
 
@@ -83,6 +95,10 @@ RAW_EVENTS = Table(
     "raw",
     ("event_id",),
     partition_by="day",
+    monthly_files=True,
+    # DuckDB's own row-group size: its unit of parallel work and of skipping by
+    # statistics (a month compacted into one group of 500k rows was read by one thread)
+    rows_per_group=122_880,
     columns={
         "event_id": "content hash of the event: exact duplicates count once",
         "ts": "when it happened (UTC)",
@@ -91,6 +107,7 @@ RAW_EVENTS = Table(
         "photo_id": "the photo viewed or liked; null for a login",
         "line": "line number in the day's file",
         "day": "the log file's day (YYYY-MM-DD), the partition",
+        "month": "the day's month (YYYY-MM), the folder its files are stored in",
     },
 )
 QUARANTINE = Table(
