@@ -60,6 +60,12 @@ def writer_for(name: str) -> WriterProperties:
     )
 
 
+# Arrow's scan reads 4 files and 16 batches ahead of the consumer by default: over
+# raw_events' monthly files (22 row groups each), photo_features' read of the likes at
+# 10.5M events peaked at 611 MiB in 0.63 s, against 370 MiB in 0.37 s with this bound
+# (60 daily files: 0.07-0.08 s either way)
+READ_AHEAD = {"fragment_readahead": 2, "batch_readahead": 4}
+
 # a materialization that committed more batches than this compacts its table after
 COMPACT_AFTER_COMMITS = 16
 
@@ -146,11 +152,9 @@ class LakeResource(dg.ConfigurableResource):
             condition = filter_expression(filters, partitions)
             condition = condition if where is None else condition & where
         with self._storage_faults(name, "reading"):
-            if condition is None:
-                arrow = table.to_pyarrow_table(columns=wanted)
-            else:
-                dataset = table.to_pyarrow_dataset()
-                arrow = dataset.to_table(columns=wanted, filter=condition)
+            arrow = table.to_pyarrow_dataset().to_table(
+                columns=wanted, filter=condition, **READ_AHEAD
+            )
         return pl.from_arrow(arrow)  # type: ignore[return-value]
 
     def read_or_empty(
