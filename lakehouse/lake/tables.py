@@ -106,7 +106,7 @@ RAW_EVENTS = Table(
         "event": "login, view or like",
         "photo_id": "the photo viewed or liked; null for a login",
         "line": "line number in the day's file",
-        "day": "the log file's day (YYYY-MM-DD), the partition",
+        "day": "the log file's day (YYYY-MM-DD), the Dagster partition",
         "month": "the day's month (YYYY-MM), the folder its files are stored in",
     },
 )
