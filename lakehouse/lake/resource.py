@@ -145,16 +145,24 @@ class LakeResource(dg.ConfigurableResource):
         if table is None:
             return None
         wanted = list(columns) if columns else None
-        condition = where
+        plain = cast = where
         if filters:
             partitions = list(table.metadata().partition_columns)
             filters = [*filters, *month_filters(name, filters, partitions)]
-            condition = filter_expression(filters, partitions)
-            condition = condition if where is None else condition & where
+            plain = filter_expression(filters, partitions)
+            cast = filter_expression(filters, partitions, cast=True)
+            if where is not None:
+                plain, cast = plain & where, cast & where
         with self._storage_faults(name, "reading"):
-            arrow = table.to_pyarrow_dataset().to_table(
-                columns=wanted, filter=condition, **READ_AHEAD
-            )
+            dataset = table.to_pyarrow_dataset()
+            try:
+                arrow = dataset.to_table(columns=wanted, filter=plain, **READ_AHEAD)
+            except pa.ArrowNotImplementedError:
+                if cast is plain:
+                    raise
+                # a file a merge wrote holds text as string_view, which Arrow compares
+                # with no string: compared as string, no file is skipped by its statistics
+                arrow = dataset.to_table(columns=wanted, filter=cast, **READ_AHEAD)
         return pl.from_arrow(arrow)  # type: ignore[return-value]
 
     def read_or_empty(
@@ -699,14 +707,16 @@ FILTER_OPS: dict[str, Callable[[pc.Expression, object], pc.Expression]] = {
 
 
 def filter_expression(
-    filters: Sequence[tuple[str, str, object]], partitions: Sequence[str] = ()
+    filters: Sequence[tuple[str, str, object]], partitions: Sequence[str] = (), cast: bool = False
 ) -> pc.Expression:
     """(column, op, value) tuples as one Arrow expression (all must hold).
 
-    A text data column is compared as string: files a merge rewrote store it as
-    string_view, which Arrow compares with neither a string value nor the other files'
-    statistics (deltalake's own conversion failed so on raw_events' `day` once it became
-    a data column). Partition columns stay as they are, so that their files are skipped.
+    With `cast`, a text data column is compared as string: files a merge wrote store it
+    as string_view, which Arrow 26 compares with neither a string value nor the other
+    files' statistics (deltalake's own conversion of the tuples failed so on raw_events'
+    `day` once it became a data column). The cast costs the skipping of files and row
+    groups by their statistics, so `read` tries without it first. Partition columns
+    are never cast.
     """
     expression: pc.Expression | None = None
     for column, op, value in filters:
@@ -716,7 +726,7 @@ def filter_expression(
             value = sorted(value)  # isin takes a list
         values = value if isinstance(value, list) else [value]
         field = pc.field(column)
-        if column not in partitions and any(isinstance(item, str) for item in values):
+        if cast and column not in partitions and any(isinstance(item, str) for item in values):
             field = field.cast(pa.string())
         term = FILTER_OPS[op](field, value)
         expression = term if expression is None else expression & term
