@@ -275,6 +275,17 @@ def test_a_table_with_monthly_files_keeps_its_days_and_compacts_its_months(
     assert "month" not in old.read("raw_events").columns  # type: ignore[union-attr]
     assert old.compact_months("raw_events", days, commit_info=info)["files_removed"] == 0
 
+    # one another tool wrote with no partition column keeps none: its days are data
+    flat = LakeResource(root=str(tmp_path / "flat"))
+    write_deltalake(flat.table_uri("raw_events"), event_rows(days[0], range(5)).to_arrow())
+    for day, ids in ((days[1], range(3)), (days[0], range(2))):  # a new day, then a replaced one
+        flat.replace_partitions("raw_events", event_rows(day, ids), values=[day], commit_info=info)
+    assert flat.open("raw_events").metadata().partition_columns == []  # type: ignore[union-attr]
+    rows = flat.read("raw_events")
+    assert "month" not in rows.columns  # type: ignore[union-attr]
+    assert sorted(rows.group_by("day").len().iter_rows()) == [(days[0], 2), (days[1], 3)]  # type: ignore[union-attr]
+    assert flat.compact_months("raw_events", days, commit_info=info)["files_removed"] == 0
+
 
 @pytest.mark.speed
 def test_filters_on_a_text_column_read_written_and_merged_files_alike(tmp_path: Path) -> None:

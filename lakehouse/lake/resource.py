@@ -379,7 +379,7 @@ class LakeResource(dg.ConfigurableResource):
         if table is None or partition_column is None or not days:
             return {"files_removed": 0, "files_added": 0}
         folder = folder_column(name, partition_column, table)
-        if folder == partition_column:
+        if folder is None or folder == partition_column:
             return {"files_removed": 0, "files_added": 0}
         months = sorted(months_of(days))
         return self.compact(name, commit_info=commit_info, partitions=[(folder, "in", months)])
@@ -451,9 +451,11 @@ class LakeResource(dg.ConfigurableResource):
             table = self.open(name)
             folder = folder_column(name, partition_column, table)
             stored = rows
-            if folder != partition_column:
+            if folder is not None and folder != partition_column:
                 stored = rows.with_columns(pl.col(partition_column).str.slice(0, 7).alias(folder))
-            if table is None and self._create(name, stored, commit_info, [folder]):
+            if table is None and self._create(
+                name, stored, commit_info, [folder or partition_column]
+            ):
                 return
             on = [partition_column, *key]
             source = self._conform(name, stored, commit_info)
@@ -471,7 +473,7 @@ class LakeResource(dg.ConfigurableResource):
             # this merge, and the retry sees its files.
             if table is not None and holds_rows_of(table, partition_column, folder, values):
                 predicate = f"t.{partition_column} IN ({listed})"
-                if folder != partition_column:
+                if folder is not None and folder != partition_column:
                     months = ", ".join(f"'{month}'" for month in sorted(months_of(values)))
                     predicate = f"t.{folder} IN ({months}) AND {predicate}"
                 merge = merge.when_not_matched_by_source_delete(predicate=predicate)
@@ -652,13 +654,13 @@ def may_hold(group: pq.RowGroupMetaData, column: str, low: object, high: object)
     return True
 
 
-def folder_column(name: str, partition_column: str, table: DeltaTable | None) -> str:
+def folder_column(name: str, partition_column: str, table: DeltaTable | None) -> str | None:
     """The Delta partition column of day-partitioned table `name`: the one it was created
-    with, else `month` where the registry gives it monthly files, else the day itself."""
+    with (None for a table another tool created with none: its days stay a data column),
+    else `month` where the registry gives it monthly files, else the day itself."""
     if table is not None:
         stored = table.metadata().partition_columns
-        if stored:
-            return stored[0]
+        return stored[0] if stored else None
     entry = TABLES.get(name)
     monthly = entry is not None and entry.monthly_files and entry.partition_by == partition_column
     return MONTH if monthly else partition_column
@@ -669,22 +671,29 @@ def months_of(days: Sequence[str]) -> set[str]:
     return {day[:7] for day in days}
 
 
-def holds_rows_of(table: DeltaTable, column: str, folder: str, values: Sequence[str]) -> bool:
+def holds_rows_of(
+    table: DeltaTable, column: str, folder: str | None, values: Sequence[str]
+) -> bool:
     """Whether the snapshot may hold rows of the partitions `values` of `column`: a file
-    in their folders, or (monthly files) a file of their months whose statistics of
-    `column` span one of them (a file without statistics counts as holding them)."""
+    in their folders, or (monthly files, or no folders at all) a file of their months
+    whose statistics of `column` span one of them (a file without statistics counts as
+    holding them)."""
     if folder == column:
         return bool(table.file_uris(file_pruning_predicate=[(column, "in", list(values))]))
     actions = pa.table(table.get_add_actions(flatten=True))
     if actions.num_rows == 0:
         return False
     months = months_of(values)
-    folders = actions.column(f"partition.{folder}").to_pylist()
     names = actions.column_names
+    folders = (
+        actions.column(f"partition.{folder}").to_pylist()
+        if folder is not None
+        else [None] * actions.num_rows
+    )
     lows = actions.column(f"min.{column}").to_pylist() if f"min.{column}" in names else None
     highs = actions.column(f"max.{column}").to_pylist() if f"max.{column}" in names else None
     for index, month in enumerate(folders):
-        if month not in months:
+        if folder is not None and month not in months:
             continue
         low = None if lows is None else lows[index]
         high = None if highs is None else highs[index]
