@@ -199,6 +199,23 @@ def pipeline(mode: str, sources: Path, lake: Path, start: date, scale: Scale, wo
     return Run(found["seconds"], found["rows_computed"], found["step_seconds"], peak, peaks)
 
 
+def dagster_floor(start: date, scale: Scale, work: Path) -> dict:
+    """bench.floor in a subprocess: the same graph with no-op bodies, run and rerun."""
+    report = work / f"floor-{time.monotonic_ns()}.json"
+    last = start + timedelta(days=scale.days - 1)
+    command = [
+        sys.executable,
+        "-m",
+        "bench.floor",
+        f"--first={start.isoformat()}",
+        f"--last={last.isoformat()}",
+        f"--report={report}",
+        f"--repeats={max(2, scale.repeats + 1)}",
+    ]
+    subprocess.run(command, env=environment(start), check=True)
+    return json.loads(report.read_text())
+
+
 def change_one_photo(sources: Path) -> str:
     """Rewrite one unlabelled photo with other pixels (same size, same key); returns its key."""
     import sqlalchemy as sa
@@ -308,6 +325,15 @@ class Bench:
         log(f"one-photo change: {changed.seconds:.1f} s, rows computed {rows}")
         self.facts["seconds per step of the no-change rerun"] = step_facts(again)
         self.facts["seconds per step of the one-photo rerun"] = step_facts(changed)
+        log("dagster's floor: the same graph with every body a no-op (bench/floor.py)")
+        floor = dagster_floor(self.start, self.scale, self.work)
+        least = min(floor["reruns"])
+        self.facts["Dagster's floor under a rerun (this graph, every body a no-op)"] = (
+            f"{least:.2f} s (best of {len(floor['reruns'])} reruns of {floor['assets']} "
+            f"assets and {floor['checks']} checks) = {least / self.first.seconds:.1%} of the "
+            f"first run; the no-change rerun spent {again.seconds - least:.2f} s above it"
+        )
+        log(self.facts["Dagster's floor under a rerun (this graph, every body a no-op)"])
         worst = max(
             n / (AUGMENTATIONS_PER_IMAGE if name == "augmented_tensors" else 1)
             for name, n in rows.items()

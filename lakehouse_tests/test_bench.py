@@ -71,6 +71,8 @@ def test_tiny_bench_reports_every_comparison(tmp_path: Path) -> None:
         assert record["met"] is (ratio >= bound if op == ">=" else ratio <= bound)
     table = (tmp_path / "out" / "RESULTS.md").read_text()
     assert "scale" in table and "machine" in table and "date" in table
+    # Dagster's own floor under a rerun (bench/floor.py), beside the real one
+    assert "Dagster's floor under a rerun" in table and "of the first run" in table
     assert all(f"| {r['name']} |" in table for r in results)
     # the rerun with no change computed nothing; the peers agreed (else the bench fails)
     assert "no-change rerun" in done.stdout and "rows computed 0" in done.stdout

@@ -377,3 +377,55 @@ def test_digests_hashed_in_chunks_are_each_rows_own() -> None:
     assert row_digests(rows).to_list() == [
         hashlib.sha256(f"{i}\x1fx{i}".encode()).hexdigest() for i in range(n)
     ]
+
+
+def test_the_floor_bench_runs_a_no_op_twin_of_the_whole_graph(tmp_path: Path) -> None:
+    """bench/floor.py measures Dagster alone under a rerun of our graph: its twin has the
+    real keys, dependencies, partitions, backfill policies, checks and observable
+    sources, and its runs execute every step of them (the range's every partition)."""
+    import dagster as dg
+
+    from bench.floor import run_twin, twin
+    from lakehouse.definitions import build_definitions
+
+    real = build_definitions(
+        lake=str(tmp_path / "lake"),
+        sources=str(tmp_path / "sources"),
+        metadata_db=f"sqlite:///{tmp_path / 'metadata.db'}",
+    )
+    defs = twin(real)
+    ours, its = real.resolve_asset_graph(), defs.resolve_asset_graph()
+
+    def shape(graph: dg.AssetGraph) -> dict[dg.AssetKey, tuple]:
+        return {
+            key: (
+                graph.get(key).is_materializable,
+                graph.get(key).is_observable,
+                sorted(graph.get(key).parent_keys),
+                graph.get(key).partitions_def,
+                graph.get(key).backfill_policy,
+            )
+            for key in graph.get_all_asset_keys()
+        }
+
+    assert shape(its) == shape(ours)
+    assert its.asset_check_keys == ours.asset_check_keys and len(ours.asset_check_keys) >= 5
+    partitioned = [key for key in ours.materializable_asset_keys if ours.get(key).partitions_def]
+    assert partitioned  # the daily assets are in the twin, partitions and all
+
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_twin(defs, DEMO_FIRST, DEMO_LAST, instance) > 0
+    days = len(
+        ours.get(partitioned[0]).partitions_def.get_partition_keys_in_range(  # type: ignore[union-attr]
+            dg.PartitionKeyRange(DEMO_FIRST, DEMO_LAST)
+        )
+    )
+    materialized = instance.get_event_records(
+        dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION), limit=10_000
+    )
+    expected = len(ours.materializable_asset_keys) + len(partitioned) * (days - 1)
+    assert days > 1 and len(materialized) == expected
+    checked = instance.get_event_records(
+        dg.EventRecordsFilter(dg.DagsterEventType.ASSET_CHECK_EVALUATION), limit=100
+    )
+    assert len(checked) == len(ours.asset_check_keys)
