@@ -11,7 +11,9 @@ import multiprocessing
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 
 from lakehouse import failpoints
 from lakehouse.lake import LakeResource
@@ -123,3 +125,69 @@ def test_a_table_created_by_another_writer_meanwhile_is_merged_into(
     assert_once_each(lake, "t")
     if how == "sync_snapshot":  # the same snapshot again: nothing to change, no commit
         assert lake.version("t") == 0
+
+
+@pytest.mark.speed
+@pytest.mark.parametrize("newer_snapshot", [False, True])
+def test_two_compactions_of_one_month_at_once_keep_each_row_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, newer_snapshot: bool
+) -> None:
+    """Two compactions of the same month of raw_events at once (backfill runs of days in
+    one month): the other one commits while this one holds its snapshot, and deltalake
+    lets both commit (two optimizes of the same files do not conflict): every row of
+    those files twice. The lake sees it in the log and takes its own compaction back:
+    every event is there once. With `newer_snapshot`, a day merged in between is in
+    this compaction's snapshot only: its file goes back into the table, statistics and
+    all, and the next compaction merges it."""
+    lake, other = LakeResource(root=str(tmp_path)), LakeResource(root=str(tmp_path))
+    days = ["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-04"]
+
+    def merge(day: str) -> None:
+        events = pl.DataFrame(
+            {"event_id": [f"{day}-{n}" for n in range(10)], "day": day, "line": range(10)}
+        )
+        lake.replace_partitions("raw_events", events, values=[day], commit_info=INFO)
+
+    for day in days[:3]:
+        merge(day)
+    older = DeltaTable(lake.table_uri("raw_events"))  # the other compaction's snapshot
+    if newer_snapshot:
+        merge(days[3])
+    expected = 40 if newer_snapshot else 30
+
+    def compact_first() -> None:  # the other compaction, in the middle of this one
+        if newer_snapshot:
+            older.optimize.compact(partition_filters=[("month", "=", "2026-10")])
+        else:
+            other.compact_months("raw_events", days, commit_info=INFO)
+
+    with (
+        caplog.at_level(logging.WARNING, "lakehouse.lake"),
+        failpoints.on("compact/raw_events", compact_first),
+    ):
+        found = lake.compact_months("raw_events", days, commit_info=INFO)
+    history = lake.open("raw_events").history()  # type: ignore[union-attr]
+    assert [c.get("operation") for c in history[:3]] == ["WRITE", "OPTIMIZE", "OPTIMIZE"]
+    assert "took_back_compaction" in history[0]  # both committed: the race happened
+    assert [r.getMessage() for r in caplog.records] == [
+        "compaction of 'raw_events' removed 3 file(s) a concurrent compaction had removed "
+        "too; taking it back (the other one's files keep those rows)"
+    ]
+    assert found == {"files_removed": 0, "files_added": 0}
+
+    def held(filters: list | None = None) -> list[str]:
+        rows = lake.read("raw_events", filters=filters)
+        assert rows is not None
+        return sorted(rows["event_id"])
+
+    assert held() == sorted(f"{day}-{n}" for day in days[: expected // 10] for n in range(10))
+    assert held([("day", "=", days[3])]) == (
+        [f"{days[3]}-{n}" for n in range(10)] if newer_snapshot else []
+    )
+    files = lake.open("raw_events").file_uris()  # type: ignore[union-attr]
+    assert len(files) == (2 if newer_snapshot else 1)
+    if newer_snapshot:  # the day's file came back with its statistics, and compacts
+        stats = pa.table(lake.open("raw_events").get_add_actions(flatten=True))  # type: ignore[union-attr]
+        assert sorted(stats.column("min.day").to_pylist()) == [days[0], days[3]]
+        assert lake.compact_months("raw_events", days, commit_info=INFO)["files_removed"] == 2
+        assert held() == sorted(f"{day}-{n}" for day in days for n in range(10))

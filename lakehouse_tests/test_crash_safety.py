@@ -497,6 +497,10 @@ ACTION_POINTS = {
         "test_storage_faults.py",
         'failpoints.on("lake/unavailable"',
     ),  # reached only when the object store stopped answering: the outage test reopens it
+    "compact/": (
+        "test_concurrent_writers.py",
+        'failpoints.on("compact/raw_events"',
+    ),  # between a compaction's snapshot and its commit: another compaction commits there
 }
 
 

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.table import TableMerger
+from deltalake.transaction import AddAction, RemoveAction
 
 from lakehouse.failpoints import during_write, failpoint
 from lakehouse.lake import blobs
@@ -68,6 +70,7 @@ READ_AHEAD = {"fragment_readahead": 2, "batch_readahead": 4}
 
 # a materialization that committed more batches than this compacts its table after
 COMPACT_AFTER_COMMITS = 16
+COMPACTION = "compaction"  # commit info: the id of a compaction, to find its commit
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -355,18 +358,92 @@ class LakeResource(dg.ConfigurableResource):
             return {"files_removed": 0, "files_added": 0}
 
         def attempt() -> dict[str, int]:
-            metrics = self.open(name).optimize.compact(  # type: ignore[union-attr]
+            table = self.open(name)
+            read_version, marker = table.version(), uuid.uuid4().hex  # type: ignore[union-attr]
+            failpoint(f"compact/{name}")
+            metrics = table.optimize.compact(  # type: ignore[union-attr]
                 partition_filters=partitions,
                 target_size=file_bytes(name),
                 writer_properties=writer_for(name),
-                commit_properties=_commit(commit_info),
+                commit_properties=_commit({**commit_info, COMPACTION: marker}),
             )
             removed = int(metrics.get("numFilesRemoved", 0))
-            if removed:
-                self.open(name).create_checkpoint()  # type: ignore[union-attr]
+            if not removed:
+                return {"files_removed": 0, "files_added": 0}
+            undone = self._undo_doubled_compaction(name, read_version, marker, commit_info)
+            self.open(name).create_checkpoint()  # type: ignore[union-attr]
+            if undone:
+                return {"files_removed": 0, "files_added": 0}
             return {"files_removed": removed, "files_added": int(metrics.get("numFilesAdded", 0))}
 
         return self._write(name, attempt)
+
+    def _undo_doubled_compaction(
+        self, name: str, read_version: int, marker: str, commit_info: dict[str, str]
+    ) -> bool:
+        """Take back compaction `marker` (read at `read_version`) where a concurrent one
+        removed some of the same files; True if it did.
+
+        deltalake's optimize does not see two compactions of the same files as
+        conflicting, and both land: every row of those files twice (concurrent backfills
+        of days in one month did this). Read from the log, commit by commit (one GET
+        each), that is cheap to see; the remedy is one commit that removes the files
+        this compaction wrote and adds back those it removed that the other did not
+        (still stored: nothing is vacuumed), so every row is there once again."""
+        ours, others = None, set()
+        for version in range(read_version + 1, self.open(name).version() + 1):  # type: ignore[union-attr]
+            actions = self.log_actions(name, version)
+            info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+            if info.get(COMPACTION) == marker:
+                ours = actions
+                break
+            others |= {a["remove"]["path"] for a in actions if "remove" in a}
+        if ours is None:
+            return False
+        removed = {a["remove"]["path"] for a in ours if "remove" in a}
+        doubled = removed & others
+        if not doubled:
+            return False
+        written = [a["add"] for a in ours if "add" in a]
+        log.warning(
+            "compaction of %r removed %d file(s) a concurrent compaction had removed too; "
+            "taking it back (the other one's files keep those rows)",
+            name,
+            len(doubled),
+        )
+        before = DeltaTable(
+            self.table_uri(name), version=read_version, storage_options=self.storage_options()
+        )
+        kept = [
+            row
+            for row in pa.table(before.get_add_actions(flatten=False)).to_pylist()
+            if row["path"] in removed - doubled
+        ]
+
+        def undo() -> None:
+            now = int(time.time() * 1000)
+            table = self.open(name)
+            actions: list[AddAction | RemoveAction] = [
+                RemoveAction(
+                    path=add["path"],
+                    data_change=False,
+                    deletion_timestamp=now,
+                    size=add["size"],
+                    partition_values=add["partitionValues"],
+                )
+                for add in written
+            ]
+            actions += [add_action(row) for row in kept]
+            table.create_write_transaction(  # type: ignore[union-attr]
+                actions,
+                mode="append",
+                schema=table.schema(),  # type: ignore[union-attr]
+                partition_by=table.metadata().partition_columns or None,  # type: ignore[union-attr]
+                commit_properties=_commit({**commit_info, "took_back_compaction": marker}),
+            )
+
+        _retry_conflicts(name, undo)
+        return True
 
     def compact_months(
         self, name: str, days: Sequence[str], *, commit_info: dict[str, str]
@@ -397,12 +474,15 @@ class LakeResource(dg.ConfigurableResource):
         """What commit `version` of table `name` recorded of itself (its `commitInfo`
         action: operation, metrics and our commit info), read from its log file by name:
         one GET, no listing of the log."""
-        entry = self.get_object(f"{name}/_delta_log/{version:020d}.json")
-        for line in entry.splitlines():
-            action = json.loads(line) if line.strip() else {}
+        for action in self.log_actions(name, version):
             if "commitInfo" in action:
                 return action["commitInfo"]
         return {}
+
+    def log_actions(self, name: str, version: int) -> list[dict[str, dict]]:
+        """The actions commit `version` of table `name` wrote, from its log file by name."""
+        entry = self.get_object(f"{name}/_delta_log/{version:020d}.json")
+        return [json.loads(line) for line in entry.splitlines() if line.strip()]
 
     def put_at(self, key: str, data: bytes) -> None:
         """Store bytes under `key`, a name derived from what decides them (write-once)."""
@@ -652,6 +732,35 @@ def may_hold(group: pq.RowGroupMetaData, column: str, low: object, high: object)
         least, most = (v.decode() if isinstance(v, bytes) else v for v in (stats.min, stats.max))
         return not (most < low or least > high)  # type: ignore[operator]
     return True
+
+
+def add_action(row: dict) -> AddAction:
+    """An add action for a stored file, from a snapshot's `get_add_actions` row (its
+    statistics written back in the log's JSON form)."""
+
+    def plain(values: dict | None) -> dict:
+        return {
+            column: value.isoformat().replace("+00:00", "Z")
+            if isinstance(value, datetime | date)
+            else value
+            for column, value in (values or {}).items()
+            if value is not None
+        }
+
+    stats = {
+        "numRecords": row["num_records"],
+        "minValues": plain(row.get("min")),
+        "maxValues": plain(row.get("max")),
+        "nullCount": plain(row.get("null_count")),
+    }
+    return AddAction(
+        path=row["path"],
+        size=row["size_bytes"],
+        partition_values=row.get("partition") or {},
+        modification_time=row["modification_time"],
+        data_change=False,
+        stats=json.dumps(stats),
+    )
 
 
 def folder_column(name: str, partition_column: str, table: DeltaTable | None) -> str | None:
