@@ -759,7 +759,7 @@ def add_action(row: dict) -> AddAction:
         partition_values=row.get("partition") or {},
         modification_time=row["modification_time"],
         data_change=False,
-        stats=json.dumps(stats),
+        stats=json.dumps(stats, default=str),
     )
 
 
