@@ -23,8 +23,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from bench.pipeline import OBSERVE_JOBS, RUN_LOGS, instance_for
-from lakehouse.graph.partitions import partition_range_tags
+from bench.pipeline import OBSERVE_JOBS, dagster_run, instance_for
 
 
 def twin(defs: dg.Definitions) -> dg.Definitions:
@@ -77,22 +76,10 @@ def observation(key: dg.AssetKey, partitions: dg.PartitionsDefinition | None) ->
 
 
 def run_twin(defs: dg.Definitions, first: str, last: str, instance: dg.DagsterInstance) -> float:
-    """Observe, then materialize every asset of the twin over [first, last]; seconds."""
+    """Observe, then materialize every asset of the twin over [first, last], as
+    bench.pipeline runs the real graph (its own `dagster_run`); seconds."""
     start = time.perf_counter()
-    for name in OBSERVE_JOBS:
-        if (
-            not defs.resolve_job_def(name)
-            .execute_in_process(instance=instance, run_config=RUN_LOGS)
-            .success
-        ):
-            raise RuntimeError(f"the twin's {name} failed")
-    keys = set(defs.resolve_asset_graph().materializable_asset_keys)
-    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
-    result = job.execute_in_process(
-        instance=instance, run_config=RUN_LOGS, tags=partition_range_tags(first, last)
-    )
-    if not result.success:
-        raise RuntimeError("the twin's materialization failed")
+    dagster_run(defs, first, last, {}, instance)
     return time.perf_counter() - start
 
 
